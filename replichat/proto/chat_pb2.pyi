@@ -1,0 +1,189 @@
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from typing import ClassVar as _ClassVar, Iterable as _Iterable, Mapping as _Mapping, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class CreateUserRequest(_message.Message):
+    __slots__ = ("name", "client_id", "request_seq")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    CLIENT_ID_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_SEQ_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    client_id: str
+    request_seq: int
+    def __init__(self, name: _Optional[str] = ..., client_id: _Optional[str] = ..., request_seq: _Optional[int] = ...) -> None: ...
+
+class CreateUserResponse(_message.Message):
+    __slots__ = ("name",)
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    def __init__(self, name: _Optional[str] = ...) -> None: ...
+
+class DeleteUserRequest(_message.Message):
+    __slots__ = ("name", "client_id", "request_seq")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    CLIENT_ID_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_SEQ_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    client_id: str
+    request_seq: int
+    def __init__(self, name: _Optional[str] = ..., client_id: _Optional[str] = ..., request_seq: _Optional[int] = ...) -> None: ...
+
+class DeleteUserResponse(_message.Message):
+    __slots__ = ("dropped_messages",)
+    DROPPED_MESSAGES_FIELD_NUMBER: _ClassVar[int]
+    dropped_messages: int
+    def __init__(self, dropped_messages: _Optional[int] = ...) -> None: ...
+
+class ListUsersRequest(_message.Message):
+    __slots__ = ("pattern",)
+    PATTERN_FIELD_NUMBER: _ClassVar[int]
+    pattern: str
+    def __init__(self, pattern: _Optional[str] = ...) -> None: ...
+
+class ListUsersResponse(_message.Message):
+    __slots__ = ("names",)
+    NAMES_FIELD_NUMBER: _ClassVar[int]
+    names: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, names: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class SendMessageRequest(_message.Message):
+    __slots__ = ("sender", "recipient", "text", "client_id", "request_seq")
+    SENDER_FIELD_NUMBER: _ClassVar[int]
+    RECIPIENT_FIELD_NUMBER: _ClassVar[int]
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    CLIENT_ID_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_SEQ_FIELD_NUMBER: _ClassVar[int]
+    sender: str
+    recipient: str
+    text: str
+    client_id: str
+    request_seq: int
+    def __init__(self, sender: _Optional[str] = ..., recipient: _Optional[str] = ..., text: _Optional[str] = ..., client_id: _Optional[str] = ..., request_seq: _Optional[int] = ...) -> None: ...
+
+class SendMessageResponse(_message.Message):
+    __slots__ = ("seq",)
+    SEQ_FIELD_NUMBER: _ClassVar[int]
+    seq: int
+    def __init__(self, seq: _Optional[int] = ...) -> None: ...
+
+class ConnectRequest(_message.Message):
+    __slots__ = ("name", "session_id", "client_id", "request_seq")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    CLIENT_ID_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_SEQ_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    session_id: str
+    client_id: str
+    request_seq: int
+    def __init__(self, name: _Optional[str] = ..., session_id: _Optional[str] = ..., client_id: _Optional[str] = ..., request_seq: _Optional[int] = ...) -> None: ...
+
+class Delivery(_message.Message):
+    __slots__ = ("recipient", "seq", "sender", "text", "sent_at_ms")
+    RECIPIENT_FIELD_NUMBER: _ClassVar[int]
+    SEQ_FIELD_NUMBER: _ClassVar[int]
+    SENDER_FIELD_NUMBER: _ClassVar[int]
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    SENT_AT_MS_FIELD_NUMBER: _ClassVar[int]
+    recipient: str
+    seq: int
+    sender: str
+    text: str
+    sent_at_ms: int
+    def __init__(self, recipient: _Optional[str] = ..., seq: _Optional[int] = ..., sender: _Optional[str] = ..., text: _Optional[str] = ..., sent_at_ms: _Optional[int] = ...) -> None: ...
+
+class Connected(_message.Message):
+    __slots__ = ("name", "queued")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    QUEUED_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    queued: int
+    def __init__(self, name: _Optional[str] = ..., queued: _Optional[int] = ...) -> None: ...
+
+class SessionEnded(_message.Message):
+    __slots__ = ("reason", "detail")
+    class Reason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+        __slots__ = ()
+        REASON_UNSPECIFIED: _ClassVar[SessionEnded.Reason]
+        TAKEN_OVER: _ClassVar[SessionEnded.Reason]
+        USER_DELETED: _ClassVar[SessionEnded.Reason]
+        SHUTDOWN: _ClassVar[SessionEnded.Reason]
+    REASON_UNSPECIFIED: SessionEnded.Reason
+    TAKEN_OVER: SessionEnded.Reason
+    USER_DELETED: SessionEnded.Reason
+    SHUTDOWN: SessionEnded.Reason
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    DETAIL_FIELD_NUMBER: _ClassVar[int]
+    reason: SessionEnded.Reason
+    detail: str
+    def __init__(self, reason: _Optional[_Union[SessionEnded.Reason, str]] = ..., detail: _Optional[str] = ...) -> None: ...
+
+class ServerEvent(_message.Message):
+    __slots__ = ("connected", "message", "ended")
+    CONNECTED_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    ENDED_FIELD_NUMBER: _ClassVar[int]
+    connected: Connected
+    message: Delivery
+    ended: SessionEnded
+    def __init__(self, connected: _Optional[_Union[Connected, _Mapping]] = ..., message: _Optional[_Union[Delivery, _Mapping]] = ..., ended: _Optional[_Union[SessionEnded, _Mapping]] = ...) -> None: ...
+
+class AckRequest(_message.Message):
+    __slots__ = ("name", "up_to_seq", "session_id", "client_id", "request_seq")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    UP_TO_SEQ_FIELD_NUMBER: _ClassVar[int]
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    CLIENT_ID_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_SEQ_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    up_to_seq: int
+    session_id: str
+    client_id: str
+    request_seq: int
+    def __init__(self, name: _Optional[str] = ..., up_to_seq: _Optional[int] = ..., session_id: _Optional[str] = ..., client_id: _Optional[str] = ..., request_seq: _Optional[int] = ...) -> None: ...
+
+class AckResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class StatusRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class PeerProgress(_message.Message):
+    __slots__ = ("id", "match_index", "next_index")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    MATCH_INDEX_FIELD_NUMBER: _ClassVar[int]
+    NEXT_INDEX_FIELD_NUMBER: _ClassVar[int]
+    id: int
+    match_index: int
+    next_index: int
+    def __init__(self, id: _Optional[int] = ..., match_index: _Optional[int] = ..., next_index: _Optional[int] = ...) -> None: ...
+
+class StatusResponse(_message.Message):
+    __slots__ = ("id", "role", "term", "leader_id", "commit_index", "applied_index", "last_index", "peers", "address", "wire_address")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    ROLE_FIELD_NUMBER: _ClassVar[int]
+    TERM_FIELD_NUMBER: _ClassVar[int]
+    LEADER_ID_FIELD_NUMBER: _ClassVar[int]
+    COMMIT_INDEX_FIELD_NUMBER: _ClassVar[int]
+    APPLIED_INDEX_FIELD_NUMBER: _ClassVar[int]
+    LAST_INDEX_FIELD_NUMBER: _ClassVar[int]
+    PEERS_FIELD_NUMBER: _ClassVar[int]
+    ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    WIRE_ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    id: int
+    role: str
+    term: int
+    leader_id: int
+    commit_index: int
+    applied_index: int
+    last_index: int
+    peers: _containers.RepeatedCompositeFieldContainer[PeerProgress]
+    address: str
+    wire_address: str
+    def __init__(self, id: _Optional[int] = ..., role: _Optional[str] = ..., term: _Optional[int] = ..., leader_id: _Optional[int] = ..., commit_index: _Optional[int] = ..., applied_index: _Optional[int] = ..., last_index: _Optional[int] = ..., peers: _Optional[_Iterable[_Union[PeerProgress, _Mapping]]] = ..., address: _Optional[str] = ..., wire_address: _Optional[str] = ...) -> None: ...
