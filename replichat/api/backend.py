@@ -33,3 +33,6 @@ class ChatBackend(Protocol):
 
     async def ack(self, request: chat_pb2.AckRequest) -> None:
         """Removes the user's messages with seq <= up_to_seq (a replicated write)."""
+
+    def status(self) -> chat_pb2.StatusResponse:
+        """This replica's view: role, term, leader, commit/applied/last index."""
