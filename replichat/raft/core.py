@@ -1,0 +1,596 @@
+"""The Raft consensus core, sans-IO.
+
+A `RaftCore` is a plain object: the runtime (or a simulator) feeds it peer messages (`step`),
+clock ticks (`tick`), client proposals (`propose`) and read requests (`read_index`), then takes
+a `Ready` describing what to do — persist entries and hard state, send messages, apply committed
+entries, serve reads — does it, and calls `advance(ready)`. No sockets, clocks, threads or
+global randomness live here, so a seeded simulation replays a run exactly.
+
+The contract the runtime must keep (it is what makes acknowledgements durable): the entries and
+hard state of a Ready are fsynced before its messages are sent and before `advance`. The leader
+counts itself toward a commit only once `advance` says its entries are durable.
+
+Implements the extended Raft paper and Ongaro's thesis: randomized elections with pre-vote and
+check-quorum (leader lease), log replication with pipelining and term-skipping back-off, the
+commit rule for the leader's own term, a no-op at the start of each term, ReadIndex reads and
+leadership transfer.
+"""
+import enum
+import random
+from typing import Dict, List, NamedTuple, Optional, Sequence, Set, Tuple
+
+from replichat.raft.log import RaftLog
+from replichat.raft.messages import (
+    NO_LEADER,
+    TRANSFER_CONTEXT,
+    Entry,
+    HardState,
+    Message,
+    MsgType,
+    ReadState,
+)
+from replichat.raft.progress import Progress, ProgressState
+
+
+class Role(enum.Enum):
+    FOLLOWER = "follower"
+    PRE_CANDIDATE = "pre-candidate"
+    CANDIDATE = "candidate"
+    LEADER = "leader"
+
+
+class NotLeader(Exception):
+    """A proposal could not be accepted here; `leader` is the known leader or NO_LEADER."""
+
+    def __init__(self, leader: int) -> None:
+        super().__init__(f"not the leader (leader: {leader or 'unknown'})")
+        self.leader = leader
+
+
+class Config(NamedTuple):
+    id: int
+    voters: Tuple[int, ...]
+    # In ticks. The election timeout is drawn from [election_ticks, 2 * election_ticks).
+    election_ticks: int = 10
+    heartbeat_ticks: int = 1
+    max_entries_per_append: int = 512
+    max_bytes_per_append: int = 1 << 20
+    max_inflight: int = 32
+    pre_vote: bool = True
+    check_quorum: bool = True
+    seed: int = 0
+
+
+class Ready(NamedTuple):
+    hard_state: Optional[HardState]
+    entries: List[Entry]
+    messages: List[Message]
+    committed: List[Entry]
+    read_states: List[ReadState]
+
+
+class _PendingRead(NamedTuple):
+    round: int
+    index: int
+    context: bytes
+    requester: int
+
+
+class RaftCore:
+    def __init__(self, config: Config, log: Optional[RaftLog] = None, hard_state: HardState = HardState()) -> None:
+        if config.id not in config.voters:
+            raise ValueError(f"replica {config.id} is not among the voters {config.voters}")
+        self.config = config
+        self.id = config.id
+        self.peers = tuple(v for v in config.voters if v != config.id)
+        self.quorum = len(config.voters) // 2 + 1
+        self.log = log if log is not None else RaftLog()
+        self.term = hard_state.term
+        self.vote = hard_state.vote
+        self.log.commit_to(min(hard_state.commit, self.log.last_index))
+        self._persisted = HardState(self.term, self.vote, self.log.committed)
+        self._rng = random.Random(config.seed * 1_000_003 + config.id)
+        self.role = Role.FOLLOWER
+        self.leader = NO_LEADER
+        self.progress: Dict[int, Progress] = {}
+        self._votes: Dict[int, bool] = {}
+        self._election_elapsed = 0
+        self._heartbeat_elapsed = 0
+        self._randomized_timeout = self._draw_timeout()
+        self._outbox: List[Message] = []
+        self._read_states: List[ReadState] = []
+        # ReadIndex on the leader: reads wait for a quorum to answer a heartbeat round sent
+        # after they arrived; reads arriving before the leader committed in its term wait more.
+        self._read_round = 0
+        self._round_acked: Dict[int, int] = {}
+        self._pending_reads: List[_PendingRead] = []
+        self._reads_before_commit: List[Tuple[bytes, int]] = []
+        self.transferee = NO_LEADER
+        self._transfer_elapsed = 0
+
+    # ----------------------------------------------------------------- inputs
+
+    def tick(self) -> None:
+        if self.role is Role.LEADER:
+            self._tick_leader()
+        else:
+            self._election_elapsed += 1
+            if self._election_elapsed >= self._randomized_timeout:
+                self._election_elapsed = 0
+                self.campaign()
+
+    def campaign(self, transfer: bool = False) -> None:
+        """Start an election (after a pre-vote round, unless this is a leadership transfer)."""
+        if self.role is Role.LEADER:
+            return
+        if self.config.pre_vote and not transfer:
+            self._become_pre_candidate()
+        else:
+            self._become_candidate(transfer)
+
+    def propose(self, data_items: Sequence[bytes]) -> int:
+        """Append commands to the log (leader) or hand them to the leader (follower).
+        Returns the last index assigned on the leader, 0 when forwarded; raises NotLeader
+        when there is no leader to take them or leadership is being transferred."""
+        if not data_items:
+            return 0
+        if self.role is Role.LEADER:
+            if self.transferee != NO_LEADER:
+                raise NotLeader(NO_LEADER)
+            return self._append_own(data_items)
+        if self.leader == NO_LEADER:
+            raise NotLeader(NO_LEADER)
+        entries = tuple(Entry(0, 0, d) for d in data_items)
+        self._send(Message(MsgType.PROPOSE, self.id, self.leader, self.term, entries=entries))
+        return 0
+
+    def read_index(self, context: bytes) -> None:
+        """Ask for a linearizable read; a ReadState with this context appears in a later Ready
+        (or never, if leadership changes: the runtime times out and asks again)."""
+        if self.role is Role.LEADER:
+            self._leader_read(context, self.id)
+        elif self.leader != NO_LEADER:
+            self._send(Message(MsgType.READ_INDEX, self.id, self.leader, self.term, context=context))
+        else:
+            raise NotLeader(NO_LEADER)
+
+    def transfer_leadership(self, target: int) -> None:
+        if self.role is not Role.LEADER or target == self.id or target not in self.progress:
+            return
+        self.transferee = target
+        self._transfer_elapsed = 0
+        if self.progress[target].match == self.log.last_index:
+            self._send(Message(MsgType.TIMEOUT_NOW, self.id, target, self.term))
+        else:
+            self._send_append(target)
+
+    def step(self, m: Message) -> None:
+        if m.term > self.term:
+            if m.type in (MsgType.VOTE, MsgType.PRE_VOTE) and self._in_lease() and m.context != TRANSFER_CONTEXT:
+                # We heard from a live leader recently: a disruptive candidate (say, a replica
+                # rejoining after a partition) must not depose it.
+                return
+            if m.type is MsgType.PRE_VOTE or (m.type is MsgType.PRE_VOTE_RESP and not m.reject):
+                pass  # pre-votes run at a future term without adopting it
+            elif m.type in (MsgType.APPEND, MsgType.HEARTBEAT):
+                self._become_follower(m.term, m.src)
+            else:
+                self._become_follower(m.term, NO_LEADER)
+        elif m.term < self.term:
+            if m.type in (MsgType.APPEND, MsgType.HEARTBEAT):
+                # A stale leader: our higher term in the answer makes it step down.
+                self._send(Message(MsgType.APPEND_RESP, self.id, m.src, self.term))
+            elif m.type is MsgType.PRE_VOTE:
+                self._send(Message(MsgType.PRE_VOTE_RESP, self.id, m.src, self.term, reject=True))
+            return
+
+        if m.type in (MsgType.VOTE, MsgType.PRE_VOTE):
+            self._handle_vote_request(m)
+        elif self.role is Role.LEADER:
+            self._step_leader(m)
+        elif self.role in (Role.CANDIDATE, Role.PRE_CANDIDATE):
+            self._step_candidate(m)
+        else:
+            self._step_follower(m)
+
+    # ----------------------------------------------------------------- outputs
+
+    def has_ready(self) -> bool:
+        return bool(
+            self._outbox
+            or self._read_states
+            or self.log.stable < self.log.last_index
+            or self.log.applied < self.log.committed
+            or self._hard_state() != self._persisted
+        )
+
+    def ready(self) -> Ready:
+        hard_state = self._hard_state()
+        ready = Ready(
+            hard_state=hard_state if hard_state != self._persisted else None,
+            entries=self.log.unstable(),
+            messages=self._outbox,
+            committed=self.log.to_apply(),
+            read_states=self._read_states,
+        )
+        self._outbox = []
+        self._read_states = []
+        return ready
+
+    def advance(self, ready: Ready) -> None:
+        """The runtime persisted `ready` and applied its committed entries."""
+        if ready.hard_state is not None:
+            self._persisted = ready.hard_state
+        if ready.entries:
+            last = ready.entries[-1]
+            self.log.mark_stable(last.index, last.term)
+        if ready.committed:
+            self.log.applied_to(ready.committed[-1].index)
+        if self.role is Role.LEADER and self._maybe_commit():
+            self._broadcast_append(allow_empty=True)
+
+    # ----------------------------------------------------------------- views
+
+    @property
+    def commit_index(self) -> int:
+        return self.log.committed
+
+    def _hard_state(self) -> HardState:
+        return HardState(self.term, self.vote, self.log.committed)
+
+    def _in_lease(self) -> bool:
+        return (
+            self.config.check_quorum
+            and self.leader != NO_LEADER
+            and self._election_elapsed < self.config.election_ticks
+        )
+
+    # ----------------------------------------------------------------- role changes
+
+    def _draw_timeout(self) -> int:
+        n = self.config.election_ticks
+        return n + self._rng.randrange(n)
+
+    def _reset(self, term: int) -> None:
+        if term != self.term:
+            self.term = term
+            self.vote = NO_LEADER
+        self.leader = NO_LEADER
+        self._votes = {}
+        self._election_elapsed = 0
+        self._heartbeat_elapsed = 0
+        self._randomized_timeout = self._draw_timeout()
+        self.progress = {}
+        self._pending_reads = []
+        self._reads_before_commit = []
+        self._round_acked = {}
+        self.transferee = NO_LEADER
+
+    def _become_follower(self, term: int, leader: int) -> None:
+        self._reset(term)
+        self.role = Role.FOLLOWER
+        self.leader = leader
+
+    def _become_pre_candidate(self) -> None:
+        # Term and vote stay: a pre-vote that fails leaves no trace that could disrupt anyone.
+        self._votes = {}
+        self.leader = NO_LEADER
+        self.role = Role.PRE_CANDIDATE
+        self._randomized_timeout = self._draw_timeout()
+        self._request_votes(MsgType.PRE_VOTE, self.term + 1, b"")
+
+    def _become_candidate(self, transfer: bool) -> None:
+        self._reset(self.term + 1)
+        self.vote = self.id
+        self.role = Role.CANDIDATE
+        self._request_votes(MsgType.VOTE, self.term, TRANSFER_CONTEXT if transfer else b"")
+
+    def _request_votes(self, kind: MsgType, term: int, context: bytes) -> None:
+        self._votes[self.id] = True
+        if self._tally() is True:
+            self._won_vote()
+            return
+        for peer in self.peers:
+            self._send(
+                Message(kind, self.id, peer, term, log_term=self.log.last_term, index=self.log.last_index, context=context)
+            )
+
+    def _won_vote(self) -> None:
+        if self.role is Role.PRE_CANDIDATE:
+            self._become_candidate(transfer=False)
+        else:
+            self._become_leader()
+
+    def _become_leader(self) -> None:
+        self._reset(self.term)
+        self.role = Role.LEADER
+        self.leader = self.id
+        for peer in self.peers:
+            self.progress[peer] = Progress(self.log.last_index + 1, self.config.max_inflight)
+        # The no-op commits everything before it: entries of earlier terms are never
+        # committed by counting replicas, only by a later entry of the leader's own term.
+        self._append_own([b""])
+
+    def _tally(self) -> Optional[bool]:
+        granted = sum(1 for v in self._votes.values() if v)
+        rejected = len(self._votes) - granted
+        if granted >= self.quorum:
+            return True
+        if rejected >= self.quorum:
+            return False
+        return None
+
+    # ----------------------------------------------------------------- per-role steps
+
+    def _handle_vote_request(self, m: Message) -> None:
+        pre = m.type is MsgType.PRE_VOTE
+        reply = MsgType.PRE_VOTE_RESP if pre else MsgType.VOTE_RESP
+        can_vote = (
+            self.vote == m.src
+            or (self.vote == NO_LEADER and self.leader == NO_LEADER)
+            or (pre and m.term > self.term)
+        )
+        if can_vote and self.log.is_up_to_date(m.index, m.log_term):
+            # A pre-vote grant answers at the term asked about so the candidate counts it.
+            self._send(Message(reply, self.id, m.src, m.term))
+            if not pre:
+                self.vote = m.src
+                self._election_elapsed = 0
+        else:
+            self._send(Message(reply, self.id, m.src, self.term, reject=True))
+
+    def _step_candidate(self, m: Message) -> None:
+        expected = MsgType.PRE_VOTE_RESP if self.role is Role.PRE_CANDIDATE else MsgType.VOTE_RESP
+        if m.type in (MsgType.APPEND, MsgType.HEARTBEAT):
+            self._become_follower(self.term, m.src)
+            self._step_follower(m)
+        elif m.type is expected:
+            self._votes[m.src] = not m.reject
+            outcome = self._tally()
+            if outcome is True:
+                self._won_vote()
+            elif outcome is False:
+                self._become_follower(self.term, NO_LEADER)
+        elif m.type is MsgType.PROPOSE:
+            pass  # no leader to forward to: dropped, the proposer retries
+
+    def _step_follower(self, m: Message) -> None:
+        if m.type is MsgType.APPEND:
+            self._election_elapsed = 0
+            self.leader = m.src
+            self._handle_append(m)
+        elif m.type is MsgType.HEARTBEAT:
+            self._election_elapsed = 0
+            self.leader = m.src
+            self.log.commit_to(min(m.commit, self.log.last_index))
+            self._send(Message(MsgType.HEARTBEAT_RESP, self.id, m.src, self.term, context=m.context))
+        elif m.type is MsgType.PROPOSE:
+            if self.leader != NO_LEADER:
+                self._send(m._replace(src=self.id, dst=self.leader, term=self.term))
+        elif m.type is MsgType.READ_INDEX_RESP:
+            self._read_states.append(ReadState(m.index, m.context))
+        elif m.type is MsgType.TIMEOUT_NOW:
+            self._become_candidate(transfer=True)
+
+    def _handle_append(self, m: Message) -> None:
+        log = self.log
+        if m.index < log.committed:
+            # Everything up to our commit index is known to match: say so.
+            self._send(Message(MsgType.APPEND_RESP, self.id, m.src, self.term, index=log.committed))
+            return
+        if log.has(m.index, m.log_term):
+            last_new = log.merge(m.index, m.entries)
+            log.commit_to(min(m.commit, last_new))
+            self._send(Message(MsgType.APPEND_RESP, self.id, m.src, self.term, index=last_new))
+            return
+        # Reject with a hint that lets the leader skip a whole conflicting term (thesis §5.3).
+        if m.index > log.last_index:
+            hint, hint_term = log.last_index + 1, 0
+        else:
+            hint_term = log.term(m.index)
+            hint = log.first_index_of_term(m.index)
+        self._send(
+            Message(
+                MsgType.APPEND_RESP, self.id, m.src, self.term,
+                index=m.index, reject=True, reject_hint=hint, hint_term=hint_term,
+            )
+        )
+
+    def _step_leader(self, m: Message) -> None:
+        pr = self.progress.get(m.src)
+        if m.type is MsgType.PROPOSE:
+            if self.transferee == NO_LEADER:
+                self._append_own([e.data for e in m.entries])
+            return
+        if m.type is MsgType.READ_INDEX:
+            self._leader_read(m.context, m.src)
+            return
+        if pr is None:
+            return
+        pr.recent_active = True
+        if m.type is MsgType.APPEND_RESP:
+            self._handle_append_response(m, pr)
+        elif m.type is MsgType.HEARTBEAT_RESP:
+            if pr.state is ProgressState.REPLICATE and pr.paused and pr.inflight:
+                pr.inflight.popleft()  # an append may have been lost: make room to resend
+            pr.probe_sent = False
+            if pr.match < self.log.last_index:
+                self._send_append(m.src, allow_empty=True)
+            if m.context:
+                self._read_acked(m.src, int(m.context))
+
+    def _handle_append_response(self, m: Message, pr: Progress) -> None:
+        if m.reject:
+            if m.hint_term:
+                in_our_log = self.log.last_index_of_term(m.hint_term)
+                retry_from = in_our_log + 1 if in_our_log else m.reject_hint
+            else:
+                retry_from = m.reject_hint
+            if pr.rejected(m.index, retry_from):
+                self._send_append(m.src)
+            return
+        was_probing = pr.state is ProgressState.PROBE
+        if pr.acknowledged(m.index):
+            if was_probing:
+                pr.become_replicate()
+            if self._maybe_commit():
+                self._broadcast_append(allow_empty=True)
+            elif pr.next <= self.log.last_index:
+                self._send_append(m.src)
+            if self.transferee == m.src and pr.match == self.log.last_index:
+                self._send(Message(MsgType.TIMEOUT_NOW, self.id, m.src, self.term))
+        elif was_probing and pr.next <= self.log.last_index:
+            self._send_append(m.src)
+
+    def _tick_leader(self) -> None:
+        self._heartbeat_elapsed += 1
+        self._election_elapsed += 1
+        if self._election_elapsed >= self.config.election_ticks:
+            self._election_elapsed = 0
+            if self.config.check_quorum and not self._quorum_active():
+                # Cut off from a majority: stop accepting writes that could never commit,
+                # and let the majority side elect a leader without us.
+                self._become_follower(self.term, NO_LEADER)
+                return
+            if self.transferee != NO_LEADER:
+                self.transferee = NO_LEADER  # the transfer timed out; lead on
+        if self._heartbeat_elapsed >= self.config.heartbeat_ticks:
+            self._heartbeat_elapsed = 0
+            self._broadcast_heartbeat()
+
+    def _quorum_active(self) -> bool:
+        active = 1 + sum(1 for pr in self.progress.values() if pr.recent_active)
+        for pr in self.progress.values():
+            pr.recent_active = False
+        return active >= self.quorum
+
+    # ----------------------------------------------------------------- replication
+
+    def _append_own(self, data_items: Sequence[bytes]) -> int:
+        first = self.log.last_index + 1
+        self.log.append([Entry(self.term, first + i, d) for i, d in enumerate(data_items)])
+        if not self.peers:
+            pass  # a single replica commits on advance, once its own write is durable
+        else:
+            self._broadcast_append()
+        return self.log.last_index
+
+    def _broadcast_append(self, allow_empty: bool = False) -> None:
+        for peer in self.peers:
+            self._send_append(peer, allow_empty)
+
+    def _send_append(self, peer: int, allow_empty: bool = False) -> None:
+        """Send the peer what it lacks. An empty append still goes out to probe, to carry a
+        new commit index (allow_empty), or to find a lost pipelined append (the follower
+        rejects the gap and the peer falls back to probing)."""
+        pr = self.progress[peer]
+        if pr.paused:
+            return
+        entries = self._batch_from(pr.next)
+        if not entries and not allow_empty and pr.state is ProgressState.REPLICATE:
+            return
+        prev = pr.next - 1
+        self._send(
+            Message(
+                MsgType.APPEND, self.id, peer, self.term,
+                log_term=self.log.term(prev), index=prev, entries=tuple(entries), commit=self.log.committed,
+            )
+        )
+        if entries:
+            pr.sent(entries[-1].index)
+        elif pr.state is ProgressState.PROBE:
+            pr.probe_sent = True
+
+    def _batch_from(self, start: int) -> List[Entry]:
+        entries = self.log.slice(start, start + self.config.max_entries_per_append)
+        budget = self.config.max_bytes_per_append
+        for count, entry in enumerate(entries):
+            budget -= len(entry.data)
+            if budget < 0 and count > 0:
+                return entries[:count]
+        return entries
+
+    def _maybe_commit(self) -> bool:
+        matches = sorted([self.log.stable] + [pr.match for pr in self.progress.values()], reverse=True)
+        candidate = matches[self.quorum - 1]
+        # Only an entry of the leader's own term commits by counting (Figure 8 of the paper).
+        if candidate > self.log.committed and self.log.term(candidate) == self.term:
+            self.log.commit_to(candidate)
+            self._release_reads_waiting_commit()
+            return True
+        return False
+
+    def _broadcast_heartbeat(self) -> None:
+        context = str(self._read_round).encode() if self._pending_reads else b""
+        for peer, pr in self.progress.items():
+            self._send(
+                Message(MsgType.HEARTBEAT, self.id, peer, self.term, commit=min(pr.match, self.log.committed), context=context)
+            )
+
+    # ----------------------------------------------------------------- ReadIndex
+
+    def _leader_read(self, context: bytes, requester: int) -> None:
+        if self.log.term(self.log.committed) != self.term:
+            # Until an entry of this term commits we do not know the true commit index.
+            self._reads_before_commit.append((context, requester))
+            return
+        if not self.peers:
+            self._deliver_read(ReadState(self.log.committed, context), requester)
+            return
+        # Leadership must be confirmed by a heartbeat round sent after the read arrived: a round
+        # already in flight may predate a newer leader. So a read joins the next round, which
+        # starts now if none is in flight, else when the current one is confirmed.
+        round_in_flight = bool(self._pending_reads)
+        self._pending_reads.append(_PendingRead(self._read_round + 1, self.log.committed, context, requester))
+        if not round_in_flight:
+            self._start_read_round()
+
+    def _start_read_round(self) -> None:
+        self._read_round += 1
+        self._broadcast_heartbeat()
+
+    def _release_reads_waiting_commit(self) -> None:
+        waiting, self._reads_before_commit = self._reads_before_commit, []
+        for context, requester in waiting:
+            self._leader_read(context, requester)
+
+    def _read_acked(self, peer: int, round_: int) -> None:
+        if round_ <= self._round_acked.get(peer, 0):
+            return
+        self._round_acked[peer] = round_
+        acked = sorted([self._read_round] + list(self._round_acked.values()), reverse=True)
+        confirmed = acked[self.quorum - 1]
+        ready = [r for r in self._pending_reads if r.round <= confirmed]
+        if not ready:
+            return
+        self._pending_reads = [r for r in self._pending_reads if r.round > confirmed]
+        for read in ready:
+            self._deliver_read(ReadState(read.index, read.context), read.requester)
+        if self._pending_reads:
+            self._start_read_round()
+
+    def _deliver_read(self, state: ReadState, requester: int) -> None:
+        if requester == self.id:
+            self._read_states.append(state)
+        else:
+            self._send(Message(MsgType.READ_INDEX_RESP, self.id, requester, self.term, index=state.index, context=state.context))
+
+    # ----------------------------------------------------------------- plumbing
+
+    def _send(self, m: Message) -> None:
+        self._outbox.append(m)
+
+    def status(self) -> Dict[str, object]:
+        return {
+            "id": self.id,
+            "role": self.role.value,
+            "term": self.term,
+            "leader": self.leader,
+            "commit": self.log.committed,
+            "applied": self.log.applied,
+            "last": self.log.last_index,
+            "progress": {p: (pr.match, pr.next) for p, pr in self.progress.items()},
+        }
+
+    def voters(self) -> Set[int]:
+        return set(self.config.voters)
