@@ -1,0 +1,483 @@
+"""The replica runtime: drives the Raft core, persists, sends, applies, and serves the chat API.
+
+One task (`_run`) owns the core. Everything else — peer messages, proposals, read requests,
+ticks — is queued and handed to the core between two Readies, so the core never changes while
+a Ready is being persisted. Each turn of the loop:
+
+    step queued input -> ready() -> fsync entries + hard state -> send messages
+    -> apply committed entries (one SQLite transaction) -> answer waiters -> advance()
+
+Everything that arrived during one fsync is persisted by the next: group commit falls out of
+the loop's shape. Blocking SQLite work runs on two single-thread executors (the Raft log and the
+chat state), never on the event loop.
+"""
+import asyncio
+import concurrent.futures
+import itertools
+import logging
+import os
+import time
+import uuid
+from typing import AsyncIterator, Callable, Deque, Dict, List, Optional, Set, Tuple, TypeVar
+
+import collections
+
+from replichat.chat.names import normalize_name, validate_text
+from replichat.chat.search import compile_pattern
+from replichat.chat.state import Applied, ChatState, MessageQueued, SessionChanged, UserDeleted
+from replichat.errors import ChatError, Code
+from replichat.proto import chat_pb2, command_pb2
+from replichat.raft.core import Config, NotLeader, RaftCore, Role
+from replichat.raft.log import RaftLog
+from replichat.raft.messages import NO_LEADER, Message
+from replichat.storage import RaftStorage
+from replichat.transport import PeerTransport
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+_RESULT_ERRORS = {
+    command_pb2.CommandResult.INVALID_ARGUMENT: Code.INVALID_ARGUMENT,
+    command_pb2.CommandResult.ALREADY_EXISTS: Code.ALREADY_EXISTS,
+    command_pb2.CommandResult.NOT_FOUND: Code.NOT_FOUND,
+    command_pb2.CommandResult.STALE_REQUEST: Code.STALE_REQUEST,
+}
+# Deliveries read from the state per wake-up of a connect stream.
+STREAM_BATCH = 256
+
+
+class NodeOptions:
+    def __init__(
+        self,
+        tick_s: float = 0.05,
+        election_ticks: int = 10,
+        request_timeout_s: float = 8.0,
+        retry_interval_s: float = 2.0,
+    ) -> None:
+        self.tick_s = tick_s
+        self.election_ticks = election_ticks
+        # How long a write may wait for a quorum before the client is told "unavailable".
+        self.request_timeout_s = request_timeout_s
+        # How long to wait for a commit before proposing again (same request id, applied once).
+        self.retry_interval_s = retry_interval_s
+
+
+class _Subscriber:
+    """A connect stream waiting for its user's mailbox or session to change."""
+
+    def __init__(self) -> None:
+        self.changed = asyncio.Event()
+
+
+class Node:
+    def __init__(self, node_id: int, cluster: Dict[int, str], data_dir: str, options: Optional[NodeOptions] = None) -> None:
+        self.id = node_id
+        self.cluster = dict(cluster)
+        self.address = cluster[node_id]
+        self.wire_address = ""
+        self.data_dir = data_dir
+        self.options = options or NodeOptions()
+        self._instance = uuid.uuid4().hex
+        self._request_numbers = itertools.count(1)
+        self._read_numbers = itertools.count(1)
+        self._inbox: Deque[Message] = collections.deque()
+        self._proposals: List[bytes] = []
+        self._read_requests: List[bytes] = []
+        self._pending_ticks = 0
+        self._wake = asyncio.Event()
+        self._leader_changed = asyncio.Event()
+        self._waiters: Dict[Tuple[str, int], "asyncio.Future[Applied]"] = {}
+        self._read_waiters: Dict[bytes, "asyncio.Future[int]"] = {}
+        self._applied_waiters: List[Tuple[int, "asyncio.Future[None]"]] = []
+        self._subscribers: Dict[str, Set[_Subscriber]] = collections.defaultdict(set)
+        self._tasks: List["asyncio.Task[None]"] = []
+        self._stopping = False
+        self._failure: Optional[BaseException] = None
+        self.stopped = asyncio.Event()
+        self._disk = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix=f"raft-log-{node_id}")
+        self._sm = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix=f"chat-state-{node_id}")
+        self.transport = PeerTransport(node_id, cluster)
+        self._storage: Optional[RaftStorage] = None
+        self._state: Optional[ChatState] = None
+        self.core: Optional[RaftCore] = None
+        self.applied_index = 0
+        self._known_leader = NO_LEADER
+
+    # ----------------------------------------------------------------- lifecycle
+
+    async def start(self) -> None:
+        os.makedirs(self.data_dir, exist_ok=True)
+        self._storage = await self._on_disk(RaftStorage, os.path.join(self.data_dir, "raft.db"))
+        self._state = await self._on_state(ChatState, os.path.join(self.data_dir, "state.db"))
+        hard_state, entries = await self._on_disk(self._storage.load)
+        applied = self._state.last_applied
+        if applied > len(entries):
+            raise RuntimeError(f"chat state applied {applied} entries but the raft log holds only {len(entries)}")
+        # Entries the state machine applied were committed even if the hard state's commit
+        # index (written lazily) lags behind.
+        committed = max(hard_state.commit, applied)
+        config = Config(
+            id=self.id,
+            voters=tuple(sorted(self.cluster)),
+            election_ticks=self.options.election_ticks,
+            seed=int.from_bytes(os.urandom(4), "big"),
+        )
+        self.core = RaftCore(config, RaftLog(entries, committed, applied), hard_state)
+        self.applied_index = applied
+        log.info(
+            "replica %d starting: term %d, %d log entries, applied %d, peers %s",
+            self.id, hard_state.term, len(entries), applied,
+            ", ".join(f"{i}={a}" for i, a in sorted(self.cluster.items()) if i != self.id) or "none",
+        )
+        self.transport.start()
+        self._tasks = [asyncio.ensure_future(self._run()), asyncio.ensure_future(self._ticker())]
+
+    async def stop(self, transfer_leadership: bool = True) -> None:
+        """Stop serving. A leader first hands leadership to a caught-up peer so the cluster
+        does not wait an election timeout to notice it is gone."""
+        if self._stopping:
+            return
+        if transfer_leadership and self.core is not None and self.core.role is Role.LEADER and self.core.peers:
+            target = max(self.core.progress, key=lambda p: self.core.progress[p].match)  # type: ignore[union-attr]
+            self.core.transfer_leadership(target)
+            self._wake.set()
+            deadline = time.monotonic() + self.options.tick_s * self.options.election_ticks
+            while self.core.role is Role.LEADER and time.monotonic() < deadline:
+                await self._next_leader_change(deadline - time.monotonic())
+        self._stopping = True
+        for subscribers in self._subscribers.values():
+            for subscriber in subscribers:
+                subscriber.changed.set()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            try:
+                await task
+            except asyncio.CancelledError:
+                pass
+        await self.transport.close()
+        self._fail_waiters(ChatError(Code.UNAVAILABLE, f"replica {self.id} is shutting down"))
+        if self._storage is not None:
+            await self._on_disk(self._storage.close)
+        if self._state is not None:
+            await self._on_state(self._state.close)
+        self._disk.shutdown()
+        self._sm.shutdown()
+        self.stopped.set()
+
+    @property
+    def failure(self) -> Optional[BaseException]:
+        return self._failure
+
+    def deliver(self, messages: List[Message]) -> None:
+        """Peer messages from the transport; stepped by the loop."""
+        if not self._stopping:
+            self._inbox.extend(messages)
+            self._wake.set()
+
+    # ----------------------------------------------------------------- the loop
+
+    async def _ticker(self) -> None:
+        interval = self.options.tick_s
+        next_tick = time.monotonic() + interval
+        while True:
+            await asyncio.sleep(max(0.0, next_tick - time.monotonic()))
+            next_tick += interval
+            # After a stall (say SIGSTOP), do not fire a burst of ticks that would start an
+            # election at once: one tick per wake-up.
+            next_tick = max(next_tick, time.monotonic())
+            self._pending_ticks += 1
+            self._wake.set()
+
+    async def _run(self) -> None:
+        try:
+            while True:
+                await self._wake.wait()
+                self._wake.clear()
+                self._feed_core()
+                await self._process_ready()
+        except asyncio.CancelledError:
+            raise
+        except BaseException as error:
+            # Continuing after a failed fsync or apply could corrupt state: stop loudly.
+            self._failure = error
+            log.critical("replica %d stopping after an unrecoverable error", self.id, exc_info=True)
+            self.stopped.set()
+            raise
+
+    def _feed_core(self) -> None:
+        core = self.core
+        assert core is not None
+        while self._inbox:
+            core.step(self._inbox.popleft())
+        if self._proposals:
+            proposals, self._proposals = self._proposals, []
+            try:
+                core.propose(proposals)
+            except NotLeader:
+                pass  # the proposers retry once a leader is known
+        if self._read_requests:
+            reads, self._read_requests = self._read_requests, []
+            for context in reads:
+                try:
+                    core.read_index(context)
+                except NotLeader:
+                    pass
+        while self._pending_ticks:
+            self._pending_ticks -= 1
+            core.tick()
+
+    async def _process_ready(self) -> None:
+        core = self.core
+        assert core is not None and self._storage is not None and self._state is not None
+        while core.has_ready():
+            ready = core.ready()
+            if ready.entries or ready.hard_state is not None:
+                await self._on_disk(self._storage.save, ready.hard_state, ready.entries)
+            self.transport.send(ready.messages)
+            if ready.committed:
+                applied = await self._on_state(self._state.apply_batch, [(e.index, e.data) for e in ready.committed])
+                self._after_apply(applied)
+            for read in ready.read_states:
+                waiter = self._read_waiters.pop(read.context, None)
+                if waiter is not None and not waiter.done():
+                    waiter.set_result(read.index)
+            core.advance(ready)
+            # Input that arrived during the awaits above joins the next Ready.
+            self._feed_core()
+        if core.leader != self._known_leader:
+            self._known_leader = core.leader
+            self._announce_leader(core)
+
+    def _announce_leader(self, core: RaftCore) -> None:
+        if core.role is Role.LEADER:
+            log.info("replica %d is the leader for term %d", self.id, core.term)
+        elif core.leader != NO_LEADER:
+            log.info("replica %d follows leader %d in term %d", self.id, core.leader, core.term)
+        else:
+            log.info("replica %d has no leader (term %d, %s)", self.id, core.term, core.role.value)
+        self._leader_changed.set()
+        self._leader_changed = asyncio.Event()
+
+    def _after_apply(self, applied: List[Applied]) -> None:
+        for item in applied:
+            self.applied_index = item.index
+            op = item.command.WhichOneof("op") if item.command is not None else None
+            if op is not None:
+                request = getattr(item.command, op)
+                waiter = self._waiters.pop((request.client_id, request.request_seq), None)
+                if waiter is not None and not waiter.done():
+                    waiter.set_result(item)
+            for event in item.events:
+                user = event.delivery.recipient if isinstance(event, MessageQueued) else event.user
+                for subscriber in self._subscribers.get(user, ()):
+                    subscriber.changed.set()
+        still_waiting = []
+        for index, future in self._applied_waiters:
+            if index <= self.applied_index:
+                if not future.done():
+                    future.set_result(None)
+            else:
+                still_waiting.append((index, future))
+        self._applied_waiters = still_waiting
+
+    def _fail_waiters(self, error: ChatError) -> None:
+        for future in list(self._waiters.values()) + list(self._read_waiters.values()):
+            if not future.done():
+                future.set_exception(error)
+        self._waiters.clear()
+        self._read_waiters.clear()
+
+    async def _on_disk(self, fn: Callable[..., T], *args: object) -> T:
+        return await asyncio.get_event_loop().run_in_executor(self._disk, fn, *args)
+
+    async def _on_state(self, fn: Callable[..., T], *args: object) -> T:
+        return await asyncio.get_event_loop().run_in_executor(self._sm, fn, *args)
+
+    # ----------------------------------------------------------------- writes and reads
+
+    async def _next_leader_change(self, timeout: float) -> None:
+        try:
+            await asyncio.wait_for(self._leader_changed.wait(), max(0.0, timeout))
+        except asyncio.TimeoutError:
+            pass
+
+    def _unavailable(self, what: str) -> ChatError:
+        assert self.core is not None
+        leader = self.core.leader
+        return ChatError(
+            Code.UNAVAILABLE,
+            f"no quorum: {what} did not complete within {self.options.request_timeout_s:g}s "
+            f"(replica {self.id} sees {'leader ' + str(leader) if leader else 'no leader'}, term {self.core.term})",
+        )
+
+    async def _replicate(self, command: command_pb2.Command) -> Applied:
+        """Propose a command and wait until this replica has applied it. Re-proposes on a
+        leader change or after retry_interval (the client id and request number make a
+        repeated command a no-op); gives up with UNAVAILABLE after request_timeout."""
+        if self._stopping:
+            raise ChatError(Code.UNAVAILABLE, f"replica {self.id} is shutting down")
+        request = getattr(command, command.WhichOneof("op"))
+        if not request.client_id:
+            # No client identity: give it one so the answer can find its way back here.
+            request.client_id = f"{self._instance}-anon"
+            request.request_seq = next(self._request_numbers)
+        key = (request.client_id, request.request_seq)
+        command.timestamp_ms = int(time.time() * 1000)
+        data = command.SerializeToString()
+        waiter = self._waiters.get(key)
+        if waiter is None or waiter.done():
+            waiter = asyncio.get_event_loop().create_future()
+            self._waiters[key] = waiter
+        deadline = time.monotonic() + self.options.request_timeout_s
+        while True:
+            assert self.core is not None
+            if self.core.leader != NO_LEADER:
+                self._proposals.append(data)
+                self._wake.set()
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                self._waiters.pop(key, None)
+                raise self._unavailable("the write")
+            leader_change = asyncio.ensure_future(self._leader_changed.wait())
+            done, _ = await asyncio.wait(
+                [waiter, leader_change], timeout=min(remaining, self.options.retry_interval_s),
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+            leader_change.cancel()
+            if waiter.done():
+                return waiter.result()
+
+    async def _write(self, command: command_pb2.Command) -> command_pb2.CommandResult:
+        applied = await self._replicate(command)
+        result = applied.result
+        assert result is not None
+        if result.code != command_pb2.CommandResult.OK:
+            raise ChatError(_RESULT_ERRORS[result.code], result.error)
+        return result
+
+    async def _linearizable_index(self) -> int:
+        """ReadIndex: an index such that state applied up to it reflects every write
+        acknowledged before this call."""
+        deadline = time.monotonic() + self.options.request_timeout_s
+        while True:
+            context = f"{self._instance}:{next(self._read_numbers)}".encode()
+            waiter: "asyncio.Future[int]" = asyncio.get_event_loop().create_future()
+            self._read_waiters[context] = waiter
+            assert self.core is not None
+            if self.core.leader != NO_LEADER:
+                self._read_requests.append(context)
+                self._wake.set()
+            remaining = deadline - time.monotonic()
+            leader_change = asyncio.ensure_future(self._leader_changed.wait())
+            await asyncio.wait(
+                [waiter, leader_change], timeout=max(0.0, min(remaining, self.options.retry_interval_s)),
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+            leader_change.cancel()
+            self._read_waiters.pop(context, None)
+            if waiter.done():
+                return waiter.result()
+            if time.monotonic() >= deadline:
+                raise self._unavailable("the read")
+
+    async def _wait_applied(self, index: int) -> None:
+        if index <= self.applied_index:
+            return
+        future: "asyncio.Future[None]" = asyncio.get_event_loop().create_future()
+        self._applied_waiters.append((index, future))
+        await future
+
+    # ----------------------------------------------------------------- ChatBackend
+
+    async def create_user(self, request: chat_pb2.CreateUserRequest) -> chat_pb2.CreateUserResponse:
+        request.name = normalize_name(request.name)
+        result = await self._write(command_pb2.Command(create=request))
+        return chat_pb2.CreateUserResponse(name=result.name)
+
+    async def delete_user(self, request: chat_pb2.DeleteUserRequest) -> chat_pb2.DeleteUserResponse:
+        request.name = normalize_name(request.name)
+        result = await self._write(command_pb2.Command(delete=request))
+        return chat_pb2.DeleteUserResponse(dropped_messages=result.count)
+
+    async def send_message(self, request: chat_pb2.SendMessageRequest) -> chat_pb2.SendMessageResponse:
+        request.recipient = normalize_name(request.recipient)
+        if request.sender:
+            request.sender = normalize_name(request.sender)
+        validate_text(request.text)
+        result = await self._write(command_pb2.Command(send=request))
+        return chat_pb2.SendMessageResponse(seq=result.seq)
+
+    async def ack(self, request: chat_pb2.AckRequest) -> None:
+        request.name = normalize_name(request.name)
+        await self._write(command_pb2.Command(ack=request))
+
+    async def list_users(self, pattern: str) -> List[str]:
+        matcher = compile_pattern(pattern)  # a bad pattern fails before any cluster work
+        index = await self._linearizable_index()
+        await self._wait_applied(index)
+        assert self._state is not None
+        names = await self._on_state(self._state.names)
+        return [name for name in names if matcher(name)]
+
+    async def connect(self, request: chat_pb2.ConnectRequest) -> AsyncIterator[chat_pb2.ServerEvent]:
+        name = request.name = normalize_name(request.name)
+        if not request.session_id:
+            request.session_id = uuid.uuid4().hex
+        subscriber = _Subscriber()
+        self._subscribers[name].add(subscriber)
+        try:
+            result = await self._write(command_pb2.Command(connect=request))
+            yield chat_pb2.ServerEvent(connected=chat_pb2.Connected(name=name, queued=result.count))
+            last_seq = 0
+            while True:
+                subscriber.changed.clear()
+                if self._stopping:
+                    yield _ended(chat_pb2.SessionEnded.SHUTDOWN, f"replica {self.id} is shutting down; reconnect elsewhere")
+                    return
+                session, deliveries = await self._on_state(self._poll_mailbox, name, last_seq)
+                for delivery in deliveries:
+                    yield chat_pb2.ServerEvent(message=delivery)
+                    last_seq = delivery.seq
+                if session is None:
+                    yield _ended(chat_pb2.SessionEnded.USER_DELETED, f"user {name} was deleted")
+                    return
+                if session != request.session_id:
+                    yield _ended(chat_pb2.SessionEnded.TAKEN_OVER, f"a newer connect for {name} took over this session")
+                    return
+                if len(deliveries) < STREAM_BATCH:
+                    await subscriber.changed.wait()
+        finally:
+            self._subscribers[name].discard(subscriber)
+            if not self._subscribers[name]:
+                del self._subscribers[name]
+
+    def _poll_mailbox(self, name: str, after_seq: int) -> Tuple[Optional[str], List[chat_pb2.Delivery]]:
+        """On the state thread: the user's session (None: user gone) and the next deliveries."""
+        assert self._state is not None
+        if not self._state.user_exists(name):
+            return None, []
+        return self._state.session_of(name) or "", self._state.pending(name, after_seq, STREAM_BATCH)
+
+    def status(self) -> chat_pb2.StatusResponse:
+        core = self.core
+        assert core is not None
+        return chat_pb2.StatusResponse(
+            id=self.id,
+            role=core.role.value,
+            term=core.term,
+            leader_id=core.leader,
+            commit_index=core.commit_index,
+            applied_index=self.applied_index,
+            last_index=core.log.last_index,
+            peers=[
+                chat_pb2.PeerProgress(id=peer, match_index=pr.match, next_index=pr.next)
+                for peer, pr in sorted(core.progress.items())
+            ],
+            address=self.address,
+            wire_address=self.wire_address,
+        )
+
+
+def _ended(reason: "chat_pb2.SessionEnded.Reason", detail: str) -> chat_pb2.ServerEvent:
+    return chat_pb2.ServerEvent(ended=chat_pb2.SessionEnded(reason=reason, detail=detail))

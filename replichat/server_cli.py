@@ -1,0 +1,132 @@
+"""`server.py`: start a local cluster (default), run one replica, or show the cluster's status.
+
+    python3 server.py                                   # 5 replicas on 127.0.0.1, one terminal
+    python3 server.py --replicas 3
+    python3 server.py --id 2 --cluster 1=hostA:50051,2=hostB:50051,3=hostC:50051 --data-dir /var/lib/replichat
+    python3 server.py status [--servers host:port,...]
+"""
+import argparse
+import asyncio
+import logging
+import os
+import sys
+from typing import Dict, List, Optional
+
+from replichat import defaults
+
+
+def parse_cluster(text: str) -> Dict[int, str]:
+    cluster: Dict[int, str] = {}
+    for part in text.split(","):
+        node_id, sep, address = part.strip().partition("=")
+        if not sep or not node_id.isdigit() or int(node_id) < 1 or ":" not in address:
+            raise argparse.ArgumentTypeError(f"bad cluster member {part!r}: expected ID=HOST:PORT with ID >= 1")
+        if int(node_id) in cluster:
+            raise argparse.ArgumentTypeError(f"replica {node_id} is listed twice")
+        cluster[int(node_id)] = address
+    return cluster
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="server.py",
+        description="replichat server. With no arguments, starts a local cluster of 5 replicas "
+        "(separate processes on 127.0.0.1) that tolerates 2 crashes. `server.py status` shows the cluster.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=f"Ports of the local cluster: replica N serves gRPC on {defaults.FIRST_GRPC_PORT}+N-1 and the "
+        f"seed wire protocol on {defaults.FIRST_WIRE_PORT}+N-1.",
+    )
+    parser.add_argument("--replicas", type=int, default=defaults.DEFAULT_REPLICAS, help="local cluster size (default 5; 3 tolerates 1 crash)")
+    parser.add_argument("--data-dir", help="data folder (local cluster: one replica-N folder each inside it; default ./data)")
+    parser.add_argument("--port", type=int, default=defaults.FIRST_GRPC_PORT, help="local cluster: first gRPC port (default %(default)s)")
+    parser.add_argument("--wire-port", type=int, default=defaults.FIRST_WIRE_PORT, help="local cluster: first wire-protocol port (default %(default)s)")
+    parser.add_argument("--id", type=int, help="run one replica: its id in --cluster")
+    parser.add_argument("--cluster", type=parse_cluster, help="every replica as ID=HOST:PORT,... (gRPC addresses)")
+    parser.add_argument("--bind", help="one replica: address to listen on (default: its --cluster address)")
+    parser.add_argument("--wire", help="one replica: HOST:PORT for the seed wire protocol (default: none)")
+    parser.add_argument("--no-wire", action="store_true", help="do not serve the seed wire protocol")
+    parser.add_argument("--tick-ms", type=int, default=50, help="Raft tick (default %(default)s ms; heartbeat every tick)")
+    parser.add_argument("--election-ticks", type=int, default=10, help="election timeout in ticks, randomized up to 2x (default %(default)s)")
+    parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    parser.add_argument("--servers", help="status: replicas to ask (default: the local cluster)")
+    parser.add_argument("command", nargs="?", choices=["status"], help="status: show every replica's role, term and indexes")
+    return parser
+
+
+def main(argv: Optional[List[str]] = None) -> None:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "status":
+        sys.exit(_status(args))
+    if args.id is not None or args.cluster is not None:
+        sys.exit(_one_replica(parser, args))
+    sys.exit(_local_cluster(parser, args))
+
+
+def _tuning_args(args: argparse.Namespace) -> List[str]:
+    return ["--tick-ms", str(args.tick_ms), "--election-ticks", str(args.election_ticks), "--log-level", args.log_level]
+
+
+def _local_cluster(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    from replichat.launcher import LocalCluster
+
+    if args.replicas < 1:
+        parser.error("--replicas must be at least 1")
+    script = os.path.abspath(sys.argv[0]) if sys.argv[0].endswith("server.py") else os.path.join(
+        os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "server.py")
+    cluster = LocalCluster(
+        script, args.replicas, args.data_dir or "data", args.port,
+        None if args.no_wire else args.wire_port, _tuning_args(args),
+    )
+    for node_id in sorted(cluster.cluster):
+        cluster.start(node_id)
+    cluster.print_table()
+    return cluster.supervise()
+
+
+def _one_replica(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    from replichat.node import NodeOptions
+    from replichat.replica import serve_replica
+
+    if args.id is None or args.cluster is None:
+        parser.error("running one replica needs both --id and --cluster")
+    if args.id not in args.cluster:
+        parser.error(f"--id {args.id} is not in --cluster ({', '.join(map(str, sorted(args.cluster)))})")
+    if args.tick_ms < 1 or args.election_ticks < 2:
+        parser.error("--tick-ms must be >= 1 and --election-ticks >= 2")
+    logging.basicConfig(
+        level=args.log_level,
+        format=f"%(asctime)s replica-{args.id} %(levelname)s %(message)s",
+        stream=sys.stderr,
+    )
+    options = NodeOptions(tick_s=args.tick_ms / 1000.0, election_ticks=args.election_ticks)
+    data_dir = args.data_dir or os.path.join("data", f"replica-{args.id}")
+    try:
+        return asyncio.run(
+            serve_replica(args.id, args.cluster, data_dir, bind_address=args.bind,
+                          wire_address=None if args.no_wire else args.wire, options=options)
+        )
+    except RuntimeError as error:
+        if "bind" in str(error).lower():
+            print(f"replica {args.id}: cannot listen on {args.bind or args.cluster[args.id]}: {error}", file=sys.stderr)
+            return 2
+        raise
+
+
+def _status(args: argparse.Namespace) -> int:
+    from replichat.client.api import ChatClient
+    from replichat.client.status_view import format_status
+
+    servers = args.servers.split(",") if args.servers else list(defaults.local_cluster(args.replicas).values())
+
+    async def query() -> int:
+        client = ChatClient(servers)
+        try:
+            rows = await client.status_all()
+        finally:
+            await client.close()
+        for line in format_status(rows):
+            print(line)
+        return 0 if any(status is not None for _, status, _ in rows) else 1
+
+    return asyncio.run(query())
