@@ -1,64 +1,111 @@
-"""Runs a local cluster: one OS process per replica on 127.0.0.1, supervised from one terminal."""
+"""Runs a cluster of replica processes on one machine: `server.py` with no arguments, and the
+tests and benchmarks, which also kill, stop and restart them."""
 import os
 import signal
 import subprocess
 import sys
 import time
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Sequence, Set
 
 from replichat.defaults import local_cluster
 
 STOP_GRACE_S = 5.0
+SERVER_SCRIPT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "server.py")
 
 
 class LocalCluster:
     def __init__(
         self,
-        server_script: str,
-        replicas: int,
+        addresses: Dict[int, str],
         data_dir: str,
-        first_port: int,
-        first_wire_port: Optional[int],
-        extra_args: List[str],
-        host: str = "127.0.0.1",
+        *,
+        wire_addresses: Optional[Dict[int, str]] = None,
+        extra_args: Sequence[str] = (),
+        log_dir: Optional[str] = None,
     ) -> None:
-        self.server_script = server_script
-        self.replicas = replicas
+        """log_dir: write each replica's output to log_dir/replica-N.log instead of this
+        process's stdout/stderr."""
+        self.addresses = dict(addresses)
         self.data_dir = data_dir
-        self.cluster = {i: f"{host}:{first_port + i - 1}" for i in range(1, replicas + 1)}
-        self.wire = {i: f"{host}:{first_wire_port + i - 1}" for i in self.cluster} if first_wire_port else {}
-        self.extra_args = extra_args
+        self.wire_addresses = dict(wire_addresses or {})
+        self.extra_args = list(extra_args)
+        self.log_dir = log_dir
         self.processes: Dict[int, subprocess.Popen] = {}
+        self.paused: Set[int] = set()
+
+    @property
+    def servers(self) -> List[str]:
+        return [self.addresses[i] for i in sorted(self.addresses)]
 
     def replica_dir(self, node_id: int) -> str:
         return os.path.join(self.data_dir, f"replica-{node_id}")
 
+    def log_path(self, node_id: int) -> str:
+        assert self.log_dir is not None
+        return os.path.join(self.log_dir, f"replica-{node_id}.log")
+
     def command(self, node_id: int) -> List[str]:
-        cluster = ",".join(f"{i}={a}" for i, a in sorted(self.cluster.items()))
-        args = [sys.executable, self.server_script, "--id", str(node_id), "--cluster", cluster,
+        cluster = ",".join(f"{i}={a}" for i, a in sorted(self.addresses.items()))
+        args = [sys.executable, SERVER_SCRIPT, "--id", str(node_id), "--cluster", cluster,
                 "--data-dir", self.replica_dir(node_id)]
-        args += ["--wire", self.wire[node_id]] if self.wire else ["--no-wire"]
+        args += ["--wire", self.wire_addresses[node_id]] if self.wire_addresses else ["--no-wire"]
         return args + self.extra_args
 
     def start(self, node_id: int) -> subprocess.Popen:
-        process = subprocess.Popen(self.command(node_id), stdin=subprocess.DEVNULL)
+        if self.log_dir is None:
+            process = subprocess.Popen(self.command(node_id), stdin=subprocess.DEVNULL)
+        else:
+            with open(self.log_path(node_id), "ab") as log:
+                process = subprocess.Popen(self.command(node_id), stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
         self.processes[node_id] = process
         return process
 
+    def start_all(self) -> None:
+        for node_id in sorted(self.addresses):
+            self.start(node_id)
+
+    def alive(self) -> List[int]:
+        return [i for i, p in sorted(self.processes.items()) if p.poll() is None]
+
+    def kill(self, node_id: int, sig: int = signal.SIGKILL) -> None:
+        """Send sig (default: kill -9) and wait for the process to end."""
+        if node_id in self.paused:
+            self.resume(node_id)
+        process = self.processes[node_id]
+        process.send_signal(sig)
+        process.wait(10)
+
+    def pause(self, node_id: int) -> None:
+        self.processes[node_id].send_signal(signal.SIGSTOP)
+        self.paused.add(node_id)
+
+    def resume(self, node_id: int) -> None:
+        self.processes[node_id].send_signal(signal.SIGCONT)
+        self.paused.discard(node_id)
+
+    def close(self) -> None:
+        """kill -9 whatever still runs (tests and benchmarks: nothing outlives them)."""
+        for node_id in list(self.processes):
+            if self.processes[node_id].poll() is None:
+                self.kill(node_id)
+
     def print_table(self) -> None:
-        tolerates = (self.replicas - 1) // 2
-        print(f"replichat: local cluster of {self.replicas} replicas (tolerates {tolerates} "
+        replicas = len(self.addresses)
+        tolerates = (replicas - 1) // 2
+        print(f"replichat: local cluster of {replicas} replicas (tolerates {tolerates} "
               f"failure{'s' if tolerates != 1 else ''})", flush=True)
         print(f"  {'id':>2}  {'gRPC address':<17} {'wire address':<17} {'pid':>7}  data", flush=True)
-        for i, address in sorted(self.cluster.items()):
-            print(f"  {i:>2}  {address:<17} {self.wire.get(i, '-'):<17} {self.processes[i].pid:>7}  {self.replica_dir(i)}", flush=True)
-        servers = ",".join(self.cluster.values())
-        hint = "python3 client.py" if self.cluster == local_cluster(self.replicas) and self.replicas == 5 else f"python3 client.py --servers {servers}"
-        print(f"Connect with: {hint}    Stop: Ctrl-C", flush=True)
+        for i, address in sorted(self.addresses.items()):
+            print(f"  {i:>2}  {address:<17} {self.wire_addresses.get(i, '-'):<17} {self.processes[i].pid:>7}  "
+                  f"{self.replica_dir(i)}", flush=True)
+        default = self.addresses == local_cluster()
+        hint = "python3 client.py" if default else f"python3 client.py --servers {','.join(self.servers)}"
+        print(f"Connect with: {hint}    Status: python3 server.py status{'' if default else ' --servers ' + ','.join(self.servers)}"
+              f"    Stop: Ctrl-C", flush=True)
 
     def supervise(self) -> int:
         """Report replicas that exit; on Ctrl-C/SIGTERM stop them all. Returns an exit code."""
-        stopping = []
+        stopping: List[int] = []
 
         def request_stop(signum: int, frame: object) -> None:
             stopping.append(signum)
@@ -73,7 +120,7 @@ class LocalCluster:
                     del running[node_id]
                     how = f"killed by signal {-code}" if code < 0 else f"exit code {code}"
                     print(f"replichat: replica {node_id} (pid {process.pid}) stopped: {how}; "
-                          f"{len(running)} of {self.replicas} running", flush=True)
+                          f"{len(running)} of {len(self.addresses)} running", flush=True)
             time.sleep(0.2)
         if not running:
             print("replichat: every replica has stopped", flush=True)
@@ -82,6 +129,7 @@ class LocalCluster:
         return 0
 
     def stop_all(self) -> None:
+        """Clean stop: SIGTERM (a leader hands over leadership first), kill -9 after a grace period."""
         print("replichat: stopping the cluster", flush=True)
         for process in self.processes.values():
             if process.poll() is None:
@@ -93,4 +141,3 @@ class LocalCluster:
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
-

@@ -72,14 +72,14 @@ def _local_cluster(parser: argparse.ArgumentParser, args: argparse.Namespace) ->
 
     if args.replicas < 1:
         parser.error("--replicas must be at least 1")
-    script = os.path.abspath(sys.argv[0]) if sys.argv[0].endswith("server.py") else os.path.join(
-        os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "server.py")
+    ids = range(1, args.replicas + 1)
     cluster = LocalCluster(
-        script, args.replicas, args.data_dir or "data", args.port,
-        None if args.no_wire else args.wire_port, _tuning_args(args),
+        {i: f"{defaults.DEFAULT_HOST}:{args.port + i - 1}" for i in ids},
+        args.data_dir or "data",
+        wire_addresses=None if args.no_wire else {i: f"{defaults.DEFAULT_HOST}:{args.wire_port + i - 1}" for i in ids},
+        extra_args=_tuning_args(args),
     )
-    for node_id in sorted(cluster.cluster):
-        cluster.start(node_id)
+    cluster.start_all()
     cluster.print_table()
     return cluster.supervise()
 

@@ -1,5 +1,4 @@
 """Shared fixtures: real replica processes on 127.0.0.1, stopped and (on failure) shown."""
-import os
 from typing import Callable, Iterator, List
 
 import pytest
@@ -21,7 +20,6 @@ def process_cluster(tmp_path, request) -> Iterator[Callable[..., ProcessCluster]
 
     def make(replicas: int = 5, start: bool = True, **options: object) -> ProcessCluster:
         cluster = ProcessCluster(str(tmp_path / f"cluster{len(made)}"), replicas, **options)  # type: ignore[arg-type]
-        os.makedirs(cluster.base_dir, exist_ok=True)
         made.append(cluster)
         if start:
             cluster.start_all()
