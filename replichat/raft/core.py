@@ -201,14 +201,22 @@ class RaftCore:
             or self._read_states
             or self.log.stable < self.log.last_index
             or self.log.applied < self.log.committed
-            or self._hard_state() != self._persisted
+            or self._must_persist_hard_state()
         )
 
+    def _must_persist_hard_state(self) -> bool:
+        # Term and vote must be durable before anything that depends on them is sent. The
+        # commit index need not be (a restarted replica learns it again from the leader), so
+        # it rides along with other writes instead of costing an fsync of its own.
+        return (self.term, self.vote) != (self._persisted.term, self._persisted.vote)
+
     def ready(self) -> Ready:
+        entries = self.log.unstable()
         hard_state = self._hard_state()
+        persist = self._must_persist_hard_state() or (entries and hard_state != self._persisted)
         ready = Ready(
-            hard_state=hard_state if hard_state != self._persisted else None,
-            entries=self.log.unstable(),
+            hard_state=hard_state if persist else None,
+            entries=entries,
             messages=self._outbox,
             committed=self.log.to_apply(),
             read_states=self._read_states,
