@@ -115,7 +115,7 @@ def _one_replica(parser: argparse.ArgumentParser, args: argparse.Namespace) -> i
 
 def _status(args: argparse.Namespace) -> int:
     from replichat.client.api import ChatClient
-    from replichat.client.status_view import format_status
+    from replichat.client.cli import format_status
 
     servers = args.servers.split(",") if args.servers else list(defaults.local_cluster(args.replicas).values())
 

@@ -1,0 +1,199 @@
+"""The gRPC face of a replica: the Chat service plus the standard health and reflection services.
+
+The servicer is deliberately thin: decode, call the ChatBackend, encode. All chat semantics
+live behind the backend, so the gRPC and seed-wire transports cannot drift apart. What this
+module owns is the mapping of ChatError codes to gRPC status codes, which is the contract
+clients retry on (UNAVAILABLE means "try another replica").
+"""
+import inspect
+import logging
+from typing import AsyncIterator, Callable, Dict, List, NoReturn, Optional, Tuple
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from replichat.api.backend import ChatBackend
+from replichat.errors import ChatError, Code
+from replichat.proto import chat_pb2, chat_pb2_grpc
+
+log = logging.getLogger(__name__)
+
+CHAT_SERVICE_NAME = chat_pb2.DESCRIPTOR.services_by_name["Chat"].full_name
+
+# Chat texts are small, but a Raft peer service shares this server and ships batches of log
+# entries and snapshot chunks; 16 MiB bounds one message without constraining batching.
+MAX_MESSAGE_BYTES = 16 * 1024 * 1024
+
+SERVER_OPTIONS: List[Tuple[str, int]] = [
+    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+    # Clients hold Connect streams open for hours and ping to detect a dead replica; without
+    # these the server answers frequent pings with GOAWAY("too_many_pings").
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
+    ("grpc.http2.max_ping_strikes", 0),
+    # Our own pings find clients that vanished without closing their streams, so a dead
+    # client's session does not linger forever.
+    ("grpc.keepalive_time_ms", 30_000),
+    ("grpc.keepalive_timeout_ms", 10_000),
+    # gRPC sets SO_REUSEPORT by default on Linux: a second replica configured with the same
+    # port would then start "successfully" and steal half the connections. Fail loudly instead.
+    ("grpc.so_reuseport", 0),
+]
+
+STATUS_FOR_CODE: Dict[Code, grpc.StatusCode] = {
+    Code.INVALID_ARGUMENT: grpc.StatusCode.INVALID_ARGUMENT,
+    Code.ALREADY_EXISTS: grpc.StatusCode.ALREADY_EXISTS,
+    Code.NOT_FOUND: grpc.StatusCode.NOT_FOUND,
+    # The request_seq is older than one already applied for this client: retrying cannot help.
+    Code.STALE_REQUEST: grpc.StatusCode.FAILED_PRECONDITION,
+    Code.UNAVAILABLE: grpc.StatusCode.UNAVAILABLE,
+}
+
+
+async def _abort(context: grpc.aio.ServicerContext, error: ChatError) -> NoReturn:
+    """Ends the RPC with the status the client library maps back to the same ChatError."""
+    status = STATUS_FOR_CODE.get(error.code, grpc.StatusCode.UNKNOWN)
+    await context.abort(status, error.message)
+    raise AssertionError("context.abort returned")  # pragma: no cover - abort always raises
+
+
+async def _abort_internal(context: grpc.aio.ServicerContext, method: str) -> NoReturn:
+    """A bug must not leak a Python traceback to clients, but must be loud in the replica's log."""
+    log.exception("Chat/%s failed", method)
+    await context.abort(grpc.StatusCode.INTERNAL, f"internal error in {method}; see the replica's log")
+    raise AssertionError("context.abort returned")  # pragma: no cover
+
+
+class ChatServicer(chat_pb2_grpc.ChatServicer):
+    """Serves replichat.v1.Chat by delegating every call to a ChatBackend."""
+
+    def __init__(self, backend: ChatBackend) -> None:
+        self._backend = backend
+
+    async def CreateUser(
+        self, request: chat_pb2.CreateUserRequest, context: grpc.aio.ServicerContext
+    ) -> chat_pb2.CreateUserResponse:
+        try:
+            return await self._backend.create_user(request)
+        except ChatError as error:
+            await _abort(context, error)
+        except Exception:
+            await _abort_internal(context, "CreateUser")
+
+    async def DeleteUser(
+        self, request: chat_pb2.DeleteUserRequest, context: grpc.aio.ServicerContext
+    ) -> chat_pb2.DeleteUserResponse:
+        try:
+            return await self._backend.delete_user(request)
+        except ChatError as error:
+            await _abort(context, error)
+        except Exception:
+            await _abort_internal(context, "DeleteUser")
+
+    async def ListUsers(
+        self, request: chat_pb2.ListUsersRequest, context: grpc.aio.ServicerContext
+    ) -> chat_pb2.ListUsersResponse:
+        try:
+            return chat_pb2.ListUsersResponse(names=await self._backend.list_users(request.pattern))
+        except ChatError as error:
+            await _abort(context, error)
+        except Exception:
+            await _abort_internal(context, "ListUsers")
+
+    async def SendMessage(
+        self, request: chat_pb2.SendMessageRequest, context: grpc.aio.ServicerContext
+    ) -> chat_pb2.SendMessageResponse:
+        try:
+            return await self._backend.send_message(request)
+        except ChatError as error:
+            await _abort(context, error)
+        except Exception:
+            await _abort_internal(context, "SendMessage")
+
+    async def Connect(
+        self, request: chat_pb2.ConnectRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[chat_pb2.ServerEvent]:
+        events: Optional[AsyncIterator[chat_pb2.ServerEvent]] = None
+        try:
+            events = self._backend.connect(request)
+            async for event in events:
+                yield event
+        except ChatError as error:
+            await _abort(context, error)
+        except Exception:
+            await _abort_internal(context, "Connect")
+        finally:
+            # The client went away (or we aborted): let the backend unregister the session now
+            # rather than whenever the garbage collector finalizes its generator.
+            close = getattr(events, "aclose", None)
+            if close is not None:
+                await close()
+
+    async def Ack(self, request: chat_pb2.AckRequest, context: grpc.aio.ServicerContext) -> chat_pb2.AckResponse:
+        try:
+            await self._backend.ack(request)
+            return chat_pb2.AckResponse()
+        except ChatError as error:
+            await _abort(context, error)
+        except Exception:
+            await _abort_internal(context, "Ack")
+
+    async def Status(
+        self, request: chat_pb2.StatusRequest, context: grpc.aio.ServicerContext
+    ) -> chat_pb2.StatusResponse:
+        try:
+            status = self._backend.status()
+            # Tolerate a backend whose status() is a coroutine: it costs one check here and
+            # spares the node a constraint on how it gathers its view.
+            if inspect.isawaitable(status):
+                status = await status
+            return status
+        except ChatError as error:
+            await _abort(context, error)
+        except Exception:
+            await _abort_internal(context, "Status")
+
+
+class _HealthServicer(health.aio.HealthServicer):
+    """The library's asyncio health service, reporting SERVING for our services from the start.
+
+    The library's `set` is a coroutine, but the server is assembled synchronously before the
+    event loop serves anything and no Watch can be waiting yet, so seeding the table directly
+    is equivalent and keeps create_grpc_server a plain function.
+    """
+
+    def __init__(self, services: List[str]) -> None:
+        super().__init__()
+        for service in services:
+            self._server_status[service] = health_pb2.HealthCheckResponse.SERVING
+
+
+def create_grpc_server(
+    backend: ChatBackend,
+    bind_address: str,
+    *,
+    extra: Optional[Callable[[grpc.aio.Server], None]] = None,
+) -> Tuple[grpc.aio.Server, int]:
+    """Builds (but does not start) a replica's gRPC server; returns it with the bound port.
+
+    `extra` lets the Raft node add its peer service to the same server, so a replica needs
+    one port for clients and peers. Binding happens here, so a busy port fails at once with
+    a clear error instead of after the node has started its other parts.
+    """
+    server = grpc.aio.server(options=SERVER_OPTIONS)
+    chat_pb2_grpc.add_ChatServicer_to_server(ChatServicer(backend), server)
+    health_pb2_grpc.add_HealthServicer_to_server(_HealthServicer(["", CHAT_SERVICE_NAME]), server)
+    if extra is not None:
+        extra(server)
+    reflection.enable_server_reflection(
+        [CHAT_SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME], server
+    )
+    try:
+        port = server.add_insecure_port(bind_address)
+    except RuntimeError as error:  # grpc raises RuntimeError("Failed to bind to address ...")
+        raise OSError(f"cannot listen on {bind_address}: {error}") from error
+    if port == 0:  # older grpc releases report a failed bind this way
+        raise OSError(f"cannot listen on {bind_address}")
+    return server, port

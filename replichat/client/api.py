@@ -1,0 +1,559 @@
+"""Async client library for the replichat gRPC API, with transparent failover between replicas.
+
+Any replica serves any request (followers forward writes to the leader), so failover is
+simply "try the next address". What makes retrying safe is the (client_id, request_seq) pair
+every write carries: the replicated state remembers the newest answer per client_id, so a
+write retried after a lost answer is applied once. Because the server keeps only the newest
+request per client_id, writes that are in flight at the same time must not share a client_id
+(the older one would be refused as stale); see _Lanes.
+
+A Session (from `connect`) survives replica failures: it reconnects elsewhere with the same
+session_id and drops deliveries it already yielded, so each message is shown exactly once.
+"""
+import asyncio
+import logging
+import uuid
+from typing import Any, Dict, List, Optional, Sequence, Set, Tuple, Union
+
+try:  # Python 3.8 has typing.Protocol
+    from typing import Protocol
+except ImportError:  # pragma: no cover
+    from typing_extensions import Protocol  # type: ignore
+
+import grpc
+
+from replichat.errors import ChatError, Code
+from replichat.proto import chat_pb2, chat_pb2_grpc
+
+log = logging.getLogger(__name__)
+
+# What a Session yields: the payloads of chat_pb2.ServerEvent, so that a transport other than
+# gRPC can produce the same objects.
+Event = Union[chat_pb2.Connected, chat_pb2.Delivery, chat_pb2.SessionEnded]
+# One row of status_all(): (address, the replica's answer or None, why there is no answer).
+ReplicaStatus = Tuple[str, Optional[chat_pb2.StatusResponse], Optional[str]]
+
+DEFAULT_DEADLINE = 15.0
+DEFAULT_ATTEMPT_TIMEOUT = 5.0
+STATUS_TIMEOUT = 2.0
+FIRST_BACKOFF = 0.05
+MAX_BACKOFF = 0.5
+MAX_MESSAGE_BYTES = 16 * 1024 * 1024
+
+CHANNEL_OPTIONS: List[Tuple[str, int]] = [
+    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+    # A Connect stream may sit idle for hours; pings notice a replica that vanished without
+    # closing the connection (power loss, partition), which otherwise looks like silence.
+    ("grpc.keepalive_time_ms", 10_000),
+    ("grpc.keepalive_timeout_ms", 5_000),
+    ("grpc.http2.max_pings_without_data", 0),
+    # gRPC's default reconnect backoff grows to 2 minutes: a restarted replica would be
+    # shunned long after it is back. Keep probing down replicas about once a second.
+    ("grpc.initial_reconnect_backoff_ms", 100),
+    ("grpc.min_reconnect_backoff_ms", 100),
+    ("grpc.max_reconnect_backoff_ms", 1_000),
+]
+
+# Answers about the request itself: the same request gets the same answer anywhere.
+# Anything else (UNAVAILABLE, a timeout, a dying connection, a replica's bug, an address that
+# is not a replica at all) is about that replica: try the next one. Retrying is safe because
+# a retried write keeps its (client_id, request_seq).
+FINAL = frozenset(
+    {
+        grpc.StatusCode.INVALID_ARGUMENT,
+        grpc.StatusCode.ALREADY_EXISTS,
+        grpc.StatusCode.NOT_FOUND,
+        grpc.StatusCode.FAILED_PRECONDITION,
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+    }
+)
+
+CODE_FOR_STATUS: Dict[grpc.StatusCode, Code] = {
+    grpc.StatusCode.INVALID_ARGUMENT: Code.INVALID_ARGUMENT,
+    grpc.StatusCode.ALREADY_EXISTS: Code.ALREADY_EXISTS,
+    grpc.StatusCode.NOT_FOUND: Code.NOT_FOUND,
+    grpc.StatusCode.FAILED_PRECONDITION: Code.STALE_REQUEST,
+    grpc.StatusCode.UNAVAILABLE: Code.UNAVAILABLE,
+    # A request over the server's message size limit is the caller's to fix.
+    grpc.StatusCode.RESOURCE_EXHAUSTED: Code.INVALID_ARGUMENT,
+}
+
+
+def _chat_error(error: grpc.aio.AioRpcError, address: str) -> ChatError:
+    """The ChatError the server meant; its one-line message is what a user sees."""
+    status = error.code()
+    code = CODE_FOR_STATUS.get(status)
+    if code is not None:
+        return ChatError(code, error.details() or status.name.lower())
+    # Not a chat answer (only reached if FINAL grows): say which replica, for the operator.
+    return ChatError(Code.UNAVAILABLE, f"{address} failed: {error.details() or status.name}")
+
+
+def _describe(error: grpc.aio.AioRpcError, address: str) -> str:
+    """One short clause for the give-up message; gRPC's connect failures are paragraphs."""
+    details = error.details() or error.code().name
+    if details.startswith("failed to connect"):
+        reason = "connection refused" if "refused" in details else "cannot connect"
+        return f"{address}: {reason}"
+    return f"{address}: {details}"
+
+
+class ChatSession(Protocol):
+    """A live `connect`: iterate for events; acknowledge what was shown; close when done."""
+
+    name: str
+    session_id: str
+
+    def __aiter__(self) -> "ChatSession":
+        ...
+
+    async def __anext__(self) -> Event:
+        ...
+
+    def ack(self, seq: int) -> None:
+        ...
+
+    async def close(self) -> None:
+        ...
+
+
+class ChatApi(Protocol):
+    """What a front end (the CLI) needs from a client transport; gRPC and wire both provide it."""
+
+    async def create(self, name: str) -> str:
+        ...
+
+    async def delete(self, name: str) -> int:
+        ...
+
+    async def list(self, pattern: str = "") -> List[str]:
+        ...
+
+    async def send(self, recipient: str, text: str, sender: str = "") -> int:
+        ...
+
+    async def ack(self, name: str, up_to_seq: int, session_id: str) -> None:
+        ...
+
+    async def connect(self, name: str) -> ChatSession:
+        ...
+
+    async def status_all(self) -> List[ReplicaStatus]:
+        ...
+
+    async def close(self) -> None:
+        ...
+
+
+class _Lanes:
+    """Hands out client ids so that concurrent writes never make each other stale.
+
+    The server remembers only the newest request_seq per client_id and refuses older ones.
+    Two writes in flight under one id could be applied out of order, and the older one would
+    be refused. So each in-flight write borrows a lane (its own client id) for its whole life,
+    retries included; sequential use always gets lane 0, which is the client id itself.
+    """
+
+    def __init__(self, client_id: str) -> None:
+        self._client_id = client_id
+        self._idle: List[str] = []
+        self._count = 0
+
+    def acquire(self) -> str:
+        if self._idle:
+            return self._idle.pop()
+        lane = self._client_id if self._count == 0 else f"{self._client_id}.{self._count}"
+        self._count += 1
+        return lane
+
+    def release(self, lane: str) -> None:
+        self._idle.append(lane)
+        # Shortest last, so a client back to one request at a time uses lane 0 (the bare id).
+        self._idle.sort(key=len, reverse=True)
+
+
+class _Failover:
+    """Failover bookkeeping for one logical request: where next, how long to wait, when to stop."""
+
+    def __init__(self, client: "ChatClient") -> None:
+        self._client = client
+        self._loop = asyncio.get_running_loop()
+        self._give_up_at = self._loop.time() + client.deadline
+        self._delay = FIRST_BACKOFF
+        self._tried: List[str] = []
+
+    def address(self) -> str:
+        return self._client._current_address()
+
+    def attempt_timeout(self) -> float:
+        remaining = self._give_up_at - self._loop.time()
+        return max(0.05, min(self._client.attempt_timeout, remaining))
+
+    async def retry_after(self, address: str, problem: str) -> None:
+        """Moves to the next replica after a brief, growing pause, or raises UNAVAILABLE."""
+        log.debug("failing over from %s", problem)
+        if address not in self._tried:
+            self._tried.append(address)
+        self._client._rotate_from(address)
+        remaining = self._give_up_at - self._loop.time()
+        if remaining <= 0:
+            raise ChatError(
+                Code.UNAVAILABLE,
+                f"no replica could reach a quorum within {self._client.deadline:g}s "
+                f"(tried: {', '.join(self._tried)}; last error: {problem})",
+            )
+        await asyncio.sleep(min(self._delay, remaining))
+        self._delay = min(self._delay * 2, MAX_BACKOFF)
+
+
+class ChatClient:
+    """Talks to a replichat cluster over gRPC, failing over between `servers` transparently.
+
+    Every write carries (client_id, request_seq); a write retried on another replica keeps
+    its request_seq so it is applied once. Give up after `deadline` seconds without success.
+    """
+
+    def __init__(
+        self,
+        servers: Sequence[str],
+        *,
+        client_id: Optional[str] = None,
+        deadline: float = DEFAULT_DEADLINE,
+        attempt_timeout: float = DEFAULT_ATTEMPT_TIMEOUT,
+    ) -> None:
+        if isinstance(servers, str):
+            raise TypeError("servers must be a sequence of addresses, not one string")
+        self.servers: List[str] = list(servers)
+        if not self.servers:
+            raise ValueError("at least one server address is needed")
+        # Per process by default: request_seq restarts at 1, so an id must not outlive us.
+        self.client_id = client_id or uuid.uuid4().hex
+        self.deadline = deadline
+        self.attempt_timeout = attempt_timeout
+        self._lanes = _Lanes(self.client_id)
+        self._request_seq = 0
+        self._current = 0
+        self._channels: Dict[str, grpc.aio.Channel] = {}
+        self._stubs: Dict[str, chat_pb2_grpc.ChatStub] = {}
+        self._sessions: Set["Session"] = set()
+
+    # -- plumbing shared with Session -------------------------------------------------
+
+    def _next_request_seq(self) -> int:
+        self._request_seq += 1
+        return self._request_seq
+
+    def _current_address(self) -> str:
+        return self.servers[self._current]
+
+    def _rotate_from(self, address: str) -> None:
+        """Skips past a failed replica, unless a concurrent request already moved on."""
+        if self.servers[self._current] == address:
+            self._current = (self._current + 1) % len(self.servers)
+
+    def _stub(self, address: str) -> chat_pb2_grpc.ChatStub:
+        stub = self._stubs.get(address)
+        if stub is None:
+            channel = grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
+            self._channels[address] = channel
+            stub = self._stubs[address] = chat_pb2_grpc.ChatStub(channel)
+        return stub
+
+    async def _call(self, method: str, request: Any) -> Any:
+        """One unary RPC with failover; `request` is sent unchanged on every attempt."""
+        failover = _Failover(self)
+        while True:
+            address = failover.address()
+            rpc = getattr(self._stub(address), method)
+            try:
+                return await rpc(request, timeout=failover.attempt_timeout())
+            except grpc.aio.AioRpcError as error:
+                if error.code() in FINAL:
+                    raise _chat_error(error, address) from None
+                await failover.retry_after(address, _describe(error, address))
+
+    async def _write(self, method: str, request: Any) -> Any:
+        """A write: stamps (client_id, request_seq) once, then retries it as is."""
+        lane = self._lanes.acquire()
+        try:
+            request.client_id = lane
+            request.request_seq = self._next_request_seq()
+            return await self._call(method, request)
+        finally:
+            self._lanes.release(lane)
+
+    # -- the API -------------------------------------------------------------------
+
+    async def create(self, name: str) -> str:
+        """Creates user `name`; returns the name as the service stored it."""
+        response = await self._write("CreateUser", chat_pb2.CreateUserRequest(name=name))
+        return response.name or name
+
+    async def delete(self, name: str) -> int:
+        """Deletes user `name`; returns how many unread messages were dropped with it."""
+        response = await self._write("DeleteUser", chat_pb2.DeleteUserRequest(name=name))
+        return int(response.dropped_messages)
+
+    async def list(self, pattern: str = "") -> List[str]:
+        """Users whose name matches the regular expression `pattern` (search semantics)."""
+        response = await self._call("ListUsers", chat_pb2.ListUsersRequest(pattern=pattern))
+        return [str(name) for name in response.names]
+
+    async def send(self, recipient: str, text: str, sender: str = "") -> int:
+        """Sends `text`; returns its per-recipient sequence number once it is committed."""
+        request = chat_pb2.SendMessageRequest(sender=sender, recipient=recipient, text=text)
+        response = await self._write("SendMessage", request)
+        return int(response.seq)
+
+    async def ack(self, name: str, up_to_seq: int, session_id: str) -> None:
+        """Removes `name`'s messages with seq <= up_to_seq from its mailbox."""
+        request = chat_pb2.AckRequest(name=name, up_to_seq=up_to_seq, session_id=session_id)
+        await self._write("Ack", request)
+
+    async def connect(self, name: str) -> "Session":
+        """Logs in as `name`; raises ChatError (e.g. NOT_FOUND) if that cannot start."""
+        session = Session(self, name)
+        await session._open()
+        self._sessions.add(session)
+        return session
+
+    async def status_all(self, timeout: float = STATUS_TIMEOUT) -> List[ReplicaStatus]:
+        """Every replica's own view, asked directly (no failover: the point is to see each)."""
+
+        async def one(address: str) -> ReplicaStatus:
+            try:
+                response = await self._stub(address).Status(chat_pb2.StatusRequest(), timeout=timeout)
+                return address, response, None
+            except grpc.aio.AioRpcError as error:
+                return address, None, error.details() or error.code().name
+
+        return list(await asyncio.gather(*(one(address) for address in self.servers)))
+
+    async def close(self) -> None:
+        """Ends open sessions (flushing their acks) and closes every channel."""
+        for session in list(self._sessions):
+            await session.close()
+        channels = list(self._channels.values())
+        self._channels.clear()
+        self._stubs.clear()
+        for channel in channels:
+            await channel.close()
+
+    async def __aenter__(self) -> "ChatClient":
+        return self
+
+    async def __aexit__(self, *exc_info: Any) -> None:
+        await self.close()
+
+    def _forget(self, session: "Session") -> None:
+        self._sessions.discard(session)
+
+
+class _Stop:
+    """Queued after the last event: the session is over, with an error or cleanly."""
+
+    def __init__(self, error: Optional[ChatError]) -> None:
+        self.error = error
+
+
+class Session:
+    """A logged-in user: an async iterator of Connected, Delivery and SessionEnded events.
+
+    A background task reads the Connect stream and, when it breaks or the replica shuts down,
+    reconnects to the next replica with the same session_id (a resume, not a takeover).
+    Deliveries at or below the last yielded seq are dropped, and only the first Connected is
+    yielded, so a failover is invisible to the reader. Iteration stops after a final
+    SessionEnded (TAKEN_OVER, USER_DELETED) or raises ChatError(UNAVAILABLE) when no replica
+    answered within the client's deadline.
+    """
+
+    QUEUE_SIZE = 256  # read ahead this far; beyond it gRPC flow control pushes back
+
+    def __init__(self, client: ChatClient, name: str) -> None:
+        self.name = name
+        self.session_id = uuid.uuid4().hex
+        self._client = client
+        loop = asyncio.get_running_loop()
+        self._loop = loop
+        self._events: "asyncio.Queue[Union[Event, _Stop]]" = asyncio.Queue(self.QUEUE_SIZE)
+        self._opened: "asyncio.Future[None]" = loop.create_future()
+        self._pump: Optional["asyncio.Task[None]"] = None
+        self._finished = False
+        self._last_seq = 0
+        self._connected_seen = False  # ever, on any stream: later Connected events are resumes
+        self._stream_connected = False  # on the current stream
+        self._ack_wanted = 0
+        self._ack_done = 0
+        self._ack_task: Optional["asyncio.Task[None]"] = None
+        self.last_ack_error: Optional[ChatError] = None
+
+    # -- iteration -----------------------------------------------------------------
+
+    def __aiter__(self) -> "Session":
+        return self
+
+    async def __anext__(self) -> Event:
+        if self._finished:
+            raise StopAsyncIteration
+        item = await self._events.get()
+        if isinstance(item, _Stop):
+            self._finished = True
+            if item.error is not None:
+                raise item.error
+            raise StopAsyncIteration
+        return item
+
+    # -- acknowledgements ----------------------------------------------------------
+
+    def ack(self, seq: int) -> None:
+        """Acknowledges every message up to `seq`, in the background.
+
+        Acks coalesce: while one is in flight, later calls only raise the target, so a burst
+        of deliveries costs a few RPCs rather than one each. A failed ack is not retried on
+        its own: the next ack covers it, and an unacked message is only redelivered.
+        """
+        if seq <= self._ack_wanted:
+            return
+        self._ack_wanted = seq
+        if self._ack_task is None or self._ack_task.done():
+            self._ack_task = self._loop.create_task(self._send_acks())
+
+    async def _send_acks(self) -> None:
+        while self._ack_done < self._ack_wanted:
+            target = self._ack_wanted
+            try:
+                await self._client.ack(self.name, target, self.session_id)
+            except ChatError as error:
+                self.last_ack_error = error
+                log.debug("ack of %s up to #%d failed: %s", self.name, target, error)
+                return
+            self._ack_done = target
+
+    async def flush_acks(self) -> None:
+        """Waits until acks asked for so far were sent (or failed)."""
+        while self._ack_task is not None and not self._ack_task.done():
+            await asyncio.wait([self._ack_task])
+
+    # -- lifetime ------------------------------------------------------------------
+
+    async def close(self) -> None:
+        """Stops reading (the server sees the stream cancelled) and flushes pending acks."""
+        pump = self._pump
+        if pump is not None and not pump.done():
+            pump.cancel()
+            await asyncio.wait([pump])
+        if not self._finished:
+            try:  # wake a reader blocked on an empty queue; a non-empty one has no reader waiting
+                self._events.put_nowait(_Stop(None))
+            except asyncio.QueueFull:
+                pass
+        self._finished = True
+        await self.flush_acks()
+        self._client._forget(self)
+
+    async def _open(self) -> None:
+        """Starts the stream and waits for its first Connected, so errors reach `connect`."""
+        self._pump = self._loop.create_task(self._run())
+        try:
+            await asyncio.shield(self._opened)
+        except BaseException:
+            self._pump.cancel()
+            await asyncio.wait([self._pump])
+            raise
+
+    async def _run(self) -> None:
+        error: Optional[ChatError] = None
+        try:
+            await self._follow()
+        except asyncio.CancelledError:  # close(): it wakes the reader itself
+            if not self._opened.done():
+                self._opened.cancel()
+            raise
+        except ChatError as failure:
+            error = failure
+        except Exception as failure:  # a bug: end the session visibly rather than hang
+            log.exception("session for %s failed", self.name)
+            error = ChatError(Code.UNAVAILABLE, f"session failed: {failure!r}")
+        if not self._opened.done():
+            self._opened.set_exception(error or ChatError(Code.UNAVAILABLE, "session ended before it started"))
+        else:
+            await self._events.put(_Stop(error))
+
+    async def _follow(self) -> None:
+        """Reads Connect streams, replica after replica, until the session really ends."""
+        client = self._client
+        failover = _Failover(client)
+        lane = client._lanes.acquire()
+        request = self._connect_request(lane)
+        try:
+            while True:
+                address = failover.address()
+                call = client._stub(address).Connect(request)
+                first_timeout = failover.attempt_timeout()
+                self._stream_connected = False
+                try:
+                    if await self._relay(call, first_timeout):
+                        return
+                    problem = f"{address}: stream ended"
+                except asyncio.TimeoutError:
+                    problem = f"{address}: no answer within {first_timeout:g}s"
+                except grpc.aio.AioRpcError as error:
+                    code = error.code()
+                    if self._connected_seen and code == grpc.StatusCode.NOT_FOUND:
+                        # Deleted while we were failing over; say so the way a live session would.
+                        ended = chat_pb2.SessionEnded(
+                            reason=chat_pb2.SessionEnded.USER_DELETED, detail=error.details() or ""
+                        )
+                        await self._events.put(ended)
+                        return
+                    if code in FINAL:
+                        raise _chat_error(error, address) from None
+                    problem = _describe(error, address)
+                finally:
+                    call.cancel()
+                if self._stream_connected:
+                    # That stream worked for a while: the next one is a new request (a resume)
+                    # with a fresh deadline, not a retry of the old one.
+                    failover = _Failover(client)
+                    client._lanes.release(lane)
+                    lane = client._lanes.acquire()
+                    request = self._connect_request(lane)
+                await failover.retry_after(address, problem)
+        finally:
+            client._lanes.release(lane)
+
+    def _connect_request(self, lane: str) -> chat_pb2.ConnectRequest:
+        return chat_pb2.ConnectRequest(
+            name=self.name,
+            session_id=self.session_id,
+            client_id=lane,
+            request_seq=self._client._next_request_seq(),
+        )
+
+    async def _relay(self, call: Any, first_timeout: float) -> bool:
+        """Forwards one stream's new events; True when the session is over for good."""
+        while True:
+            if self._stream_connected:
+                event = await call.read()
+            else:  # a replica that cannot serve us must not hold the session hostage
+                event = await asyncio.wait_for(call.read(), first_timeout)
+            if event is grpc.aio.EOF:
+                return False
+            kind = event.WhichOneof("event")
+            if kind == "connected":
+                self._stream_connected = True
+                if not self._opened.done():
+                    self._opened.set_result(None)
+                if not self._connected_seen:
+                    self._connected_seen = True
+                    await self._events.put(event.connected)
+            elif kind == "message":
+                if event.message.seq > self._last_seq:
+                    self._last_seq = event.message.seq
+                    await self._events.put(event.message)
+            elif kind == "ended":
+                if event.ended.reason == chat_pb2.SessionEnded.SHUTDOWN:
+                    return False  # that replica is going away; resume on another
+                await self._events.put(event.ended)
+                return True

@@ -1,0 +1,237 @@
+"""client.py as a real subprocess against a fake replica served from the test process."""
+import asyncio
+import os
+import re
+import sys
+from typing import List, Tuple
+
+import pytest
+
+from .fake_backend import FakeCluster, FakeReplica, run, serving
+
+pytestmark = pytest.mark.timeout(120)
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+CLIENT = os.path.join(REPO, "client.py")
+LINE_TIMEOUT = 15.0
+STAMP = r"\[\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\]"
+
+
+class ClientProcess:
+    """One `python client.py` with piped stdin/stdout, read line by line with a timeout."""
+
+    def __init__(self, proc: "asyncio.subprocess.Process") -> None:
+        self.proc = proc
+
+    @classmethod
+    async def start(cls, *args: str) -> "ClientProcess":
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            CLIENT,
+            *args,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            cwd=REPO,
+        )
+        return cls(proc)
+
+    async def type(self, line: str) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(line.encode() + b"\n")
+        await self.proc.stdin.drain()
+
+    async def line(self) -> str:
+        assert self.proc.stdout is not None
+        raw = await asyncio.wait_for(self.proc.stdout.readline(), LINE_TIMEOUT)
+        assert raw, "client exited early; stderr: " + await self._stderr()
+        return raw.decode().rstrip("\n")
+
+    async def ask(self, command: str, answers: int = 1) -> List[str]:
+        await self.type(command)
+        return [await self.line() for _ in range(answers)]
+
+    async def finish(self) -> Tuple[int, str, str]:
+        """Closes stdin (EOF) and returns (exit code, remaining stdout, stderr)."""
+        assert self.proc.stdin is not None
+        if not self.proc.stdin.is_closing():
+            self.proc.stdin.close()
+        try:
+            out, err = await asyncio.wait_for(self.proc.communicate(), LINE_TIMEOUT)
+        finally:
+            self.kill()
+        assert self.proc.returncode is not None
+        return self.proc.returncode, out.decode(), err.decode()
+
+    def kill(self) -> None:
+        if self.proc.returncode is None:
+            self.proc.kill()
+
+    async def _stderr(self) -> str:
+        assert self.proc.stderr is not None
+        try:
+            return (await asyncio.wait_for(self.proc.stderr.read(), 2)).decode()
+        except asyncio.TimeoutError:
+            return "(still running)"
+
+
+async def _script(address: str, text: str) -> Tuple[int, str, str]:
+    """Pipes a whole script in at once, as `printf ... | python3 client.py` would."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        CLIENT,
+        "--servers",
+        address,
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        cwd=REPO,
+    )
+    try:
+        out, err = await asyncio.wait_for(proc.communicate(text.encode()), 60)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
+
+
+def test_the_seed_walkthrough_word_for_word() -> None:
+    async def scenario() -> None:
+        async with serving(FakeReplica(FakeCluster())) as (_, address):
+            user2 = await ClientProcess.start("--servers", address)
+            user3 = await ClientProcess.start("--servers", address)
+            try:
+                assert await user2.ask("create user2") == ["ok: created user2; you are now user2"]
+                assert await user3.ask("create user3") == ["ok: created user3; you are now user3"]
+                assert await user2.ask("list") == ["ok: 2 user(s): user2, user3"]
+                assert await user2.ask("send user3 hello") == ["ok: sent to user3 (#1)"]
+                # Not delivered yet: the very next thing user3 prints is its connect answer.
+                connected, hello = await user3.ask("connect user3", answers=2)
+                assert connected == "ok: connected as user3; 1 queued message(s)"
+                assert re.fullmatch(STAMP + " user2: hello", hello), hello
+                assert await user2.ask("send user3 helloagain") == ["ok: sent to user3 (#2)"]
+                # Arrives on user3 without user3 typing anything.
+                assert re.fullmatch(STAMP + " user2: helloagain", await user3.line())
+                for client in (user2, user3):
+                    code, rest, err = await client.finish()
+                    assert (code, rest) == (0, ""), err
+                    assert "Traceback" not in err
+            finally:
+                user2.kill()
+                user3.kill()
+
+    run(scenario(), timeout=100)
+
+
+def test_a_piped_script_gets_every_answer_in_order_and_exits_at_eof() -> None:
+    async def scenario() -> Tuple[int, str, str]:
+        async with serving(FakeReplica(FakeCluster())) as (_, address):
+            return await _script(
+                address,
+                "create a\n"
+                "send a hi  there \n"
+                "\n"
+                "list\n"
+                "list ^z\n"
+                "list (\n"
+                "send nobody x\n"
+                "create a\n"
+                "connect a\n"
+                "send a live\n"
+                "delete a\n",
+            )
+
+    code, out, err = run(scenario(), timeout=100)
+    assert code == 0, err
+    assert err == ""  # not a TTY: no banner
+    lines = out.splitlines()
+    assert lines[:4] == ["ok: created a; you are now a", "ok: sent to a (#1)", "ok: 1 user(s): a", "ok: no users match"]
+    assert lines[4].startswith("error: bad pattern")
+    assert lines[5:8] == ["error: no such user: nobody", "error: user a already exists", "ok: connected as a; 1 queued message(s)"]
+    assert re.fullmatch(STAMP + " a: hi  there ", lines[8])
+    # The live message and the `send` answer race; both must be there, then the deletion.
+    assert "ok: sent to a (#2)" in lines[9:11]
+    assert any(re.fullmatch(STAMP + " a: live", line) for line in lines[9:11])
+    # Deleting the connected user ends its session; the ack of "live" may or may not land first.
+    assert len(lines) == 13 and "notice: user a was deleted" in lines[11:]
+    assert any(re.fullmatch(r"ok: deleted a; [01] unread message\(s\) dropped", line) for line in lines[11:])
+
+
+def test_help_unknown_commands_and_usage_errors() -> None:
+    async def scenario() -> Tuple[int, str, str]:
+        async with serving(FakeReplica(FakeCluster())) as (_, address):
+            return await _script(address, "help\nfrobnicate now\nsend\nsend bob\ncreate\nconnect a b\nHELP\nquit\nlist\n")
+
+    code, out, err = run(scenario(), timeout=100)
+    assert code == 0, err
+    lines = out.splitlines()
+    help_lines = [line for line in lines if line.startswith("  ")]
+    for command in ("create NAME", "connect NAME", "delete NAME", "list [PATTERN]", "send NAME TEXT", "status", "quit"):
+        assert any(line.strip().startswith(command) for line in help_lines), command
+    errors = [line for line in lines if line.startswith("error:")]
+    assert errors == [
+        "error: unknown command 'frobnicate' (type help)",
+        "error: usage: send NAME TEXT",
+        "error: usage: send NAME TEXT",
+        "error: usage: create NAME",
+        "error: usage: connect NAME",
+    ]
+    # quit stops before `list`; help was printed twice (case-insensitive commands).
+    assert not any(line.startswith("ok:") for line in lines)
+    assert lines.count("commands:") == 2
+
+
+def test_takeover_notice_and_status_table() -> None:
+    async def scenario() -> None:
+        async with serving(FakeReplica(FakeCluster())) as (_, address):
+            first = await ClientProcess.start("--servers", address)
+            second = await ClientProcess.start("--servers", address)
+            try:
+                assert await first.ask("create bob") == ["ok: created bob; you are now bob"]
+                assert await first.ask("connect bob") == ["ok: connected as bob; 0 queued message(s)"]
+                assert await second.ask("connect bob") == ["ok: connected as bob; 0 queued message(s)"]
+                assert await first.line() == "notice: session for bob was taken over by another client"
+                header, row = await first.ask("status", answers=2)
+                assert header.split() == ["address", "id", "role", "term", "leader", "commit", "applied", "last"]
+                assert row.split()[:5] == [address, "1", "leader", "3", "1"]
+                for client in (first, second):
+                    code, _, err = await client.finish()
+                    assert code == 0, err
+            finally:
+                first.kill()
+                second.kill()
+
+    run(scenario(), timeout=100)
+
+
+def test_unreachable_cluster_is_a_one_line_error() -> None:
+    async def scenario() -> Tuple[int, str, str]:
+        async with serving(FakeReplica(FakeCluster())) as (_, address):
+            pass
+        return await _script(address, "status\n")
+
+    code, out, err = run(scenario(), timeout=100)
+    assert code == 0, err
+    assert out.splitlines()[1].split() == [out.splitlines()[1].split()[0], "unreachable"]
+    assert "Traceback" not in err
+
+
+def test_wire_transport_is_refused_for_now() -> None:
+    async def scenario() -> Tuple[int, str, str]:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            CLIENT,
+            "--transport",
+            "wire",
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            cwd=REPO,
+        )
+        out, err = await asyncio.wait_for(proc.communicate(), 30)
+        assert proc.returncode is not None
+        return proc.returncode, out.decode(), err.decode()
+
+    code, out, err = run(scenario())
+    assert (code, out, err.strip()) == (2, "", "error: wire transport not available yet")
