@@ -24,7 +24,7 @@ import collections
 
 from replichat.chat.names import normalize_name, validate_text
 from replichat.chat.search import compile_pattern
-from replichat.chat.state import Applied, ChatState, MessageQueued, SessionChanged, UserDeleted
+from replichat.chat.state import Applied, ChatState, MessageQueued
 from replichat.errors import ChatError, Code
 from replichat.proto import chat_pb2, command_pb2
 from replichat.raft.core import Config, NotLeader, RaftCore, Role

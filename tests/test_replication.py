@@ -2,9 +2,8 @@
 kill -9, SIGSTOP/SIGCONT, whole-cluster restarts. Every acknowledged send must be delivered
 exactly once, in order per sender; nothing is lost, nothing appears twice."""
 import asyncio
-import signal
 import time
-from typing import Dict, List, Tuple
+from typing import Dict, List
 
 import pytest
 

@@ -1,78 +1,16 @@
 """client.py as a real subprocess against a fake replica served from the test process."""
 import asyncio
-import os
 import re
 import sys
-from typing import List, Tuple
+from typing import Tuple
 
 import pytest
+
+from tests.client_process import CLIENT, REPO, STAMP, ClientProcess
 
 from .fake_backend import FakeCluster, FakeReplica, run, serving
 
 pytestmark = pytest.mark.timeout(120)
-
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-CLIENT = os.path.join(REPO, "client.py")
-LINE_TIMEOUT = 15.0
-STAMP = r"\[\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\]"
-
-
-class ClientProcess:
-    """One `python client.py` with piped stdin/stdout, read line by line with a timeout."""
-
-    def __init__(self, proc: "asyncio.subprocess.Process") -> None:
-        self.proc = proc
-
-    @classmethod
-    async def start(cls, *args: str) -> "ClientProcess":
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            CLIENT,
-            *args,
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-            cwd=REPO,
-        )
-        return cls(proc)
-
-    async def type(self, line: str) -> None:
-        assert self.proc.stdin is not None
-        self.proc.stdin.write(line.encode() + b"\n")
-        await self.proc.stdin.drain()
-
-    async def line(self) -> str:
-        assert self.proc.stdout is not None
-        raw = await asyncio.wait_for(self.proc.stdout.readline(), LINE_TIMEOUT)
-        assert raw, "client exited early; stderr: " + await self._stderr()
-        return raw.decode().rstrip("\n")
-
-    async def ask(self, command: str, answers: int = 1) -> List[str]:
-        await self.type(command)
-        return [await self.line() for _ in range(answers)]
-
-    async def finish(self) -> Tuple[int, str, str]:
-        """Closes stdin (EOF) and returns (exit code, remaining stdout, stderr)."""
-        assert self.proc.stdin is not None
-        if not self.proc.stdin.is_closing():
-            self.proc.stdin.close()
-        try:
-            out, err = await asyncio.wait_for(self.proc.communicate(), LINE_TIMEOUT)
-        finally:
-            self.kill()
-        assert self.proc.returncode is not None
-        return self.proc.returncode, out.decode(), err.decode()
-
-    def kill(self) -> None:
-        if self.proc.returncode is None:
-            self.proc.kill()
-
-    async def _stderr(self) -> str:
-        assert self.proc.stderr is not None
-        try:
-            return (await asyncio.wait_for(self.proc.stderr.read(), 2)).decode()
-        except asyncio.TimeoutError:
-            return "(still running)"
 
 
 async def _script(address: str, text: str) -> Tuple[int, str, str]:

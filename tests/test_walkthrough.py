@@ -1,0 +1,117 @@
+"""The original brief's walkthrough, word for word, against the real thing: `server.py` (a local
+cluster of replica processes) in one terminal, two `client.py` in two others."""
+import asyncio
+import os
+import re
+import signal
+import socket
+import sys
+from typing import List
+
+import pytest
+
+from tests.client_process import REPO, STAMP, ClientProcess
+
+pytestmark = pytest.mark.timeout(120)
+SERVER = os.path.join(REPO, "server.py")
+
+
+def free_port_range(count: int) -> int:
+    """A first port such that `count` consecutive ports are free now."""
+    for _ in range(100):
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            first = probe.getsockname()[1]
+        if first + count >= 65535:
+            continue
+        try:
+            held = []
+            for port in range(first, first + count):
+                s = socket.socket()
+                held.append(s)
+                s.bind(("127.0.0.1", port))
+            return first
+        except OSError:
+            continue
+        finally:
+            for s in held:
+                s.close()
+    raise RuntimeError("no free port range")
+
+
+async def start_server(data_dir: str, replicas: int = 3) -> "tuple[asyncio.subprocess.Process, List[str]]":
+    port = free_port_range(replicas)
+    wire_port = free_port_range(replicas)
+    server = await asyncio.create_subprocess_exec(
+        sys.executable, SERVER, "--replicas", str(replicas), "--port", str(port), "--wire-port", str(wire_port),
+        "--data-dir", data_dir, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, cwd=REPO,
+    )
+    servers = [f"127.0.0.1:{port + i}" for i in range(replicas)]
+    return server, servers
+
+
+async def read_until(stream: "asyncio.StreamReader", pattern: str, timeout: float = 20.0) -> List[str]:
+    lines: List[str] = []
+    while True:
+        raw = await asyncio.wait_for(stream.readline(), timeout)
+        assert raw, f"output ended before {pattern!r}: {lines}"
+        lines.append(raw.decode().rstrip("\n"))
+        if re.search(pattern, lines[-1]):
+            return lines
+
+
+def test_the_brief_walkthrough_against_a_real_cluster(tmp_path) -> None:
+    async def scenario() -> None:
+        server, servers = await start_server(str(tmp_path / "data"))
+        assert server.stdout is not None
+        try:
+            table = await read_until(server.stdout, r"^Connect with:")
+            assert "local cluster of 3 replicas (tolerates 1 failure)" in table[0]
+            assert len([line for line in table if re.match(r"\s+\d\s+127\.0\.0\.1:", line)]) == 3
+            await read_until(server.stdout, r"is the leader for term")
+
+            terminal2 = await ClientProcess.start("--servers", ",".join(servers))
+            terminal3 = await ClientProcess.start("--servers", ",".join(servers))
+            assert await terminal2.ask("create user2") == ["ok: created user2; you are now user2"]
+            assert await terminal3.ask("create user3") == ["ok: created user3; you are now user3"]
+            assert await terminal2.ask("list") == ["ok: 2 user(s): user2, user3"]
+            assert await terminal2.ask("send user3 hello") == ["ok: sent to user3 (#1)"]
+            connected, hello = await terminal3.ask("connect user3", answers=2)
+            assert connected == "ok: connected as user3; 1 queued message(s)"
+            assert re.fullmatch(STAMP + r" user2: hello", hello), hello
+            assert await terminal2.ask("send user3 helloagain") == ["ok: sent to user3 (#2)"]
+            live = await terminal3.line()  # arrives without terminal 3 typing anything
+            assert re.fullmatch(STAMP + r" user2: helloagain", live), live
+            for terminal in (terminal2, terminal3):
+                code, rest, _ = await terminal.finish()
+                assert code == 0 and "error" not in rest
+        finally:
+            if server.returncode is None:
+                server.send_signal(signal.SIGINT)  # Ctrl-C stops every replica
+            stopped = await read_until(server.stdout, r"stopping the cluster")
+            code = await asyncio.wait_for(server.wait(), 20)
+        assert code == 0, stopped
+
+    asyncio.run(scenario())
+
+
+def test_state_survives_a_restart_of_server_py(tmp_path) -> None:
+    async def scenario() -> None:
+        data = str(tmp_path / "data")
+        for round_ in range(2):
+            server, servers = await start_server(data)
+            assert server.stdout is not None
+            await read_until(server.stdout, r"is the leader for term")
+            client = await ClientProcess.start("--servers", ",".join(servers))
+            if round_ == 0:
+                assert await client.ask("create keeper") == ["ok: created keeper; you are now keeper"]
+                assert await client.ask("send keeper kept across restarts") == ["ok: sent to keeper (#1)"]
+            else:
+                connected, kept = await client.ask("connect keeper", answers=2)
+                assert connected == "ok: connected as keeper; 1 queued message(s)"
+                assert kept.endswith("keeper: kept across restarts")
+            await client.finish()
+            server.send_signal(signal.SIGINT)
+            assert await asyncio.wait_for(server.wait(), 20) == 0
+
+    asyncio.run(scenario())
