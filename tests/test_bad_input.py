@@ -1,0 +1,107 @@
+"""Bad input against a real replica: each gets a clear error, changes nothing, and the replica
+keeps serving (its event loop is never stalled)."""
+import asyncio
+import unicodedata
+
+import grpc
+import pytest
+
+from replichat.client.api import ChatClient
+from replichat.errors import ChatError, Code
+from replichat.proto import chat_pb2, chat_pb2_grpc
+
+pytestmark = pytest.mark.timeout(120)
+
+BAD_NAMES = ["", "x" * 33, "two words", "comma,name", "tab\tname", "nul\x00name", "new\nline"]
+
+
+def test_bad_requests_are_refused_clearly_and_change_nothing(process_cluster) -> None:
+    cluster = process_cluster(1)
+
+    async def scenario() -> None:
+        await cluster.wait_for_leader()
+        async with ChatClient(cluster.servers, deadline=5) as client:
+            await client.create("alice")
+            await client.send("alice", "first")
+            before = await cluster.status(1)
+
+            async def refused(code: Code, call) -> str:
+                with pytest.raises(ChatError) as error:
+                    await call
+                assert error.value.code is code, error.value
+                assert error.value.message and "\n" not in error.value.message
+                return error.value.message
+
+            for name in BAD_NAMES:
+                await refused(Code.INVALID_ARGUMENT, client.create(name))
+                await refused(Code.INVALID_ARGUMENT, client.send(name, "hi"))
+            assert "already exists" in await refused(Code.ALREADY_EXISTS, client.create("alice"))
+            # The same name in another Unicode normalisation is the same user.
+            await client.create(unicodedata.normalize("NFC", "jos\u00e9"))
+            await refused(Code.ALREADY_EXISTS, client.create(unicodedata.normalize("NFD", "jos\u00e9")))
+            assert "4096" in await refused(Code.INVALID_ARGUMENT, client.send("alice", "x" * 4097))
+            await refused(Code.INVALID_ARGUMENT, client.send("alice", ""))
+            await refused(Code.NOT_FOUND, client.send("nobody", "hello?"))
+            await refused(Code.NOT_FOUND, client.connect("nobody"))
+            await refused(Code.NOT_FOUND, client.delete("nobody"))
+            await refused(Code.INVALID_ARGUMENT, client.list("("))
+            await refused(Code.INVALID_ARGUMENT, client.list(r"(a)\1"))
+            await refused(Code.INVALID_ARGUMENT, client.list("a" * 257))
+
+            await client.create("gone")
+            await client.delete("gone")
+            await refused(Code.NOT_FOUND, client.connect("gone"))
+
+            assert await client.list() == ["alice", "jos\u00e9"]
+            after = await cluster.status(1)
+            # Malformed requests never reach the log. Refusals that depend on the state (exists,
+            # not found) are decided by the state machine, so they are entries that change
+            # nothing: 6 of them, plus create josé and create/delete gone.
+            assert after.last_index == before.last_index + 9
+            session = await client.connect("alice")
+            first = await session.__anext__()
+            assert isinstance(first, chat_pb2.Connected) and first.queued == 1
+            message = await session.__anext__()
+            assert message.text == "first"
+
+    asyncio.run(scenario())
+
+
+def test_hostile_regular_expressions_do_not_stall_the_replica(process_cluster) -> None:
+    cluster = process_cluster(1)
+
+    async def scenario() -> None:
+        await cluster.wait_for_leader()
+        async with ChatClient(cluster.servers) as client:
+            long_names = ["a" * 31 + "b", "a" * 32, "a" * 30 + "-x"]
+            for name in long_names:
+                await client.create(name)
+            # Catastrophic for a backtracking engine; linear for RE2.
+            results = await asyncio.gather(
+                client.list("(a+)+$"), client.list("(a|a)*b"), client.list("^(a|aa)+$"), cluster.status(1),
+            )
+            assert results[0] == ["a" * 32]
+            assert results[1] == ["a" * 31 + "b"]
+            assert results[2] == ["a" * 32]
+            assert results[3] is not None and results[3].role == "leader"
+
+    asyncio.run(scenario())
+
+
+def test_oversized_grpc_request_is_refused_and_replica_keeps_serving(process_cluster) -> None:
+    cluster = process_cluster(1)
+
+    async def scenario() -> None:
+        await cluster.wait_for_leader()
+        async with grpc.aio.insecure_channel(cluster.addresses[1], options=[("grpc.max_send_message_length", 64 << 20)]) as channel:
+            stub = chat_pb2_grpc.ChatStub(channel)
+            with pytest.raises(grpc.aio.AioRpcError) as error:
+                await stub.SendMessage(chat_pb2.SendMessageRequest(recipient="a", text="x" * (20 << 20)))
+            assert error.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+            with pytest.raises(grpc.aio.AioRpcError) as error:
+                await stub.ListUsers(chat_pb2.ListUsersRequest(pattern="(?P<x>a)(?P=x)"))
+            assert error.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+            status = await stub.Status(chat_pb2.StatusRequest())
+            assert status.role == "leader"
+
+    asyncio.run(scenario())
