@@ -1,13 +1,14 @@
 """Peer-to-peer Raft messages over gRPC.
 
-Each peer gets one sender task and one call in flight: messages queued while a call is out go
-together in the next one, so under load a single RPC carries many appends (batching), and
-messages to a peer arrive in the order the core produced them. Raft tolerates loss, so a failed
-call is dropped rather than retried: the core resends what matters on its next heartbeat.
+Each peer gets one sender task writing to one long-lived client stream: messages queued while
+a write is in progress go together in the next batch, so under load one write carries many
+appends, and messages to a peer arrive in the order the core produced them. Raft tolerates
+loss, so a broken stream is replaced and its messages dropped rather than retried: the core
+resends what matters on its next heartbeat.
 """
 import asyncio
 import logging
-from typing import Callable, Dict, List, Optional
+from typing import AsyncIterator, Callable, Dict, List, Optional
 
 import grpc
 
@@ -24,7 +25,8 @@ CHANNEL_OPTIONS = [
     ("grpc.max_send_message_length", 64 << 20),
     ("grpc.max_receive_message_length", 64 << 20),
 ]
-CALL_TIMEOUT_S = 2.0
+WRITE_TIMEOUT_S = 2.0
+RETRY_PAUSE_S = 0.05
 # A peer that is down must not make its queue grow without bound.
 MAX_QUEUED = 50_000
 _MESSAGE_TYPES = frozenset(t.value for t in MsgType)
@@ -54,17 +56,23 @@ class PeerServicer(raft_pb2_grpc.RaftPeerServicer):
         self._self_id = self_id
         self._deliver = deliver
 
-    async def Deliver(self, request: raft_pb2.MessageBatch, context: grpc.aio.ServicerContext) -> raft_pb2.DeliverReply:
-        messages = []
-        for p in request.messages:
-            if p.to != self._self_id or p.type not in _MESSAGE_TYPES:
-                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"message for replica {p.to} or of unknown type {p.type}")
-            messages.append(from_proto(p))
-        self._deliver(messages)
+    async def Stream(
+        self, request_iterator: AsyncIterator[raft_pb2.MessageBatch], context: grpc.aio.ServicerContext
+    ) -> raft_pb2.DeliverReply:
+        async for batch in request_iterator:
+            messages = []
+            for p in batch.messages:
+                if p.to != self._self_id or p.type not in _MESSAGE_TYPES:
+                    await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"message for replica {p.to} or of unknown type {p.type}")
+                messages.append(from_proto(p))
+            self._deliver(messages)
         return raft_pb2.DeliverReply()
 
 
 class _PeerLink:
+    """The stream to one peer. Writes do not wait for the peer to answer (HTTP/2 flow control
+    is the only back-pressure), so a heartbeat is never stuck behind a round trip."""
+
     def __init__(self, peer: int, address: str) -> None:
         self.peer = peer
         self.address = address
@@ -74,28 +82,49 @@ class _PeerLink:
         self.wake = asyncio.Event()
         self.task: Optional["asyncio.Task[None]"] = None
         self.reachable = True
+        self._call: Optional[grpc.aio.StreamUnaryCall] = None
 
     async def run(self) -> None:
         while True:
             await self.wake.wait()
             self.wake.clear()
             batch, self.queue = self.queue, []
-            if not batch:
-                continue
-            request = raft_pb2.MessageBatch(messages=[to_proto(m) for m in batch])
-            try:
-                await self.stub.Deliver(request, timeout=CALL_TIMEOUT_S)
-                if not self.reachable:
-                    log.info("replica %d at %s is reachable again", self.peer, self.address)
-                    self.reachable = True
-            except grpc.aio.AioRpcError as error:
-                if self.reachable:
-                    log.warning("replica %d at %s unreachable: %s", self.peer, self.address, error.code().name)
-                    self.reachable = False
-                # Raft resends what matters; pause briefly so a dead peer costs no busy loop.
-                await asyncio.sleep(0.05)
+            if batch:
+                await self._write(raft_pb2.MessageBatch(messages=[to_proto(m) for m in batch]))
             if self.queue:
                 self.wake.set()
+
+    async def _write(self, batch: raft_pb2.MessageBatch) -> None:
+        try:
+            if self._call is None or self._call.done():
+                self._call = self.stub.Stream(wait_for_ready=False)
+            # A peer that stopped reading (SIGSTOP, partition) fills the flow-control window:
+            # give up on this stream rather than queue behind it forever.
+            await asyncio.wait_for(self._call.write(batch), WRITE_TIMEOUT_S)
+            if not self.reachable:
+                log.info("replica %d at %s is reachable again", self.peer, self.address)
+                self.reachable = True
+        except (grpc.aio.AioRpcError, asyncio.InvalidStateError, asyncio.TimeoutError, grpc.aio.UsageError) as error:
+            if self.reachable:
+                reason = error.code().name if isinstance(error, grpc.aio.AioRpcError) else type(error).__name__
+                log.warning("replica %d at %s unreachable: %s", self.peer, self.address, reason)
+                self.reachable = False
+            if self._call is not None:
+                self._call.cancel()
+                self._call = None
+            # Raft resends what matters; pause briefly so a dead peer costs no busy loop.
+            await asyncio.sleep(RETRY_PAUSE_S)
+
+    async def close(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
+            try:
+                await self.task
+            except asyncio.CancelledError:
+                pass
+        if self._call is not None:
+            self._call.cancel()
+        await self.channel.close()
 
 
 class PeerTransport:
@@ -120,12 +149,4 @@ class PeerTransport:
 
     async def close(self) -> None:
         for link in self._links.values():
-            if link.task is not None:
-                link.task.cancel()
-        for link in self._links.values():
-            if link.task is not None:
-                try:
-                    await link.task
-                except asyncio.CancelledError:
-                    pass
-            await link.channel.close()
+            await link.close()

@@ -34,8 +34,8 @@ class RaftPeerStub(object):
         Args:
             channel: A grpc.Channel.
         """
-        self.Deliver = channel.unary_unary(
-                '/replichat.raft.v1.RaftPeer/Deliver',
+        self.Stream = channel.stream_unary(
+                '/replichat.raft.v1.RaftPeer/Stream',
                 request_serializer=replichat_dot_proto_dot_raft__pb2.MessageBatch.SerializeToString,
                 response_deserializer=replichat_dot_proto_dot_raft__pb2.DeliverReply.FromString,
                 _registered_method=True)
@@ -44,8 +44,9 @@ class RaftPeerStub(object):
 class RaftPeerServicer(object):
     """Missing associated documentation comment in .proto file."""
 
-    def Deliver(self, request, context):
-        """One call carries every message queued for the peer since the last call.
+    def Stream(self, request_iterator, context):
+        """One long-lived stream per (sender, receiver) pair; each batch carries every message
+        queued for the receiver since the previous one. Order within a stream is kept.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -54,8 +55,8 @@ class RaftPeerServicer(object):
 
 def add_RaftPeerServicer_to_server(servicer, server):
     rpc_method_handlers = {
-            'Deliver': grpc.unary_unary_rpc_method_handler(
-                    servicer.Deliver,
+            'Stream': grpc.stream_unary_rpc_method_handler(
+                    servicer.Stream,
                     request_deserializer=replichat_dot_proto_dot_raft__pb2.MessageBatch.FromString,
                     response_serializer=replichat_dot_proto_dot_raft__pb2.DeliverReply.SerializeToString,
             ),
@@ -71,7 +72,7 @@ class RaftPeer(object):
     """Missing associated documentation comment in .proto file."""
 
     @staticmethod
-    def Deliver(request,
+    def Stream(request_iterator,
             target,
             options=(),
             channel_credentials=None,
@@ -81,10 +82,10 @@ class RaftPeer(object):
             wait_for_ready=None,
             timeout=None,
             metadata=None):
-        return grpc.experimental.unary_unary(
-            request,
+        return grpc.experimental.stream_unary(
+            request_iterator,
             target,
-            '/replichat.raft.v1.RaftPeer/Deliver',
+            '/replichat.raft.v1.RaftPeer/Stream',
             replichat_dot_proto_dot_raft__pb2.MessageBatch.SerializeToString,
             replichat_dot_proto_dot_raft__pb2.DeliverReply.FromString,
             options,
