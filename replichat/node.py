@@ -232,9 +232,12 @@ class Node:
         assert core is not None and self._storage is not None and self._state is not None
         while core.has_ready():
             ready = core.ready()
+            if ready.send_before_persist:
+                self.transport.send(ready.messages)
             if ready.entries or ready.hard_state is not None:
                 await self._on_disk(self._storage.save, ready.hard_state, ready.entries)
-            self.transport.send(ready.messages)
+            if not ready.send_before_persist:
+                self.transport.send(ready.messages)
             if ready.committed:
                 applied = await self._on_state(self._state.apply_batch, [(e.index, e.data) for e in ready.committed])
                 self._after_apply(applied)

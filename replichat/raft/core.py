@@ -67,6 +67,10 @@ class Ready(NamedTuple):
     messages: List[Message]
     committed: List[Entry]
     read_states: List[ReadState]
+    # The messages promise nothing about this replica's disk, so the runtime may send them
+    # while it persists (thesis §10.2.1: a leader writes its log in parallel with replicating
+    # it; it counts itself toward a commit only after advance()). Otherwise: persist, then send.
+    send_before_persist: bool = False
 
 
 class _PendingRead(NamedTuple):
@@ -220,6 +224,7 @@ class RaftCore:
             messages=self._outbox,
             committed=self.log.to_apply(),
             read_states=self._read_states,
+            send_before_persist=self.role is Role.LEADER and not self._must_persist_hard_state(),
         )
         self._outbox = []
         self._read_states = []
