@@ -83,9 +83,10 @@ class _PeerLink:
         self.task: Optional["asyncio.Task[None]"] = None
         self.reachable = True
         self._call: Optional[grpc.aio.StreamUnaryCall] = None
+        self.closing = False
 
     async def run(self) -> None:
-        while True:
+        while not self.closing:
             await self.wake.wait()
             self.wake.clear()
             batch, self.queue = self.queue, []
@@ -116,14 +117,14 @@ class _PeerLink:
             await asyncio.sleep(RETRY_PAUSE_S)
 
     async def close(self) -> None:
-        if self.task is not None:
-            self.task.cancel()
-            try:
-                await self.task
-            except asyncio.CancelledError:
-                pass
+        self.closing = True
+        # Cancel the call first: a write blocked inside gRPC may absorb the task's own
+        # cancellation, and the loop above then ends on the `closing` flag instead.
         if self._call is not None:
             self._call.cancel()
+        if self.task is not None:
+            self.task.cancel()
+            await asyncio.wait([self.task], timeout=WRITE_TIMEOUT_S)
         await self.channel.close()
 
 

@@ -2,6 +2,7 @@
 kill -9, SIGSTOP/SIGCONT, whole-cluster restarts. Every acknowledged send must be delivered
 exactly once, in order per sender; nothing is lost, nothing appears twice."""
 import asyncio
+import signal
 import time
 from typing import Dict, List
 
@@ -210,5 +211,24 @@ def test_a_replica_that_missed_many_writes_catches_up(process_cluster) -> None:
             session = await client.connect("frank")
             got = await receive(session, 300, timeout=15)
             assert [d.text for d in got] == [f"m{n}" for n in range(300)]
+
+    asyncio.run(scenario())
+
+
+def test_sigterm_of_the_leader_hands_over_leadership(process_cluster) -> None:
+    cluster = process_cluster(3)
+
+    async def scenario() -> None:
+        leader = await cluster.wait_for_leader()
+        term = (await cluster.status(leader)).term
+        async with ChatClient(cluster.servers) as client:
+            await client.create("gina")
+            cluster.kill(leader, signal.SIGTERM)
+            assert cluster.processes[leader].returncode == 0
+            others = [i for i in cluster.addresses if i != leader]
+            new = await cluster.wait_for_leader(among=others)
+            # A transfer is one election at the next term, not a timeout-driven scramble.
+            assert (await cluster.status(new)).term == term + 1
+            assert await client.send("gina", "after handover") == 1
 
     asyncio.run(scenario())
