@@ -1,0 +1,351 @@
+"""Serves the seed's wire protocol on a TCP port, in front of a ChatBackend.
+
+The same service as the gRPC API, for clients that speak the seed's byte protocol. Each
+connection is one task reading frames and answering them in order; a `connect` adds one
+task pushing the session's events. Both write through one lock, so frames never interleave
+mid-message. A connection's trouble (bad bytes, a stalled or vanished peer) ends at most
+that connection: the other connections and the replica's event loop never wait on it.
+"""
+import asyncio
+import logging
+import uuid
+from typing import AsyncIterator, Dict, Optional
+
+from replichat.api.backend import ChatBackend
+from replichat.errors import ChatError, Code
+from replichat.proto import chat_pb2
+from replichat.wire import codec
+from replichat.wire.codec import FRAME_SIZE, Direction, Reassembler, WireError
+
+_log = logging.getLogger(__name__)
+
+# A client waiting for messages pings (the client does, every minute); a connection that
+# sends nothing for this long is gone or forgotten, and holds a slot of max_connections.
+DEFAULT_IDLE_TIMEOUT = 300.0
+DEFAULT_MAX_CONNECTIONS = 1000
+# How long a peer may leave written frames unread (the socket buffers full) before it is
+# dropped; without it, a client that never reads would make the replica buffer its
+# messages without bound.
+DEFAULT_WRITE_TIMEOUT = 10.0
+
+_REASONS: Dict[int, str] = {
+    chat_pb2.SessionEnded.TAKEN_OVER: "taken_over",
+    chat_pb2.SessionEnded.USER_DELETED: "user_deleted",
+    chat_pb2.SessionEnded.SHUTDOWN: "shutdown",
+}
+
+
+class _Dropped(ConnectionError):
+    """We gave up on the peer (it stopped reading); the transport is already aborted."""
+
+
+def error_frame(exc: ChatError) -> codec.Error:
+    return codec.Error(exc.code.name.lower(), exc.message)
+
+
+def event_message(event: chat_pb2.ServerEvent) -> Optional[codec.Response]:
+    """The wire form of a session event; None for an event kind this version does not know."""
+    kind = event.WhichOneof("event")
+    if kind == "connected":
+        return codec.Connected(event.connected.name, event.connected.queued)
+    if kind == "message":
+        m = event.message
+        return codec.Delivery(m.recipient, m.seq, m.sender, m.sent_at_ms, m.text)
+    if kind == "ended":
+        return codec.Ended(_REASONS.get(event.ended.reason, "unspecified"), event.ended.detail)
+    return None
+
+
+async def _aclose(events: AsyncIterator[chat_pb2.ServerEvent]) -> None:
+    """Let the backend release the session now rather than when the iterator is collected."""
+    aclose = getattr(events, "aclose", None)
+    if aclose is not None:
+        await aclose()
+
+
+class _Connection:
+    """One client connection: its request ids, its identity and its session."""
+
+    def __init__(
+        self,
+        backend: ChatBackend,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        idle_timeout: float,
+        write_timeout: float,
+    ) -> None:
+        self._backend = backend
+        self._reader = reader
+        self._writer = writer
+        self._idle_timeout = idle_timeout
+        self._write_timeout = write_timeout
+        # A wire connection that dies takes its in-flight request with it, so the pair
+        # (connection id, counter) is a sufficient exactly-once key.
+        self._client_id = uuid.uuid4().hex
+        self._request_seq = 0
+        self._session_id = uuid.uuid4().hex
+        # Who `send` is from: the user this connection last created or connected as.
+        self._acting_as = ""
+        self._write_lock = asyncio.Lock()
+        self._session: Optional["asyncio.Future[None]"] = None
+        self._reassembler = Reassembler(Direction.REQUEST)
+
+    async def serve(self) -> None:
+        try:
+            while True:
+                frame = await self._read_frame()
+                if frame is None:
+                    return
+                try:
+                    request = self._reassembler.push(frame)
+                except WireError as exc:
+                    await self._send(codec.Error(Code.INVALID_ARGUMENT.name.lower(), f"bad request: {exc}"))
+                    continue
+                if request is not None:
+                    await self._handle(request)  # type: ignore[arg-type]
+        except ConnectionError:
+            pass
+        finally:
+            await self._end_session()
+            await close_writer(self._writer, self._write_timeout)
+
+    async def _read_frame(self) -> Optional[bytes]:
+        """The next frame, or None at EOF (a partial frame is dropped) or after the idle
+        timeout, which bounds a slow sender's whole frame, not each byte."""
+        try:
+            return await asyncio.wait_for(self._reader.readexactly(FRAME_SIZE), self._idle_timeout)
+        except asyncio.IncompleteReadError:
+            return None
+        except asyncio.TimeoutError:
+            _log.debug("wire connection idle for %.1fs: closing", self._idle_timeout)
+            return None
+
+    async def _send(self, message: codec.Response) -> None:
+        try:
+            data = codec.encode(message)
+        except WireError as exc:  # e.g. a `users` answer past the response size limit
+            data = codec.encode(codec.Error(Code.INVALID_ARGUMENT.name.lower(), f"cannot answer: {exc}"))
+        async with self._write_lock:
+            self._writer.write(data)
+            try:
+                await asyncio.wait_for(self._writer.drain(), self._write_timeout)
+            except asyncio.TimeoutError:
+                self._writer.transport.abort()
+                raise _Dropped(f"peer left its socket unread for {self._write_timeout}s") from None
+
+    def _next_seq(self) -> int:
+        self._request_seq += 1
+        return self._request_seq
+
+    async def _handle(self, request: codec.Request) -> None:
+        try:
+            response = await self._call(request)
+        except ChatError as exc:
+            response = error_frame(exc)
+        if response is not None:
+            await self._send(response)
+
+    async def _call(self, request: codec.Request) -> Optional[codec.Response]:
+        """Answer one request; None when the answer was already written (connect)."""
+        backend = self._backend
+        client_id = self._client_id
+        if isinstance(request, codec.Send):
+            sent = await backend.send_message(
+                chat_pb2.SendMessageRequest(
+                    sender=self._acting_as,
+                    recipient=request.recipient,
+                    text=request.text,
+                    client_id=client_id,
+                    request_seq=self._next_seq(),
+                )
+            )
+            return codec.Sent(request.recipient, sent.seq)
+        if isinstance(request, codec.Ack):
+            await backend.ack(
+                chat_pb2.AckRequest(
+                    name=request.name,
+                    up_to_seq=request.up_to_seq,
+                    session_id=self._session_id,
+                    client_id=client_id,
+                    request_seq=self._next_seq(),
+                )
+            )
+            return codec.Acked(request.name, request.up_to_seq)
+        if isinstance(request, codec.Connect):
+            return await self._connect(request)
+        if isinstance(request, codec.ListUsers):
+            return codec.Users(tuple(await backend.list_users(request.pattern)))
+        if isinstance(request, codec.Create):
+            created = await backend.create_user(
+                chat_pb2.CreateUserRequest(name=request.name, client_id=client_id, request_seq=self._next_seq())
+            )
+            self._acting_as = created.name or request.name
+            return codec.Created(self._acting_as)
+        if isinstance(request, codec.Delete):
+            deleted = await backend.delete_user(
+                chat_pb2.DeleteUserRequest(name=request.name, client_id=client_id, request_seq=self._next_seq())
+            )
+            if request.name == self._acting_as:
+                self._acting_as = ""
+            return codec.Deleted(request.name, deleted.dropped_messages)
+        if isinstance(request, codec.Ping):
+            return codec.Pong()
+        raise AssertionError(f"unhandled request {request!r}")  # the codec decodes nothing else
+
+    async def _connect(self, request: codec.Connect) -> Optional[codec.Response]:
+        """Answer with the session's first event, then push the rest from another task.
+
+        The Connected frame is written before the pushing task exists, so a client always
+        reads it before the first pushed message. One session per connection: a new connect
+        ends the previous one.
+        """
+        await self._end_session()
+        events = self._backend.connect(
+            chat_pb2.ConnectRequest(
+                name=request.name,
+                session_id=self._session_id,
+                client_id=self._client_id,
+                request_seq=self._next_seq(),
+            )
+        )
+        try:
+            first = await events.__anext__()
+        except StopAsyncIteration:
+            return codec.Error(Code.UNAVAILABLE.name.lower(), "the session ended before it started")
+        except ChatError:
+            await _aclose(events)
+            raise
+        message = event_message(first)
+        if not isinstance(message, codec.Connected):
+            await _aclose(events)
+            return codec.Error(Code.UNAVAILABLE.name.lower(), "the session ended before it started")
+        self._acting_as = message.name
+        try:
+            await self._send(message)
+        except ConnectionError:
+            await _aclose(events)
+            raise
+        self._session = asyncio.ensure_future(self._push(events))
+        return None
+
+    async def _push(self, events: AsyncIterator[chat_pb2.ServerEvent]) -> None:
+        try:
+            try:
+                async for event in events:
+                    message = event_message(event)
+                    if message is None:
+                        continue
+                    await self._send(message)
+                    if isinstance(message, codec.Ended):
+                        return
+            except ChatError as exc:  # e.g. the replica lost its quorum mid-session
+                await self._send(codec.Ended("unspecified", f"{exc.code.value}: {exc.message}"))
+        except ConnectionError:
+            # The reading task notices the aborted or lost transport and ends the connection.
+            self._writer.transport.abort()
+        finally:
+            await _aclose(events)
+
+    async def _end_session(self) -> None:
+        task, self._session = self._session, None
+        if task is None:
+            return
+        task.cancel()
+        await asyncio.wait({task})
+        if not task.cancelled() and task.exception() is not None:
+            _log.error("wire session task failed", exc_info=task.exception())
+
+
+async def close_writer(writer: asyncio.StreamWriter, timeout: float) -> None:
+    """Close politely (flushing what is buffered), but not for longer than `timeout`."""
+    writer.close()
+    try:
+        await asyncio.wait_for(writer.wait_closed(), timeout)
+    except asyncio.TimeoutError:
+        writer.transport.abort()
+    except ConnectionError:
+        pass
+
+
+class WireListener:
+    """A running wire-protocol server; `close()` ends it and all its connections."""
+
+    def __init__(
+        self, backend: ChatBackend, idle_timeout: float, max_connections: int, write_timeout: float
+    ) -> None:
+        self._backend = backend
+        self._idle_timeout = idle_timeout
+        self._max_connections = max_connections
+        self._write_timeout = write_timeout
+        self._server: Optional["asyncio.base_events.Server"] = None
+        self._connections: Dict["asyncio.Task[None]", asyncio.StreamWriter] = {}
+        self._closing = False
+
+    @property
+    def port(self) -> int:
+        """The bound port (the one the OS chose when asked for port 0)."""
+        assert self._server is not None and self._server.sockets
+        return int(self._server.sockets[0].getsockname()[1])
+
+    @property
+    def active_connections(self) -> int:
+        return len(self._connections)
+
+    async def _start(self, host: str, port: int) -> None:
+        self._server = await asyncio.start_server(self._serve, host, port)
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        if self._closing or len(self._connections) >= self._max_connections:
+            await self._reject(writer)
+            return
+        self._connections[task] = writer
+        try:
+            await _Connection(self._backend, reader, writer, self._idle_timeout, self._write_timeout).serve()
+        except asyncio.CancelledError:
+            # close() cancelled us and the connection is closed: end normally, since asyncio's
+            # stream callback on Python 3.11 reports a cancelled handler as an error.
+            if not self._closing:
+                raise
+        finally:
+            self._connections.pop(task, None)
+
+    async def _reject(self, writer: asyncio.StreamWriter) -> None:
+        why = "shutting down" if self._closing else f"too many connections (at most {self._max_connections})"
+        writer.write(codec.encode(codec.Error(Code.UNAVAILABLE.name.lower(), f"{why}; try again later")))
+        try:
+            await asyncio.wait_for(writer.drain(), self._write_timeout)
+        except (asyncio.TimeoutError, ConnectionError):
+            pass
+        await close_writer(writer, self._write_timeout)
+
+    async def close(self) -> None:
+        """Stop accepting, end every connection (their sessions with them), then return."""
+        self._closing = True
+        if self._server is not None:
+            self._server.close()
+        tasks = set(self._connections)
+        for task, writer in self._connections.items():
+            # Unsent frames are dropped: a peer that does not read must not delay shutdown.
+            writer.transport.abort()
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks)
+        if self._server is not None:
+            await self._server.wait_closed()
+
+
+async def start_wire_listener(
+    backend: ChatBackend,
+    host: str,
+    port: int,
+    *,
+    idle_timeout: float = DEFAULT_IDLE_TIMEOUT,
+    max_connections: int = DEFAULT_MAX_CONNECTIONS,
+    write_timeout: float = DEFAULT_WRITE_TIMEOUT,
+) -> WireListener:
+    """Listen on host:port (port 0: any free port, see `.port`) until `close()`."""
+    listener = WireListener(backend, idle_timeout, max_connections, write_timeout)
+    await listener._start(host, port)
+    return listener

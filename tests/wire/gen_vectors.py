@@ -1,0 +1,142 @@
+"""Write tests/data/wire_vectors.json: the wire protocol's byte-exact examples.
+
+Run by hand after a deliberate change to the protocol, then review the diff of the JSON file
+(its bytes are the specification's; tests/wire/test_codec.py checks the codec against the
+committed file, and the brief's own examples against literals written out in the test).
+
+    python tests/wire/gen_vectors.py
+"""
+import dataclasses
+import json
+import pathlib
+import sys
+from typing import Dict, List, Tuple
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+from replichat.wire import codec  # noqa: E402
+from replichat.wire.codec import COMMAND_SIZE, FRAME_SIZE, Direction  # noqa: E402
+
+OUT = ROOT / "tests" / "data" / "wire_vectors.json"
+
+REQUESTS: List[Tuple[str, codec.Message]] = [
+    ("brief: create user2", codec.Create("user2")),
+    ("brief: create user3", codec.Create("user3")),
+    ("brief: list", codec.ListUsers()),
+    ("brief: send user3 hello", codec.Send("user3", "hello")),
+    ("brief: connect user3", codec.Connect("user3")),
+    ("brief: send user3 helloagain", codec.Send("user3", "helloagain")),
+    ("delete", codec.Delete("user2")),
+    ("list with a pattern", codec.ListUsers("^user[0-9]+$")),
+    ("list: a space in the pattern becomes a comma, a comma is escaped", codec.ListUsers("a b{1,3}")),
+    ("send: spaces in the data become commas", codec.Send("user3", "hello there")),
+    ("send: leading, trailing and repeated spaces", codec.Send("user3", " two  spaces ")),
+    ("send: literal comma, backslash and NUL are escaped", codec.Send("user3", "a,b\\c\0d")),
+    ("send: non-ASCII text and control characters are plain UTF-8", codec.Send("user3", "né 😀\tx\ny")),
+    ("send: empty text", codec.Send("user3", "")),
+    ("ack", codec.Ack("user3", 2)),
+    ("ping", codec.Ping()),
+    ("send: continuation, 1,500-byte text", codec.Send("user3", "x" * 1500)),
+    ("send: continuation splits at a character boundary", codec.Send("u", "é" * 600)),
+]
+
+RESPONSES: List[Tuple[str, codec.Message]] = [
+    ("created", codec.Created("user2")),
+    ("deleted", codec.Deleted("user2", 3)),
+    ("users: none", codec.Users(())),
+    ("users", codec.Users(("user2", "user3"))),
+    ("sent", codec.Sent("user3", 1)),
+    ("acked", codec.Acked("user3", 2)),
+    ("pong", codec.Pong()),
+    ("connected", codec.Connected("user3", 1)),
+    ("message", codec.Delivery("user3", 1, "user2", 1700000000000, "hello")),
+    ("message: anonymous sender, text with spaces and a comma", codec.Delivery("user3", 7, "", 0, "hi, you")),
+    ("message: continuation", codec.Delivery("user3", 2, "user2", 1700000000001, "ab " * 400)),
+    ("ended: taken over", codec.Ended("taken_over", "a newer connect for user3")),
+    ("ended: user deleted", codec.Ended("user_deleted", "")),
+    ("error: not found", codec.Error("not_found", "no such user: 'bob'")),
+    ("error: connection limit", codec.Error("unavailable", "too many connections (at most 1000); try again later")),
+]
+
+
+def _frame(command: bytes, payload: bytes) -> str:
+    """Hex of a frame's significant bytes; the test pads it with NULs to FRAME_SIZE."""
+    return (command.ljust(COMMAND_SIZE, b"\0") + payload).hex()
+
+
+INVALID_REQUESTS: List[Tuple[str, List[str], str]] = [
+    ("unknown command", [_frame(b"shout", b"hello")], "unknown command"),
+    ("a response's command sent as a request", [_frame(b"users", b"a")], "unknown command"),
+    ("empty frame (all NUL)", [""], "empty command"),
+    ("invalid UTF-8 in the command", [_frame(b"cr\xffate", b"a")], "UTF-8"),
+    ("invalid UTF-8 in the payload", [_frame(b"create", b"us\xc3er")], "UTF-8"),
+    ("missing argument", [_frame(b"send", b"")], "missing argument recipient"),
+    ("missing integer argument", [_frame(b"ack", b"user3")], "missing argument up_to_seq"),
+    ("too many arguments", [_frame(b"create", b"a,b")], "takes 1 argument"),
+    ("not an integer", [_frame(b"ack", b"user3,two")], "decimal integer"),
+    ("negative sequence number", [_frame(b"ack", b"user3,-1")], "decimal integer"),
+    ("sequence number past 2**64-1", [_frame(b"ack", b"user3,18446744073709551616")], "out of range"),
+    ("unknown escape", [_frame(b"send", b"user3,a\\nb")], "unknown escape"),
+    ("lone backslash at the end", [_frame(b"send", b"user3,a\\")], "lone backslash"),
+    ("bytes after the payload's NUL padding", [_frame(b"send", b"user3,hi\0junk")], "after the NUL padding"),
+    ("bytes after the command's NUL padding", [(b"send\0x".ljust(COMMAND_SIZE, b"\0") + b"user3").hex()],
+     "after the NUL padding"),
+    ("continuation ended by another command", [_frame(b"send+", b"user3,a"), _frame(b"create", b"b")],
+     "continued by"),
+    ("continuation never ended", [_frame(b"send+", b"user3,a")], "continuation frame"),
+]
+
+
+def _message_json(message: codec.Message) -> Dict[str, object]:
+    out: Dict[str, object] = {"type": codec.command_of(type(message))}
+    for field in dataclasses.fields(message):
+        value = getattr(message, field.name)
+        out[field.name] = list(value) if isinstance(value, tuple) else value
+    return out
+
+
+def _frames_json(data: bytes) -> List[Dict[str, str]]:
+    frames = []
+    for i in range(0, len(data), FRAME_SIZE):
+        frame = data[i : i + FRAME_SIZE]
+        frames.append(
+            {
+                "command": frame[:COMMAND_SIZE].rstrip(b"\0").decode("ascii"),
+                "payload": frame[COMMAND_SIZE:].rstrip(b"\0").decode("utf-8"),
+                "hex": frame.rstrip(b"\0").hex(),
+            }
+        )
+    return frames
+
+
+def build() -> Dict[str, object]:
+    valid = []
+    for direction, cases in ((Direction.REQUEST, REQUESTS), (Direction.RESPONSE, RESPONSES)):
+        for name, message in cases:
+            valid.append(
+                {
+                    "name": name,
+                    "direction": direction.value,
+                    "message": _message_json(message),
+                    "frames": _frames_json(codec.encode(message)),
+                }
+            )
+    invalid = [
+        {"name": name, "direction": Direction.REQUEST.value, "frames_hex": frames, "error": error}
+        for name, frames, error in INVALID_REQUESTS
+    ]
+    return {
+        "about": "Byte-exact examples of docs/wire-protocol.md. Each frame's hex omits the NUL "
+        "padding at its end: pad it with NULs to frame_size bytes.",
+        "frame_size": FRAME_SIZE,
+        "command_size": COMMAND_SIZE,
+        "valid": valid,
+        "invalid": invalid,
+    }
+
+
+if __name__ == "__main__":
+    OUT.parent.mkdir(parents=True, exist_ok=True)
+    OUT.write_text(json.dumps(build(), indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    print(f"wrote {OUT}")
