@@ -102,6 +102,7 @@ class Node:
         self.core: Optional[RaftCore] = None
         self.applied_index = 0
         self._known_leader = NO_LEADER
+        self._transfer_to = NO_LEADER
 
     # ----------------------------------------------------------------- lifecycle
 
@@ -138,8 +139,9 @@ class Node:
         if self._stopping:
             return
         if transfer_leadership and self.core is not None and self.core.role is Role.LEADER and self.core.peers:
-            target = max(self.core.progress, key=lambda p: self.core.progress[p].match)  # type: ignore[union-attr]
-            self.core.transfer_leadership(target)
+            progress = self.core.progress
+            self._transfer_to = max(progress, key=lambda peer: progress[peer].match)
+            log.info("replica %d handing leadership to replica %d before stopping", self.id, self._transfer_to)
             self._wake.set()
             deadline = time.monotonic() + self.options.tick_s * self.options.election_ticks
             while self.core.role is Role.LEADER and time.monotonic() < deadline:
@@ -226,6 +228,9 @@ class Node:
         while self._pending_ticks:
             self._pending_ticks -= 1
             core.tick()
+        if self._transfer_to != NO_LEADER:
+            core.transfer_leadership(self._transfer_to)
+            self._transfer_to = NO_LEADER
 
     async def _process_ready(self) -> None:
         core = self.core
