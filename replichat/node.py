@@ -18,7 +18,7 @@ import logging
 import os
 import time
 import uuid
-from typing import AsyncIterator, Callable, Deque, Dict, List, Optional, Set, Tuple, TypeVar
+from typing import Any, AsyncIterator, Callable, Deque, Dict, Hashable, List, Optional, Set, Tuple, TypeVar
 
 import collections
 
@@ -69,6 +69,74 @@ class _Subscriber:
         self.changed = asyncio.Event()
 
 
+class _Pending:
+    __slots__ = ("resend", "future", "deadline", "timer")
+
+    def __init__(self, resend: Callable[[], None], future: "asyncio.Future[Any]", deadline: float) -> None:
+        self.resend = resend
+        self.future = future
+        self.deadline = deadline
+        self.timer: Optional[asyncio.TimerHandle] = None
+
+
+class _PendingTable:
+    """Requests (proposals or reads) waiting for their answer from the log. Each is sent again
+    when the leader changes and every `retry_s`, and fails with UNAVAILABLE at its deadline.
+    One future and one timer per request: no task per wait."""
+
+    def __init__(self, retry_s: float, timeout_s: float, on_timeout: Callable[[], ChatError]) -> None:
+        self._entries: Dict[Hashable, _Pending] = {}
+        self._retry_s = retry_s
+        self._timeout_s = timeout_s
+        self._on_timeout = on_timeout
+
+    def track(self, key: Hashable, resend: Callable[[], None]) -> "asyncio.Future[Any]":
+        pending = self._entries.get(key)
+        if pending is None or pending.future.done():
+            loop = asyncio.get_event_loop()
+            pending = _Pending(resend, loop.create_future(), loop.time() + self._timeout_s)
+            self._entries[key] = pending
+            resend()
+            pending.timer = loop.call_later(self._retry_s, self._retry, key)
+        return pending.future
+
+    def _retry(self, key: Hashable) -> None:
+        pending = self._entries.get(key)
+        if pending is None:
+            return
+        if pending.future.done():  # the caller went away
+            del self._entries[key]
+            return
+        loop = asyncio.get_event_loop()
+        remaining = pending.deadline - loop.time()
+        if remaining <= 0:
+            del self._entries[key]
+            pending.future.set_exception(self._on_timeout())
+            return
+        pending.resend()
+        pending.timer = loop.call_later(min(self._retry_s, remaining), self._retry, key)
+
+    def resolve(self, key: Hashable, result: Any) -> None:
+        pending = self._entries.pop(key, None)
+        if pending is not None:
+            if pending.timer is not None:
+                pending.timer.cancel()
+            if not pending.future.done():
+                pending.future.set_result(result)
+
+    def resend_all(self) -> None:
+        for pending in self._entries.values():
+            pending.resend()
+
+    def fail_all(self, error: ChatError) -> None:
+        for pending in self._entries.values():
+            if pending.timer is not None:
+                pending.timer.cancel()
+            if not pending.future.done():
+                pending.future.set_exception(error)
+        self._entries.clear()
+
+
 class Node:
     def __init__(self, node_id: int, cluster: Dict[int, str], data_dir: str, options: Optional[NodeOptions] = None) -> None:
         self.id = node_id
@@ -86,8 +154,10 @@ class Node:
         self._pending_ticks = 0
         self._wake = asyncio.Event()
         self._leader_changed = asyncio.Event()
-        self._waiters: Dict[Tuple[str, int], "asyncio.Future[Applied]"] = {}
-        self._read_waiters: Dict[bytes, "asyncio.Future[int]"] = {}
+        self._writes = _PendingTable(
+            self.options.retry_interval_s, self.options.request_timeout_s, lambda: self._unavailable("the write"))
+        self._reads = _PendingTable(
+            self.options.retry_interval_s, self.options.request_timeout_s, lambda: self._unavailable("the read"))
         self._applied_waiters: List[Tuple[int, "asyncio.Future[None]"]] = []
         self._subscribers: Dict[str, Set[_Subscriber]] = collections.defaultdict(set)
         self._tasks: List["asyncio.Task[None]"] = []
@@ -247,9 +317,7 @@ class Node:
                 applied = await self._on_state(self._state.apply_batch, [(e.index, e.data) for e in ready.committed])
                 self._after_apply(applied)
             for read in ready.read_states:
-                waiter = self._read_waiters.pop(read.context, None)
-                if waiter is not None and not waiter.done():
-                    waiter.set_result(read.index)
+                self._reads.resolve(read.context, read.index)
             core.advance(ready)
             # Input that arrived during the awaits above joins the next Ready.
             self._feed_core()
@@ -266,6 +334,10 @@ class Node:
             log.info("replica %d has no leader (term %d, %s)", self.id, core.term, core.role.value)
         self._leader_changed.set()
         self._leader_changed = asyncio.Event()
+        if core.leader != NO_LEADER:
+            # What went to the old leader may be lost: send it again (applied at most once).
+            self._writes.resend_all()
+            self._reads.resend_all()
 
     def _after_apply(self, applied: List[Applied]) -> None:
         for item in applied:
@@ -273,9 +345,7 @@ class Node:
             op = item.command.WhichOneof("op") if item.command is not None else None
             if op is not None:
                 request = getattr(item.command, op)
-                waiter = self._waiters.pop((request.client_id, request.request_seq), None)
-                if waiter is not None and not waiter.done():
-                    waiter.set_result(item)
+                self._writes.resolve((request.client_id, request.request_seq), item)
             for event in item.events:
                 user = event.delivery.recipient if isinstance(event, MessageQueued) else event.user
                 for subscriber in self._subscribers.get(user, ()):
@@ -290,11 +360,8 @@ class Node:
         self._applied_waiters = still_waiting
 
     def _fail_waiters(self, error: ChatError) -> None:
-        for future in list(self._waiters.values()) + list(self._read_waiters.values()):
-            if not future.done():
-                future.set_exception(error)
-        self._waiters.clear()
-        self._read_waiters.clear()
+        self._writes.fail_all(error)
+        self._reads.fail_all(error)
 
     async def _on_disk(self, fn: Callable[..., T], *args: object) -> T:
         return await asyncio.get_event_loop().run_in_executor(self._disk, fn, *args)
@@ -320,9 +387,9 @@ class Node:
         )
 
     async def _replicate(self, command: command_pb2.Command) -> Applied:
-        """Propose a command and wait until this replica has applied it. Re-proposes on a
-        leader change or after retry_interval (the client id and request number make a
-        repeated command a no-op); gives up with UNAVAILABLE after request_timeout."""
+        """Propose a command and wait until this replica has applied it. Re-proposed on a
+        leader change and every retry_interval (the client id and request number make a
+        repeated command a no-op); fails with UNAVAILABLE after request_timeout."""
         if self._stopping:
             raise ChatError(Code.UNAVAILABLE, f"replica {self.id} is shutting down")
         request = getattr(command, command.WhichOneof("op"))
@@ -330,31 +397,13 @@ class Node:
             # No client identity: give it one so the answer can find its way back here.
             request.client_id = f"{self._instance}-anon"
             request.request_seq = next(self._request_numbers)
-        key = (request.client_id, request.request_seq)
         command.timestamp_ms = int(time.time() * 1000)
         data = command.SerializeToString()
-        waiter = self._waiters.get(key)
-        if waiter is None or waiter.done():
-            waiter = asyncio.get_event_loop().create_future()
-            self._waiters[key] = waiter
-        deadline = time.monotonic() + self.options.request_timeout_s
-        while True:
-            assert self.core is not None
-            if self.core.leader != NO_LEADER:
-                self._proposals.append(data)
-                self._wake.set()
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                self._waiters.pop(key, None)
-                raise self._unavailable("the write")
-            leader_change = asyncio.ensure_future(self._leader_changed.wait())
-            done, _ = await asyncio.wait(
-                [waiter, leader_change], timeout=min(remaining, self.options.retry_interval_s),
-                return_when=asyncio.FIRST_COMPLETED,
-            )
-            leader_change.cancel()
-            if waiter.done():
-                return waiter.result()
+        return await self._writes.track((request.client_id, request.request_seq), lambda: self._propose(data))
+
+    def _propose(self, data: bytes) -> None:
+        self._proposals.append(data)
+        self._wake.set()
 
     async def _write(self, command: command_pb2.Command) -> command_pb2.CommandResult:
         applied = await self._replicate(command)
@@ -367,27 +416,12 @@ class Node:
     async def _linearizable_index(self) -> int:
         """ReadIndex: an index such that state applied up to it reflects every write
         acknowledged before this call."""
-        deadline = time.monotonic() + self.options.request_timeout_s
-        while True:
-            context = f"{self._instance}:{next(self._read_numbers)}".encode()
-            waiter: "asyncio.Future[int]" = asyncio.get_event_loop().create_future()
-            self._read_waiters[context] = waiter
-            assert self.core is not None
-            if self.core.leader != NO_LEADER:
-                self._read_requests.append(context)
-                self._wake.set()
-            remaining = deadline - time.monotonic()
-            leader_change = asyncio.ensure_future(self._leader_changed.wait())
-            await asyncio.wait(
-                [waiter, leader_change], timeout=max(0.0, min(remaining, self.options.retry_interval_s)),
-                return_when=asyncio.FIRST_COMPLETED,
-            )
-            leader_change.cancel()
-            self._read_waiters.pop(context, None)
-            if waiter.done():
-                return waiter.result()
-            if time.monotonic() >= deadline:
-                raise self._unavailable("the read")
+        context = f"{self._instance}:{next(self._read_numbers)}".encode()
+        return await self._reads.track(context, lambda: self._request_read(context))
+
+    def _request_read(self, context: bytes) -> None:
+        self._read_requests.append(context)
+        self._wake.set()
 
     async def _wait_applied(self, index: int) -> None:
         if index <= self.applied_index:
