@@ -5,9 +5,8 @@ live behind the backend, so the gRPC and seed-wire transports cannot drift apart
 module owns is the mapping of ChatError codes to gRPC status codes, which is the contract
 clients retry on (UNAVAILABLE means "try another replica").
 """
-import inspect
 import logging
-from typing import AsyncIterator, Callable, Dict, List, NoReturn, Optional, Tuple
+from typing import AsyncIterator, Awaitable, Callable, Dict, List, NoReturn, Optional, Tuple, TypeVar
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -18,6 +17,7 @@ from replichat.errors import ChatError, Code
 from replichat.proto import chat_pb2, chat_pb2_grpc
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 CHAT_SERVICE_NAME = chat_pb2.DESCRIPTOR.services_by_name["Chat"].full_name
 
@@ -66,6 +66,17 @@ async def _abort_internal(context: grpc.aio.ServicerContext, method: str) -> NoR
     raise AssertionError("context.abort returned")  # pragma: no cover
 
 
+async def _answer(context: grpc.aio.ServicerContext, method: str, call: Awaitable[T]) -> T:
+    """The backend's answer, or the status its ChatError maps to. Anything else is a bug:
+    logged with its traceback here, answered INTERNAL (no Python internals sent to clients)."""
+    try:
+        return await call
+    except ChatError as error:
+        await _abort(context, error)
+    except Exception:
+        await _abort_internal(context, method)
+
+
 class ChatServicer(chat_pb2_grpc.ChatServicer):
     """Serves replichat.v1.Chat by delegating every call to a ChatBackend."""
 
@@ -75,42 +86,23 @@ class ChatServicer(chat_pb2_grpc.ChatServicer):
     async def CreateUser(
         self, request: chat_pb2.CreateUserRequest, context: grpc.aio.ServicerContext
     ) -> chat_pb2.CreateUserResponse:
-        try:
-            return await self._backend.create_user(request)
-        except ChatError as error:
-            await _abort(context, error)
-        except Exception:
-            await _abort_internal(context, "CreateUser")
+        return await _answer(context, "CreateUser", self._backend.create_user(request))
 
     async def DeleteUser(
         self, request: chat_pb2.DeleteUserRequest, context: grpc.aio.ServicerContext
     ) -> chat_pb2.DeleteUserResponse:
-        try:
-            return await self._backend.delete_user(request)
-        except ChatError as error:
-            await _abort(context, error)
-        except Exception:
-            await _abort_internal(context, "DeleteUser")
+        return await _answer(context, "DeleteUser", self._backend.delete_user(request))
 
     async def ListUsers(
         self, request: chat_pb2.ListUsersRequest, context: grpc.aio.ServicerContext
     ) -> chat_pb2.ListUsersResponse:
-        try:
-            return chat_pb2.ListUsersResponse(names=await self._backend.list_users(request.pattern))
-        except ChatError as error:
-            await _abort(context, error)
-        except Exception:
-            await _abort_internal(context, "ListUsers")
+        names = await _answer(context, "ListUsers", self._backend.list_users(request.pattern))
+        return chat_pb2.ListUsersResponse(names=names)
 
     async def SendMessage(
         self, request: chat_pb2.SendMessageRequest, context: grpc.aio.ServicerContext
     ) -> chat_pb2.SendMessageResponse:
-        try:
-            return await self._backend.send_message(request)
-        except ChatError as error:
-            await _abort(context, error)
-        except Exception:
-            await _abort_internal(context, "SendMessage")
+        return await _answer(context, "SendMessage", self._backend.send_message(request))
 
     async def Connect(
         self, request: chat_pb2.ConnectRequest, context: grpc.aio.ServicerContext
@@ -132,28 +124,17 @@ class ChatServicer(chat_pb2_grpc.ChatServicer):
                 await close()
 
     async def Ack(self, request: chat_pb2.AckRequest, context: grpc.aio.ServicerContext) -> chat_pb2.AckResponse:
-        try:
-            await self._backend.ack(request)
-            return chat_pb2.AckResponse()
-        except ChatError as error:
-            await _abort(context, error)
-        except Exception:
-            await _abort_internal(context, "Ack")
+        await _answer(context, "Ack", self._backend.ack(request))
+        return chat_pb2.AckResponse()
 
     async def Status(
         self, request: chat_pb2.StatusRequest, context: grpc.aio.ServicerContext
     ) -> chat_pb2.StatusResponse:
-        try:
-            status = self._backend.status()
-            # Tolerate a backend whose status() is a coroutine: it costs one check here and
-            # spares the node a constraint on how it gathers its view.
-            if inspect.isawaitable(status):
-                status = await status
-            return status
-        except ChatError as error:
-            await _abort(context, error)
-        except Exception:
-            await _abort_internal(context, "Status")
+        return await _answer(context, "Status", _now(self._backend.status))
+
+
+async def _now(fn: Callable[[], T]) -> T:
+    return fn()
 
 
 class _HealthServicer(health.aio.HealthServicer):
