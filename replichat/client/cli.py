@@ -2,8 +2,8 @@
 
 Commands run one at a time, in input order, so a script piped in gets its answers in order;
 live messages of a connected user print from a background task as they arrive, without
-waiting for input. The shell only talks to a ChatApi, so the seed wire transport can plug in
-behind the same commands.
+waiting for input. The shell only talks to a ChatApi, so both transports (gRPC, and the seed's
+wire protocol with `--transport wire`) give the same commands the same answers.
 """
 import argparse
 import asyncio
@@ -16,7 +16,8 @@ from typing import Awaitable, Callable, Dict, List, Optional, Sequence, Tuple
 
 from replichat import defaults
 from replichat.client.api import DEFAULT_DEADLINE, ChatApi, ChatClient, ChatSession
-from replichat.errors import ChatError
+from replichat.client.wire_api import STATUS_NOT_OVER_WIRE, WireChatApi
+from replichat.errors import ChatError, Code
 from replichat.proto import chat_pb2
 
 USAGE: Dict[str, str] = {
@@ -36,7 +37,7 @@ HELP = """commands:
   delete NAME      delete user NAME and its unread messages
   list [PATTERN]   users matching a regular expression (all if none)
   send NAME TEXT   send TEXT to NAME (from the user you are now, if any)
-  status           every replica's role, term, leader and log indexes
+  status           every replica's role, term, leader and log indexes (gRPC only)
   help             this list
   quit             leave (so does end of input)"""
 
@@ -180,7 +181,11 @@ class Shell:
         self._emit(f"ok: sent to {recipient} (#{seq})")
 
     async def _status(self, rest: str) -> None:
-        for line in format_status(await self._api.status_all()):
+        rows = await self._api.status_all()
+        if rows and all(status is None and error == STATUS_NOT_OVER_WIRE for _, status, error in rows):
+            # Not one unreachable replica per row: the transport has no way to ask.
+            raise ChatError(Code.INVALID_ARGUMENT, f"{STATUS_NOT_OVER_WIRE}; run client.py --transport grpc")
+        for line in format_status(rows):
             self._emit(line)
 
     async def _help(self, rest: str) -> None:
@@ -299,33 +304,60 @@ class TransportUnavailable(Exception):
     pass
 
 
+TRANSPORTS = ("grpc", "wire")
+
+
 def make_api(transport: str, servers: List[str], deadline: float = DEFAULT_DEADLINE) -> ChatApi:
-    """The client for a transport; each provides the same ChatApi the shell uses."""
+    """The client for a transport; each provides the same ChatApi the shell uses.
+
+    Raises ValueError for a server address the transport cannot use.
+    """
     if transport == "grpc":
         return ChatClient(servers, deadline=deadline)
-    raise TransportUnavailable(f"{transport} transport not available yet")
+    if transport == "wire":
+        return WireChatApi(servers, deadline=deadline)
+    raise TransportUnavailable(f"{transport} transport not available")
+
+
+def default_servers(transport: str) -> List[str]:
+    """The default local cluster (server.py with no arguments), at the transport's ports."""
+    if transport == "wire":
+        return defaults.local_wire_addresses()
+    return list(defaults.local_cluster().values())
 
 
 def parse_servers(text: str) -> List[str]:
     return [address.strip() for address in text.split(",") if address.strip()]
 
 
+def _port_range(servers: List[str]) -> str:
+    """host:first-last, short enough for --help; the addresses themselves when not a range."""
+    first, last = servers[0].rpartition(":"), servers[-1].rpartition(":")
+    if len(servers) > 1 and first[0] == last[0] and int(last[2]) - int(first[2]) == len(servers) - 1:
+        return f"{servers[0]}-{last[2]}"
+    return ",".join(servers)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    default_servers = ",".join(defaults.local_cluster().values())
     parser = argparse.ArgumentParser(
         prog="client.py",
         description="Interactive replichat client: commands on stdin (type help), answers on stdout.",
     )
     parser.add_argument(
         "--servers",
-        default=default_servers,
-        help=f"comma-separated replica addresses, any order (default: {default_servers})",
+        default=None,
+        help="comma-separated replica addresses for the chosen transport, any order "
+        f"(default: the local cluster of server.py, {_port_range(default_servers('grpc'))} for grpc, "
+        f"{_port_range(default_servers('wire'))} for wire)",
     )
     parser.add_argument(
         "--transport",
-        choices=("grpc", "wire"),
+        choices=TRANSPORTS,
         default="grpc",
-        help="gRPC API or the seed's byte protocol (default: grpc)",
+        help="grpc: the gRPC API (default); wire: the original brief's byte protocol "
+        "(docs/wire-protocol.md) on the replicas' wire ports, with the same commands and "
+        "answers except status; a write whose connection is lost before its answer is "
+        "reported, not retried",
     )
     parser.add_argument(
         "--deadline",
@@ -340,7 +372,7 @@ def build_parser() -> argparse.ArgumentParser:
 async def _main(transport: str, servers: List[str], deadline: float) -> int:
     try:
         api = make_api(transport, servers, deadline)
-    except TransportUnavailable as error:
+    except (TransportUnavailable, ValueError) as error:
         print(f"error: {error}", file=sys.stderr, flush=True)
         return 2
     if sys.stdin.isatty():
@@ -355,7 +387,7 @@ async def _main(transport: str, servers: List[str], deadline: float) -> int:
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
     args = build_parser().parse_args(argv)
-    servers = parse_servers(args.servers)
+    servers = default_servers(args.transport) if args.servers is None else parse_servers(args.servers)
     if not servers:
         build_parser().error("--servers needs at least one address")
     if not args.deadline > 0:

@@ -6,6 +6,9 @@ from typing import Tuple
 
 import pytest
 
+from replichat import defaults
+from replichat.client.cli import default_servers
+from replichat.wire.listener import start_wire_listener
 from tests.client_process import CLIENT, REPO, STAMP, ClientProcess
 
 from .fake_backend import FakeCluster, FakeReplica, run, serving
@@ -155,13 +158,52 @@ def test_unreachable_cluster_is_a_one_line_error() -> None:
     assert "Traceback" not in err
 
 
-def test_wire_transport_is_refused_for_now() -> None:
+def test_the_seed_walkthrough_over_the_wire_transport() -> None:
+    """The same commands and answers as over gRPC, through a wire listener in front of the
+    same fake replica; `status` is the one command the wire protocol cannot answer."""
+
+    async def scenario() -> None:
+        listener = await start_wire_listener(FakeReplica(FakeCluster()), "127.0.0.1", 0)
+        address = f"127.0.0.1:{listener.port}"
+        user2 = await ClientProcess.start("--transport", "wire", "--servers", address)
+        user3 = await ClientProcess.start("--transport", "wire", "--servers", address)
+        try:
+            assert await user2.ask("create user2") == ["ok: created user2; you are now user2"]
+            assert await user3.ask("create user3") == ["ok: created user3; you are now user3"]
+            assert await user2.ask("list") == ["ok: 2 user(s): user2, user3"]
+            assert await user2.ask("send user3 hello") == ["ok: sent to user3 (#1)"]
+            connected, hello = await user3.ask("connect user3", answers=2)
+            assert connected == "ok: connected as user3; 1 queued message(s)"
+            assert re.fullmatch(STAMP + " user2: hello", hello), hello
+            assert await user2.ask("send user3 helloagain") == ["ok: sent to user3 (#2)"]
+            assert re.fullmatch(STAMP + " user2: helloagain", await user3.line())
+            assert await user2.ask("status") == [
+                "error: status is only available over gRPC; run client.py --transport grpc"
+            ]
+            for client in (user2, user3):
+                code, rest, err = await client.finish()
+                assert (code, rest) == (0, ""), err
+                assert "Traceback" not in err
+        finally:
+            user2.kill()
+            user3.kill()
+            await listener.close()
+
+    run(scenario(), timeout=100)
+
+
+def test_wire_transport_defaults_to_the_local_wire_ports_and_refuses_bad_addresses() -> None:
+    assert default_servers("wire") == defaults.local_wire_addresses()
+    assert default_servers("grpc") == list(defaults.local_cluster().values())
+
     async def scenario() -> Tuple[int, str, str]:
         proc = await asyncio.create_subprocess_exec(
             sys.executable,
             CLIENT,
             "--transport",
             "wire",
+            "--servers",
+            "127.0.0.1:1,no-port",
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
@@ -172,4 +214,4 @@ def test_wire_transport_is_refused_for_now() -> None:
         return proc.returncode, out.decode(), err.decode()
 
     code, out, err = run(scenario())
-    assert (code, out, err.strip()) == (2, "", "error: wire transport not available yet")
+    assert (code, out, err.strip()) == (2, "", "error: bad server address 'no-port': expected host:port")
