@@ -63,9 +63,12 @@ def format_delivery(delivery: chat_pb2.Delivery) -> str:
 
 
 def format_status(rows: Sequence[Tuple[str, Optional[chat_pb2.StatusResponse], Optional[str]]]) -> List[str]:
-    """A table with one line per replica; a replica that did not answer is `unreachable`."""
-    header = ["address", "id", "role", "term", "leader", "commit", "applied", "last"]
+    """A table with one line per replica; a replica that did not answer is `unreachable`.
+    `lag` is how many entries a replica has yet to apply compared with the most advanced
+    commit index among the replicas that answered."""
+    header = ["address", "id", "role", "term", "leader", "commit", "applied", "last", "lag"]
     table: List[List[str]] = [header]
+    newest_commit = max((status.commit_index for _, status, _ in rows if status is not None), default=0)
     for address, status, _error in rows:
         if status is None:
             table.append([address, "unreachable"])
@@ -80,6 +83,7 @@ def format_status(rows: Sequence[Tuple[str, Optional[chat_pb2.StatusResponse], O
                 str(status.commit_index),
                 str(status.applied_index),
                 str(status.last_index),
+                str(max(0, newest_commit - status.applied_index)),
             ]
         )
     # An unreachable row only lines up its address; its note may overhang the id column.
