@@ -22,6 +22,7 @@ except ImportError:  # pragma: no cover
 
 import grpc
 
+from replichat.client.failover import Failover
 from replichat.errors import ChatError, Code
 from replichat.proto import chat_pb2, chat_pb2_grpc
 
@@ -36,8 +37,6 @@ ReplicaStatus = Tuple[str, Optional[chat_pb2.StatusResponse], Optional[str]]
 DEFAULT_DEADLINE = 15.0
 DEFAULT_ATTEMPT_TIMEOUT = 5.0
 STATUS_TIMEOUT = 2.0
-FIRST_BACKOFF = 0.05
-MAX_BACKOFF = 0.5
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 
 CHANNEL_OPTIONS: List[Tuple[str, int]] = [
@@ -173,40 +172,6 @@ class _Lanes:
         self._idle.sort(key=len, reverse=True)
 
 
-class _Failover:
-    """Failover bookkeeping for one logical request: where next, how long to wait, when to stop."""
-
-    def __init__(self, client: "ChatClient") -> None:
-        self._client = client
-        self._loop = asyncio.get_running_loop()
-        self._give_up_at = self._loop.time() + client.deadline
-        self._delay = FIRST_BACKOFF
-        self._tried: List[str] = []
-
-    def address(self) -> str:
-        return self._client._current_address()
-
-    def attempt_timeout(self) -> float:
-        remaining = self._give_up_at - self._loop.time()
-        return max(0.05, min(self._client.attempt_timeout, remaining))
-
-    async def retry_after(self, address: str, problem: str) -> None:
-        """Moves to the next replica after a brief, growing pause, or raises UNAVAILABLE."""
-        log.debug("failing over from %s", problem)
-        if address not in self._tried:
-            self._tried.append(address)
-        self._client._rotate_from(address)
-        remaining = self._give_up_at - self._loop.time()
-        if remaining <= 0:
-            raise ChatError(
-                Code.UNAVAILABLE,
-                f"no replica could reach a quorum within {self._client.deadline:g}s "
-                f"(tried: {', '.join(self._tried)}; last error: {problem})",
-            )
-        await asyncio.sleep(min(self._delay, remaining))
-        self._delay = min(self._delay * 2, MAX_BACKOFF)
-
-
 class ChatClient:
     """Talks to a replichat cluster over gRPC, failing over between `servers` transparently.
 
@@ -262,9 +227,9 @@ class ChatClient:
 
     async def _call(self, method: str, request: Any) -> Any:
         """One unary RPC with failover; `request` is sent unchanged on every attempt."""
-        failover = _Failover(self)
+        failover = Failover(self, "could reach a quorum")
         while True:
-            address = failover.address()
+            address = self._current_address()
             rpc = getattr(self._stub(address), method)
             try:
                 return await rpc(request, timeout=failover.attempt_timeout())
@@ -483,12 +448,12 @@ class Session:
     async def _follow(self) -> None:
         """Reads Connect streams, replica after replica, until the session really ends."""
         client = self._client
-        failover = _Failover(client)
+        failover = Failover(client, "could reach a quorum")
         lane = client._lanes.acquire()
         request = self._connect_request(lane)
         try:
             while True:
-                address = failover.address()
+                address = client._current_address()
                 call = client._stub(address).Connect(request)
                 first_timeout = failover.attempt_timeout()
                 self._stream_connected = False
@@ -515,7 +480,7 @@ class Session:
                 if self._stream_connected:
                     # That stream worked for a while: the next one is a new request (a resume)
                     # with a fresh deadline, not a retry of the old one.
-                    failover = _Failover(client)
+                    failover = Failover(client, "could reach a quorum")
                     client._lanes.release(lane)
                     lane = client._lanes.acquire()
                     request = self._connect_request(lane)

@@ -35,6 +35,7 @@ import uuid
 from typing import Awaitable, Callable, List, Optional, Sequence, Set, Tuple, TypeVar, Union
 
 from replichat.client.api import DEFAULT_ATTEMPT_TIMEOUT, DEFAULT_DEADLINE, Event, ReplicaStatus
+from replichat.client.failover import Failover
 from replichat.errors import ChatError, Code
 from replichat.proto import chat_pb2
 from replichat.wire import codec
@@ -51,8 +52,6 @@ MAYBE_APPLIED = "the request may or may not have been applied"
 # the connection (stopped, partitioned) answers nothing; noticing that is what moves a waiting
 # session to another replica. Well below the listener's 300 s idle timeout as well.
 KEEPALIVE_INTERVAL = 10.0
-FIRST_BACKOFF = 0.05
-MAX_BACKOFF = 0.5
 
 _T = TypeVar("_T")
 
@@ -108,39 +107,6 @@ class _Link:
     @property
     def usable(self) -> bool:
         return not self.closing and not self.retired and not self.client.closed
-
-
-class _Failover:
-    """Where next, how long to pause, when to give up: for one logical operation."""
-
-    def __init__(self, api: "WireChatApi") -> None:
-        self._api = api
-        self._loop = asyncio.get_running_loop()
-        self._give_up_at = self._loop.time() + api.deadline
-        self._delay = FIRST_BACKOFF
-        self._tried: List[str] = []
-
-    def remaining(self) -> float:
-        return max(0.05, self._give_up_at - self._loop.time())
-
-    def attempt_timeout(self) -> float:
-        return min(self._api.attempt_timeout, self.remaining())
-
-    async def retry_after(self, address: str, problem: str) -> None:
-        """Moves on to the next replica after a brief, growing pause, or raises UNAVAILABLE."""
-        log.debug("wire: failing over from %s", problem)
-        if address not in self._tried:
-            self._tried.append(address)
-        self._api._rotate_from(address)
-        remaining = self._give_up_at - self._loop.time()
-        if remaining <= 0:
-            raise ChatError(
-                Code.UNAVAILABLE,
-                f"no replica answered over the wire protocol within {self._api.deadline:g}s "
-                f"(tried: {', '.join(self._tried)}; last error: {problem})",
-            )
-        await asyncio.sleep(min(self._delay, remaining))
-        self._delay = min(self._delay * 2, MAX_BACKOFF)
 
 
 class _Stop:
@@ -383,7 +349,7 @@ class WireChatApi:
         self._links.add(link)
         return link
 
-    async def _open_any(self, failover: _Failover) -> _Link:
+    async def _open_any(self, failover: Failover) -> _Link:
         """A new connection to the current replica or, failing that, the next ones."""
         while True:
             address = self.servers[self._current]
@@ -416,7 +382,7 @@ class WireChatApi:
         if old is not None:
             lost = old.identity or old.lost_identity
             self._rotate_from(old.address)  # its replica failed us: start with the next one
-        failover = _Failover(self)
+        failover = Failover(self, "answered over the wire protocol")
         while True:
             try:
                 link = await self._open_any(failover)
@@ -612,7 +578,7 @@ class WireChatApi:
 
     async def _retrying(self, call: Callable[[_Link], Awaitable[_T]]) -> _T:
         """A request that may be repeated: tried replica after replica until the deadline."""
-        failover = _Failover(self)
+        failover = Failover(self, "answered over the wire protocol")
         while True:
             link = await self._usable_link()
             try:
@@ -690,7 +656,7 @@ class WireChatApi:
         if self._session is not None:
             await self._session.close()
         session = WireSession(self, name)
-        failover = _Failover(self)
+        failover = Failover(self, "answered over the wire protocol")
         while True:
             current = await self._usable_link()
             fresh = current.hosted  # one session per connection, see the module docstring
