@@ -118,9 +118,11 @@ def test_two_of_five_down_keeps_serving_three_down_is_a_clear_error_then_recover
         await cluster.wait_for_leader()
         async with ChatClient(cluster.servers) as client:
             await client.create("bob")
+            assert await client.list() == ["bob"]  # ReadIndex with a quorum of 3
             cluster.kill(1)
             cluster.kill(2)
             assert await client.send("bob", "with three of five") == 1
+            assert await client.list("^b") == ["bob"]  # every one of the 3 left must answer
             cluster.kill(3)
         async with ChatClient(cluster.servers, deadline=3.0) as client:
             with pytest.raises(ChatError) as refused:

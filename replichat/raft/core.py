@@ -572,6 +572,8 @@ class RaftCore:
             return
         self._round_acked[peer] = round_
         acked = sorted([self._read_round] + list(self._round_acked.values()), reverse=True)
+        if len(acked) < self.quorum:
+            return  # too few peers have answered any read round yet
         confirmed = acked[self.quorum - 1]
         ready = [r for r in self._pending_reads if r.round <= confirmed]
         if not ready:
