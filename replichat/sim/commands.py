@@ -1,0 +1,95 @@
+"""Translation between the checker's model operations and what the service really runs.
+
+Writes become `command_pb2.Command`s (the bytes the Raft log carries, exactly as node.py builds
+them: the proposer stamps its clock, so a retry through another replica is different bytes for
+the same request); answers (`CommandResult`s, read results) become model outputs. Real-process
+tests can use `output_of` to record their histories the same way.
+"""
+from typing import Optional, Sequence
+
+from replichat.chat.search import compile_pattern
+from replichat.chat.state import ChatState
+from replichat.proto import chat_pb2, command_pb2
+from replichat.sim.chat_model import (
+    EXISTS,
+    NOT_FOUND,
+    OK,
+    Ack,
+    Connect,
+    Create,
+    Delete,
+    Fetch,
+    Input,
+    ListUsers,
+    Output,
+    Send,
+)
+
+CommandResult = command_pb2.CommandResult
+
+
+def is_read(op: Input) -> bool:
+    return isinstance(op, (Fetch, ListUsers))
+
+
+def command_for(op: Input, client_id: str, request_seq: int, timestamp_ms: int) -> command_pb2.Command:
+    """The log command for a write; request identity makes a retried write apply once."""
+    cid, seq, ts = client_id, request_seq, timestamp_ms
+    if isinstance(op, Create):
+        return command_pb2.Command(timestamp_ms=ts, create=chat_pb2.CreateUserRequest(name=op.name, client_id=cid, request_seq=seq))
+    if isinstance(op, Delete):
+        return command_pb2.Command(timestamp_ms=ts, delete=chat_pb2.DeleteUserRequest(name=op.name, client_id=cid, request_seq=seq))
+    if isinstance(op, Send):
+        send = chat_pb2.SendMessageRequest(recipient=op.recipient, sender=op.sender, text=op.text, client_id=cid, request_seq=seq)
+        return command_pb2.Command(timestamp_ms=ts, send=send)
+    if isinstance(op, Ack):
+        ack = chat_pb2.AckRequest(name=op.name, up_to_seq=op.up_to, client_id=cid, request_seq=seq)
+        return command_pb2.Command(timestamp_ms=ts, ack=ack)
+    if isinstance(op, Connect):
+        connect = chat_pb2.ConnectRequest(name=op.name, session_id=op.session, client_id=cid, request_seq=seq)
+        return command_pb2.Command(timestamp_ms=ts, connect=connect)
+    raise TypeError(f"not a write: {op!r}")
+
+
+def output_of(op: Input, result: CommandResult) -> Output:
+    """The model output for a write's result; codes the model never produces stay visible."""
+    if result.code == CommandResult.ALREADY_EXISTS:
+        return EXISTS
+    if result.code == CommandResult.NOT_FOUND:
+        return NOT_FOUND
+    if result.code != CommandResult.OK:
+        return ("error", CommandResult.Code.Name(result.code), result.error)
+    if isinstance(op, Create):
+        return OK
+    if isinstance(op, Send):
+        return ("ok", int(result.seq))
+    if isinstance(op, (Delete, Ack, Connect)):
+        return ("ok", int(result.count))
+    raise TypeError(f"not a write: {op!r}")
+
+
+def read(state: ChatState, op: Input) -> Output:
+    """Serve a read from a replica's applied state (after its ReadIndex is applied)."""
+    if isinstance(op, ListUsers):
+        matcher = compile_pattern(op.pattern)
+        return ("ok", tuple(name for name in state.names() if matcher(name)))
+    if isinstance(op, Fetch):
+        if not state.user_exists(op.name):
+            return NOT_FOUND
+        return ("ok", mailbox_of(state.pending(op.name)))
+    raise TypeError(f"not a read: {op!r}")
+
+
+def mailbox_of(deliveries: Sequence[chat_pb2.Delivery]) -> tuple:
+    return tuple((int(d.seq), d.sender, d.text) for d in deliveries)
+
+
+def request_key(command: Optional[command_pb2.Command]) -> Optional[tuple]:
+    """(client_id, request_seq) of an applied command, to find who waits for it."""
+    if command is None:
+        return None
+    op = command.WhichOneof("op")
+    if op is None:
+        return None
+    request = getattr(command, op)
+    return (request.client_id, int(request.request_seq))

@@ -1,0 +1,102 @@
+"""What one simulated run is made of: its seed, its size, which faults it may inject, its clock.
+
+Everything else a run does is drawn from `random.Random(seed)`, so (SimConfig) is the whole
+replay key: the failure report prints it back as a command line.
+"""
+import enum
+from typing import FrozenSet, Iterable, NamedTuple
+
+
+class Fault(str, enum.Enum):
+    # Per message on the replica network.
+    LOSS = "loss"
+    DUPLICATE = "duplicate"
+    DELAY = "delay"  # long delays, hence reordering
+    # Links.
+    PARTITION = "partition"  # symmetric split in two
+    ASYMMETRIC = "asymmetric"  # some directed links cut
+    FLAPPING = "flapping"  # a split switched on and off every few ticks
+    ISOLATE_LEADER = "isolate-leader"
+    # For a while, every newly elected leader crashes within a tick or two: logs diverge the
+    # way Figure 8 of the Raft paper needs (entries of several terms, each on a minority).
+    LEADER_CHURN = "leader-churn"
+    # Processes.
+    CRASH = "crash"  # kill -9 at any point, including between persisting a Ready and sending it
+    POWER_LOSS = "power-loss"  # crash that also loses the chat state database (Raft log survives)
+    PAUSE = "pause"  # SIGSTOP/SIGCONT: a leader wakes up believing it still leads
+    SLOW = "slow"  # ticks and disk several times slower
+    TRANSFER = "transfer"  # graceful leadership transfer, as on shutdown
+    # Client connections.
+    CLIENT_LOSS = "client-loss"  # requests or answers lost: clients time out and retry elsewhere
+
+
+ALL_FAULTS: FrozenSet[Fault] = frozenset(Fault)
+
+
+def parse_faults(text: str) -> FrozenSet[Fault]:
+    """'all', 'none' or a comma-separated list of fault names."""
+    text = text.strip()
+    if text in ("", "all"):
+        return ALL_FAULTS
+    if text == "none":
+        return frozenset()
+    return frozenset(Fault(part.strip()) for part in text.split(",") if part.strip())
+
+
+def format_faults(faults: Iterable[Fault]) -> str:
+    chosen = frozenset(faults)
+    if chosen == ALL_FAULTS:
+        return "all"
+    if not chosen:
+        return "none"
+    return ",".join(f.value for f in Fault if f in chosen)
+
+
+class Timing(NamedTuple):
+    """The simulated clock, in integer time units. A tick is the core's unit of time; the
+    network is much faster than a tick (as on a LAN), except when a fault delays it."""
+
+    tick: int = 100
+    election_ticks: int = 10
+    latency: int = 20  # normal one-way latency: uniform in [1, latency]
+    long_delay: int = 1500  # a delayed message: uniform in [tick, long_delay]
+    disk: int = 15  # time to persist a Ready: uniform in [0, disk]
+    # Clients and the replica's request handling (as in node.py: re-propose, then give up).
+    client_think: int = 300
+    client_timeout: int = 2500
+    client_backoff: int = 200
+    server_retry: int = 500
+    server_timeout: int = 2000
+
+
+class SimConfig(NamedTuple):
+    seed: int
+    replicas: int = 3
+    # Ticks with faults injected; then everything is healed and the run must converge.
+    steps: int = 300
+    faults: FrozenSet[Fault] = ALL_FAULTS
+    clients: int = 4
+    names: int = 3
+    # Ticks the healed cluster gets to elect a leader, finish every request and converge.
+    liveness_ticks: int = 600
+    # A deliberately broken core or runtime (see mutants.py); "" for the real one.
+    mutant: str = ""
+    check_linearizability: bool = True
+    timing: Timing = Timing()
+
+    def command(self, trace: bool = True) -> str:
+        """The command line that replays this run."""
+        parts = ["python -m replichat.sim", f"--seed {self.seed}", f"--replicas {self.replicas}", f"--steps {self.steps}"]
+        if frozenset(self.faults) != ALL_FAULTS:
+            parts.append(f"--faults {format_faults(self.faults)}")
+        if self.clients != SimConfig._field_defaults["clients"]:
+            parts.append(f"--clients {self.clients}")
+        if self.liveness_ticks != SimConfig._field_defaults["liveness_ticks"]:
+            parts.append(f"--liveness-ticks {self.liveness_ticks}")
+        if not self.check_linearizability:
+            parts.append("--no-linearizability")
+        if self.mutant:
+            parts.append(f"--mutant {self.mutant}")
+        if trace:
+            parts.append("--trace")
+        return " ".join(parts)

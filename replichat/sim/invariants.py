@@ -1,0 +1,239 @@
+"""Raft's safety properties, checked while the simulation runs.
+
+Most checks are incremental, so they can run after every event without making long runs
+quadratic:
+
+- election safety: at most one leader per term, over the whole run (a dict term -> leader);
+- one vote per term: no replica grants its vote to two candidates in one term, across its
+  crashes (the VOTE_RESP messages it actually sends are the evidence);
+- log matching: an (index, term) pair always names the same entry with the same predecessor
+  term. Every entry a log ever holds passes through a Ready before anyone else sees it, and by
+  induction on the index "same (index, term) -> same data and same previous term" is exactly
+  "same (index, term) -> identical prefix";
+- leader completeness: an entry committed in term t is in the log of every leader of a later
+  term. A commit is observed on some replica at its current term b >= t, so a leader of term
+  T > b must hold it: checked against the leader's log as it was elected (a leader only
+  appends, and earlier-term entries can only have come from that log), both when the leader
+  is elected and when a commit is observed after it was;
+- state machine safety: every replica applies the same entry, and gets the same result, at
+  each index; an applied entry is a committed one;
+- monotonic commit: a replica's commit (and applied) index never goes back within one life;
+- durability: no disk ever drops a committed entry, and every committed entry is on a quorum
+  of disks (checked periodically: a minority crash can never lose it);
+- acknowledged writes: the entry a client was answered from is committed, and stays so.
+
+The periodic `full_check` also compares every pair of logs directly (the incremental check's
+backstop).
+"""
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple
+
+from replichat.chat.state import Applied
+from replichat.raft.core import Ready, Role
+from replichat.raft.log import RaftLog
+from replichat.raft.messages import Entry, Message, MsgType
+
+
+class InvariantViolation(Exception):
+    def __init__(self, kind: str, detail: str) -> None:
+        super().__init__(f"{kind}: {detail}")
+        self.kind = kind
+        self.detail = detail
+
+
+def _short(e: Entry) -> str:
+    data = e.data[:24].hex() + ("…" if len(e.data) > 24 else "")
+    return f"({e.index}, t{e.term}, {data or 'no-op'})"
+
+
+class SafetyChecker:
+    def __init__(self, replica_ids: Sequence[int]) -> None:
+        self.quorum = len(replica_ids) // 2 + 1
+        self.leaders: Dict[int, int] = {}
+        self._leader_logs: Dict[int, Tuple[Entry, ...]] = {}
+        self._max_leader_term = 0
+        self._votes: Dict[Tuple[int, int], int] = {}
+        self._entries: Dict[Tuple[int, int], Tuple[bytes, int]] = {}
+        self.committed: Dict[int, Entry] = {}
+        self._commit_bound: Dict[int, int] = {}
+        self._results: Dict[int, bytes] = {}
+        self._digests: Dict[int, str] = {}
+        self.acknowledged: Dict[int, Entry] = {}
+        self._commit = {r: 0 for r in replica_ids}
+        self._applied = {r: 0 for r in replica_ids}
+
+    # ----------------------------------------------------------------- per event
+
+    def new_life(self, rid: int) -> None:
+        """A restart: commit may legitimately restart lower (it is persisted lazily)."""
+        self._commit[rid] = 0
+        self._applied[rid] = 0
+
+    def observe(self, rid: int, log: RaftLog, role: Role, term: int) -> None:
+        """After the core changed: its commit index, its leadership."""
+        if role is Role.LEADER and self.leaders.get(term) != rid:
+            self._elected(rid, term, log)
+        committed = log.committed
+        last = self._commit[rid]
+        if committed < last:
+            raise InvariantViolation("commit-regressed", f"replica {rid} commit index went from {last} back to {committed}")
+        if committed > last:
+            for entry in log.slice(last + 1, committed + 1):
+                self._record_commit(rid, entry, term)
+            self._commit[rid] = committed
+        applied = log.applied
+        if applied < self._applied[rid]:
+            raise InvariantViolation("applied-regressed", f"replica {rid} applied index went from {self._applied[rid]} back to {applied}")
+        self._applied[rid] = applied
+
+    def _elected(self, rid: int, term: int, log: RaftLog) -> None:
+        other = self.leaders.get(term)
+        if other is not None:
+            raise InvariantViolation("election-safety", f"replicas {other} and {rid} are both leaders of term {term}")
+        self.leaders[term] = rid
+        snapshot = tuple(log.slice(1, log.last_index + 1))
+        self._leader_logs[term] = snapshot
+        self._max_leader_term = max(self._max_leader_term, term)
+        for index, entry in self.committed.items():
+            if self._commit_bound[index] < term and (index > len(snapshot) or snapshot[index - 1] != entry):
+                raise InvariantViolation(
+                    "leader-completeness",
+                    f"replica {rid} became leader of term {term} without committed entry {_short(entry)} "
+                    f"(committed by term {self._commit_bound[index]})",
+                )
+
+    def _record_commit(self, rid: int, entry: Entry, term: int) -> None:
+        known = self.committed.get(entry.index)
+        if known is None:
+            self.committed[entry.index] = entry
+            self._commit_bound[entry.index] = term
+            if term < self._max_leader_term:
+                for leader_term, snapshot in self._leader_logs.items():
+                    if leader_term > term and (entry.index > len(snapshot) or snapshot[entry.index - 1] != entry):
+                        raise InvariantViolation(
+                            "leader-completeness",
+                            f"entry {_short(entry)} committed by term {term} is missing from the log of "
+                            f"term {leader_term}'s leader {self.leaders[leader_term]}",
+                        )
+        elif known != entry:
+            raise InvariantViolation(
+                "state-machine-safety",
+                f"replica {rid} committed {_short(entry)} at index {entry.index}, where {_short(known)} was committed",
+            )
+
+    def on_ready(self, rid: int, log: RaftLog, term: int, ready: Ready) -> None:
+        for entry in ready.entries:
+            prev_term = log.term(entry.index - 1)
+            if entry.term < prev_term or entry.term > term:
+                raise InvariantViolation(
+                    "log-terms",
+                    f"replica {rid} log has entry {_short(entry)} after term {prev_term} while in term {term}",
+                )
+            key = (entry.index, entry.term)
+            seen = (entry.data, prev_term)
+            known = self._entries.setdefault(key, seen)
+            if known != seen:
+                raise InvariantViolation(
+                    "log-matching",
+                    f"replica {rid} holds entry {_short(entry)} (previous term {prev_term}); another log has "
+                    f"index {entry.index} term {entry.term} with previous term {known[1]} and data {known[0][:24].hex()}",
+                )
+
+    def on_sent(self, rid: int, messages: Sequence[Message]) -> None:
+        """Messages leaving a replica. A vote counts once sent: a Ready lost to a crash before
+        its persist completed never granted anything."""
+        for m in messages:
+            if m.type is MsgType.VOTE_RESP and not m.reject:
+                voted = self._votes.setdefault((rid, m.term), m.dst)
+                if voted != m.dst:
+                    raise InvariantViolation(
+                        "double-vote", f"replica {rid} voted for {voted} and then for {m.dst} in term {m.term}"
+                    )
+
+    def on_saved(self, rid: int, removed: Sequence[Entry]) -> None:
+        for entry in removed:
+            if self.committed.get(entry.index) == entry:
+                raise InvariantViolation("durability", f"replica {rid} removed committed entry {_short(entry)} from its disk")
+
+    def on_applied(self, rid: int, entries: Sequence[Entry], applied: Sequence[Applied]) -> None:
+        if len(entries) != len(applied):
+            raise InvariantViolation("apply", f"replica {rid} applied {len(applied)} results for {len(entries)} entries")
+        for entry, item in zip(entries, applied):
+            if item.index != entry.index:
+                raise InvariantViolation("apply", f"replica {rid} applied index {item.index} for entry {_short(entry)}")
+            known = self.committed.get(entry.index)
+            if known != entry:
+                raise InvariantViolation(
+                    "state-machine-safety",
+                    f"replica {rid} applied {_short(entry)}; committed there: {_short(known) if known else 'nothing'}",
+                )
+            result = item.result.SerializeToString(deterministic=True) if item.result is not None else b""
+            if self._results.setdefault(entry.index, result) != result:
+                raise InvariantViolation(
+                    "determinism",
+                    f"replica {rid} got a different result applying {_short(entry)}: {item.result!r}",
+                )
+
+    def on_digest(self, rid: int, index: int, digest: str) -> None:
+        if self._digests.setdefault(index, digest) != digest:
+            raise InvariantViolation("determinism", f"replica {rid} chat state after index {index} differs from another replica's")
+
+    def on_acknowledged(self, entry: Entry) -> None:
+        """A client was answered from `entry`: it must be committed, for good."""
+        if self.committed.get(entry.index) != entry:
+            raise InvariantViolation("acknowledged", f"a client was answered from uncommitted entry {_short(entry)}")
+        self.acknowledged[entry.index] = entry
+
+    # ----------------------------------------------------------------- whole-cluster
+
+    def full_check(self, logs: Mapping[str, Sequence[Entry]], disks: Mapping[int, Sequence[Entry]]) -> None:
+        labels = sorted(logs)
+        for a_pos, a in enumerate(labels):
+            for b in labels[a_pos + 1 :]:
+                _check_pair(a, logs[a], b, logs[b])
+        for index, entry in self.committed.items():
+            holders = sum(1 for d in disks.values() if len(d) >= index and d[index - 1] == entry)
+            if holders < self.quorum:
+                raise InvariantViolation(
+                    "durability", f"committed entry {_short(entry)} is on {holders} disks, fewer than a quorum of {self.quorum}"
+                )
+
+    def final_check(self, logs: Dict[int, RaftLog], digests: Dict[int, str]) -> None:
+        """After the healed cluster converged: acknowledged writes are everywhere, replicas agree."""
+        for rid, log in sorted(logs.items()):
+            for index, entry in self.acknowledged.items():
+                if index > log.committed or log.slice(index, index + 1) != [entry]:
+                    raise InvariantViolation(
+                        "acknowledged", f"acknowledged entry {_short(entry)} is not committed on replica {rid}"
+                    )
+        if len(set(digests.values())) > 1:
+            raise InvariantViolation("convergence", f"chat state digests differ after convergence: {digests}")
+
+    @property
+    def elections(self) -> int:
+        return len(self.leaders)
+
+
+def _check_pair(a: str, log_a: Sequence[Entry], b: str, log_b: Sequence[Entry]) -> None:
+    """Log matching between two logs: at the highest index where the terms agree, everything
+    up to it is identical."""
+    index = min(len(log_a), len(log_b))
+    while index > 0 and log_a[index - 1].term != log_b[index - 1].term:
+        index -= 1
+    if index and log_a[:index] != log_b[:index]:
+        first = next(i for i in range(index) if log_a[i] != log_b[i])
+        raise InvariantViolation(
+            "log-matching",
+            f"{a} and {b} agree on the term at index {index} but differ at index {first + 1}: "
+            f"{_short(log_a[first])} vs {_short(log_b[first])}",
+        )
+
+
+def logs_of(cores: Mapping[int, Optional[RaftLog]], disks: Mapping[int, Sequence[Entry]]) -> Dict[str, List[Entry]]:
+    """Every log worth comparing: each live replica's in-memory log and each disk."""
+    logs: Dict[str, List[Entry]] = {}
+    for rid, log in cores.items():
+        if log is not None:
+            logs[f"replica {rid} (memory)"] = log.slice(1, log.last_index + 1)
+    for rid, entries in disks.items():
+        logs[f"replica {rid} (disk)"] = list(entries)
+    return logs

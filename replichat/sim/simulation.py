@@ -1,0 +1,305 @@
+"""One deterministic simulated run: build the cluster, inject faults, heal, demand convergence.
+
+A run has two phases. For `steps` ticks the nemesis injects faults while clients keep writing
+and reading; the safety checker runs after every event. Then every fault ends at once (links
+healed, replicas restarted and resumed), clients finish what they started and start nothing new,
+and within `liveness_ticks` the cluster must: have one leader that every replica follows,
+commit and apply everything on every replica, end with identical chat states, and have answered
+every client. Finally the clients' history must be linearizable.
+
+The first violation stops the run; its RunResult carries the replay command.
+"""
+import io
+import traceback
+from typing import Callable, Dict, List, NamedTuple, Optional, TextIO
+
+from replichat.raft.core import Config, Role
+from replichat.raft.messages import Message
+from replichat.sim import mutants
+from replichat.sim.clients import NAMES, ClientNetwork, SimClient, make_clients
+from replichat.sim.commands import is_read
+from replichat.sim.config import SimConfig
+from replichat.sim.invariants import InvariantViolation, logs_of
+from replichat.sim.linearizability import Operation, Result, check_history
+from replichat.sim.network import Network
+from replichat.sim.nemesis import Nemesis
+from replichat.sim.replica import SimReplica, Status
+from replichat.sim.requests import Request
+from replichat.sim.world import World
+
+# Ticks between whole-cluster checks (pairwise log matching, committed entries on a quorum).
+FULL_CHECK_EVERY = 20
+# Messages one replica may send per tick before the run counts as livelocked (a message storm:
+# say two replicas bouncing a rejected append forever). Normal traffic stays far below.
+STORM_PER_REPLICA = 400
+LINEARIZABILITY_BUDGET = 400_000
+
+
+class RunResult(NamedTuple):
+    config: SimConfig
+    ok: bool
+    kind: str  # "" or the violated property
+    detail: str
+    time: int
+    events: int
+    ticks: int
+    faults: Dict[str, int]
+    elections: int
+    committed: int
+    client_ops: int
+    unknown_ops: int
+    # Ticks the healed cluster needed to converge (None if it did not get there).
+    heal_ticks: Optional[int]
+    linearizability: str  # "ok", "violation", "inconclusive", "skipped"
+    max_msgs_per_tick: int
+    trace_digest: str
+    tail: List[str]
+
+    def summary(self) -> str:
+        status = "ok" if self.ok else f"FAILED {self.kind}"
+        return (
+            f"seed {self.config.seed} replicas {self.config.replicas} steps {self.config.steps}: {status}; "
+            f"{self.events} events, {self.elections} elections, {self.committed} committed, "
+            f"{self.client_ops} client ops ({self.unknown_ops} unknown), healed in {self.heal_ticks} ticks, "
+            f"linearizability {self.linearizability}; trace {self.trace_digest}"
+        )
+
+    def report(self) -> str:
+        """What a failing run prints: the violation, the last events, and how to replay it."""
+        lines = [self.summary(), f"  {self.kind}: {self.detail}", f"  at time {self.time} (tick {self.time // self.config.timing.tick})"]
+        if self.tail:
+            lines.append("  last events:")
+            lines.extend("    " + line for line in self.tail)
+        lines.append(f"  replay: {self.config.command()}")
+        return "\n".join(lines)
+
+
+class Simulation:
+    def __init__(self, config: SimConfig, trace: Optional[TextIO] = None, keep: int = 40) -> None:
+        self.config = config
+        world = self.world = World(config, trace, keep)
+        rng = world.rng
+        timing = config.timing
+        ids = list(range(1, config.replicas + 1))
+        mutant = mutants.resolve(config.mutant)
+        self.network = Network(rng, world.queue, timing, world.trace, world.faults, self._deliver)
+        self.client_net = ClientNetwork(world)
+        # Small batches and pipelines on some runs: more partial appends, more interleavings.
+        batch = rng.choice((1, 1, 2, 3, 8, 512))
+        inflight = rng.choice((1, 2, 4, 32))
+        self.replicas: Dict[int, SimReplica] = {}
+        for rid in ids:
+            core_config = Config(
+                id=rid, voters=tuple(ids), election_ticks=timing.election_ticks,
+                max_entries_per_append=batch, max_inflight=inflight,
+            )
+            self.replicas[rid] = SimReplica(
+                rid, world, self.network, core_config, mutant.make_core, self.client_net.reply, mutant.send_before_persist
+            )
+            self.client_net.replicas[rid] = self._handler(self.replicas[rid])
+        world.log(f"config {config.command(trace=False)}; batch {batch}, inflight {inflight}")
+        self.history: List[Operation] = []
+        self.clients: List[SimClient] = make_clients(
+            world, self.client_net, ids, config.clients, list(NAMES[: config.names]), self.history,
+            world.checker.on_acknowledged,
+        )
+        self.nemesis = Nemesis(world, self.network, self.client_net, self.replicas)
+        self.heal_ticks: Optional[int] = None
+        self.lin_result: Optional[Result] = None
+
+    @staticmethod
+    def _handler(replica: SimReplica) -> Callable[[Request], None]:
+        def handle(request: Request) -> None:
+            if is_read(request.input):
+                replica.client_read(request)
+            else:
+                replica.client_write(request)
+
+        return handle
+
+    def _deliver(self, m: Message) -> None:
+        self.replicas[m.dst].receive(m)
+
+    # ----------------------------------------------------------------- running
+
+    def run(self) -> RunResult:
+        world = self.world
+        tick = self.config.timing.tick
+        kind, detail = "", ""
+        linearizability = "skipped"
+        try:
+            # Tick phases: spread at random, or nearly aligned (replicas started together keep
+            # ticking together: ties between election timeouts, so split votes, get common).
+            aligned = world.rng.random() < 0.5
+            phase = world.rng.randint(1, tick)
+            for replica in self.replicas.values():
+                replica.start()
+                self._tick_loop(replica, phase + world.rng.randint(0, 5) if aligned else world.rng.randint(1, tick))
+            for client in self.clients:
+                client.start()
+            self._full_check_loop()
+            self._storm_watch()
+            self.nemesis.start()
+            self._run_until(self.config.steps * tick)
+            world.draining = True
+            self.nemesis.heal_all()
+            self._converge()
+            if self.config.check_linearizability:
+                self.lin_result = check_history(self.history, LINEARIZABILITY_BUDGET)
+                if self.lin_result.inconclusive:
+                    linearizability = "inconclusive"
+                elif not self.lin_result.ok:
+                    linearizability = "violation"
+                    raise InvariantViolation("linearizability", self.lin_result.explanation)
+                else:
+                    linearizability = "ok"
+        except InvariantViolation as violation:
+            kind, detail = violation.kind, violation.detail
+            world.log(f"VIOLATION {kind}: {detail}")
+        except Exception as error:  # a bug anywhere else: still a failing seed to replay
+            kind = "error"
+            detail = "".join(traceback.format_exception(type(error), error, error.__traceback__)).strip()
+            world.log(f"ERROR {error!r}")
+        finally:
+            for replica in self.replicas.values():
+                replica.state.close()
+        return RunResult(
+            config=self.config,
+            ok=not kind,
+            kind=kind,
+            detail=detail,
+            time=world.now,
+            events=world.queue.processed,
+            ticks=world.now // tick,
+            faults=dict(world.faults),
+            elections=world.checker.elections,
+            committed=len(world.checker.committed),
+            client_ops=len(self.history),
+            unknown_ops=sum(1 for op in self.history if not op.known),
+            heal_ticks=self.heal_ticks,
+            linearizability=linearizability,
+            max_msgs_per_tick=world.counts["max msgs/tick"],
+            trace_digest=world.trace.digest(),
+            tail=list(world.trace.tail[-40:]) if kind else [],
+        )
+
+    def _run_until(self, end: int) -> None:
+        queue = self.world.queue
+        while True:
+            when = queue.next_time()
+            if when is None or when > end:
+                return
+            queue.run_next()
+
+    def _tick_loop(self, replica: SimReplica, first: int) -> None:
+        world = self.world
+        tick = self.config.timing.tick
+
+        def fire() -> None:
+            replica.on_tick()
+            world.queue.after(tick * replica.tick_factor, fire)
+
+        world.queue.after(first, fire)
+
+    def _storm_watch(self) -> None:
+        world = self.world
+        tick = self.config.timing.tick
+        limit = STORM_PER_REPLICA * self.config.replicas
+        last = [self.network.sent]
+
+        def watch() -> None:
+            sent = self.network.sent - last[0]
+            last[0] = self.network.sent
+            world.counts["max msgs/tick"] = max(world.counts["max msgs/tick"], sent)
+            if sent > limit:
+                raise InvariantViolation(
+                    "livelock", f"{sent} messages in one tick (limit {limit}): a message storm; {self.describe_cluster()}"
+                )
+            world.queue.after(tick, watch)
+
+        world.queue.after(tick, watch)
+
+    def _full_check_loop(self) -> None:
+        world = self.world
+
+        def check() -> None:
+            self.full_check()
+            world.queue.after(FULL_CHECK_EVERY * self.config.timing.tick, check)
+
+        world.queue.after(FULL_CHECK_EVERY * self.config.timing.tick, check)
+
+    def full_check(self) -> None:
+        cores = {rid: (r.core.log if r.core is not None else None) for rid, r in self.replicas.items()}
+        disks = {rid: r.disk.entries for rid, r in self.replicas.items()}
+        self.world.checker.full_check(logs_of(cores, disks), disks)
+
+    # ----------------------------------------------------------------- liveness
+
+    def _converge(self) -> None:
+        world = self.world
+        tick = self.config.timing.tick
+        start = world.now
+        deadline = start + self.config.liveness_ticks * tick
+        while world.now < deadline:
+            self._run_until(world.now + tick)
+            if self._converged():
+                self.heal_ticks = (world.now - start) // tick
+                self.full_check()
+                self.world.checker.final_check(
+                    {rid: r.core.log for rid, r in self.replicas.items() if r.core is not None},
+                    {rid: r.state.digest() for rid, r in self.replicas.items()},
+                )
+                world.log(f"converged after {self.heal_ticks} ticks")
+                return
+        raise InvariantViolation(
+            "liveness", f"no convergence {self.config.liveness_ticks} ticks after healing: {self.describe_cluster()}"
+        )
+
+    def _converged(self) -> bool:
+        if any(not c.idle for c in self.clients):
+            return False
+        replicas = list(self.replicas.values())
+        if any(r.status is not Status.UP or r.core is None for r in replicas):
+            return False
+        leaders = [r for r in replicas if r.core is not None and r.core.role is Role.LEADER]
+        if len(leaders) != 1:
+            return False
+        leader = leaders[0].core
+        assert leader is not None
+        target = leader.log.last_index
+        if leader.log.committed != target:
+            return False
+        for r in replicas:
+            core = r.core
+            assert core is not None
+            if core.term != leader.term or core.leader != leader.id or core.log.committed != target:
+                return False
+            if r.state.last_applied != target or core.log.last_index != target:
+                return False
+        return True
+
+    def describe_cluster(self) -> str:
+        parts = []
+        for rid, r in sorted(self.replicas.items()):
+            if r.core is None:
+                parts.append(f"r{rid} {r.status.value}")
+                continue
+            c = r.core
+            parts.append(
+                f"r{rid} {r.status.value} {c.role.value} term {c.term} leader {c.leader} last {c.log.last_index} "
+                f"commit {c.log.committed} applied {r.state.last_applied}"
+            )
+        pending = [f"c{c.number} op {c.current.op_id} ({c.current.attempts} tries)" for c in self.clients if c.current]
+        return "; ".join(parts) + ("; pending: " + ", ".join(pending) if pending else "; no client pending")
+
+
+def run(config: SimConfig, trace: Optional[TextIO] = None) -> RunResult:
+    return Simulation(config, trace).run()
+
+
+def trace_of(config: SimConfig) -> str:
+    """The full event trace of a run, as text (tests compare two of them)."""
+    sink = io.StringIO()
+    Simulation(config, sink).run()
+    return sink.getvalue()
+

@@ -1,0 +1,68 @@
+"""The command line: single runs, many seeds, traces, replay commands, shrinking."""
+import pytest
+
+from replichat.sim.cli import main
+from replichat.sim.config import Fault, SimConfig
+from replichat.sim.runner import first_failure
+from replichat.sim.shrink import shrink
+from replichat.sim.simulation import RunResult
+
+
+def _failing_run() -> RunResult:
+    """Some early seed on which a broken runtime (sends before persisting) fails."""
+    failing = first_failure(SimConfig(seed=seed, steps=300, mutant="send-before-persist") for seed in range(60))
+    assert failing is not None
+    return failing
+
+
+def test_one_seed(capsys: pytest.CaptureFixture) -> None:
+    assert main(["--seed", "3", "--steps", "60"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("seed 3 replicas 3 steps 60: ok")
+    assert "faults:" in out
+
+
+def test_trace_prints_every_event(capsys: pytest.CaptureFixture) -> None:
+    assert main(["--seed", "3", "--steps", "30", "--trace", "--history"]) == 0
+    out = capsys.readouterr().out
+    assert "deliver   APPEND" in out and "LEADER term" in out and "NEMESIS" not in out.split("\n")[0]
+    assert "client 1:" in out  # the history
+
+
+@pytest.mark.timeout(60)
+def test_many_seeds_summary(capsys: pytest.CaptureFixture) -> None:
+    assert main(["--seeds", "4", "--replicas", "3", "--steps", "40"]) == 0
+    captured = capsys.readouterr()
+    summary = captured.out.strip().splitlines()[-1]
+    assert summary.startswith("summary: seeds=4 ")
+    assert "violations=0" in summary and "elections=" in summary and "committed=" in summary
+    assert "[      4/4]" in captured.err  # progress
+
+
+@pytest.mark.timeout(60)
+def test_a_failure_prints_its_replay_command(capsys: pytest.CaptureFixture) -> None:
+    seed = _failing_run().config.seed
+    code = main(["--seed", str(seed), "--steps", "300", "--faults", "all", "--mutant", "send-before-persist"])
+    out = capsys.readouterr().out
+    assert code == 1
+    assert "FAILED" in out and "last events:" in out
+    assert f"replay: python -m replichat.sim --seed {seed} --replicas 3 --steps 300 --mutant send-before-persist --trace" in out
+
+
+def test_replay_command_round_trips_the_configuration() -> None:
+    config = SimConfig(seed=9, replicas=5, steps=77, faults=frozenset({Fault.CRASH, Fault.LOSS}), clients=2, mutant="forget-votes")
+    assert config.command() == (
+        "python -m replichat.sim --seed 9 --replicas 5 --steps 77 --faults loss,crash --clients 2 --mutant forget-votes --trace"
+    )
+
+
+@pytest.mark.timeout(120)
+def test_shrinking_keeps_a_failing_run() -> None:
+    failing = _failing_run()
+    smaller = shrink(failing, budget=12)
+    assert not smaller.ok
+    assert smaller.config.steps <= failing.config.steps
+    assert len(smaller.config.faults) <= len(failing.config.faults)
+    assert (smaller.config.steps, len(smaller.config.faults), smaller.config.clients) != (
+        failing.config.steps, len(failing.config.faults), failing.config.clients
+    )
