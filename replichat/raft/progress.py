@@ -78,6 +78,11 @@ class Progress:
             return True
         if probed_index != self.next - 1:
             return False
-        self.next = max(self.match + 1, min(retry_from, probed_index))
+        retry = max(self.match + 1, min(retry_from, probed_index))
+        if retry == self.next:
+            # The follower lacks what it once acknowledged (its disk lost acknowledged data,
+            # outside Raft's model). Resending at once would spin; wait for the next heartbeat.
+            return False
+        self.next = retry
         self.probe_sent = False
         return True

@@ -302,3 +302,16 @@ def test_vote_denied_to_a_candidate_with_a_shorter_log() -> None:
     core.step(Message(MsgType.VOTE, 1, 2, 2, log_term=1, index=1))
     reply = core.ready().messages[0]
     assert reply.type is MsgType.VOTE_RESP and reply.reject
+
+
+def test_a_follower_that_lost_acknowledged_entries_does_not_make_the_leader_spin() -> None:
+    from replichat.raft.progress import Progress
+
+    progress = Progress(next_index=11, max_inflight=4)
+    progress.acknowledged(10)
+    progress.become_replicate()
+    # The follower's disk now ends at 5: it rejects everything past what it acknowledged.
+    assert progress.rejected(probed_index=11, retry_from=6) is True  # falls back to probing at 11
+    progress.sent(10)
+    assert progress.rejected(probed_index=10, retry_from=6) is False  # no progress: no resend
+    assert progress.paused  # until a heartbeat answer
