@@ -5,9 +5,8 @@ live behind the backend, so the gRPC and seed-wire transports cannot drift apart
 module owns is the mapping of ChatError codes to gRPC status codes, which is the contract
 clients retry on (UNAVAILABLE means "try another replica").
 """
-import asyncio
 import logging
-from typing import AsyncIterator, Awaitable, Callable, Dict, List, NoReturn, Optional, Set, Tuple, TypeVar
+from typing import AsyncIterator, Awaitable, Callable, Dict, List, NoReturn, Optional, Tuple, TypeVar
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -42,9 +41,6 @@ SERVER_OPTIONS: List[Tuple[str, int]] = [
     # port would then start "successfully" and steal half the connections. Fail loudly instead.
     ("grpc.so_reuseport", 0),
 ]
-
-# Sends in flight on one SendMessages stream before the server stops reading it.
-MAX_STREAMED_SENDS = 1024
 
 STATUS_FOR_CODE: Dict[Code, grpc.StatusCode] = {
     Code.INVALID_ARGUMENT: grpc.StatusCode.INVALID_ARGUMENT,
@@ -107,51 +103,6 @@ class ChatServicer(chat_pb2_grpc.ChatServicer):
         self, request: chat_pb2.SendMessageRequest, context: grpc.aio.ServicerContext
     ) -> chat_pb2.SendMessageResponse:
         return await _answer(context, "SendMessage", self._backend.send_message(request))
-
-    async def SendMessages(
-        self, request_iterator: AsyncIterator[chat_pb2.SendMessageRequest], context: grpc.aio.ServicerContext
-    ) -> AsyncIterator[chat_pb2.SendOutcome]:
-        """Every request runs at once (up to MAX_STREAMED_SENDS in flight per stream: back-
-        pressure beyond that), and its outcome is written as soon as it is known."""
-        outcomes: "asyncio.Queue[Optional[chat_pb2.SendOutcome]]" = asyncio.Queue()
-        room = asyncio.Semaphore(MAX_STREAMED_SENDS)
-        running: Set["asyncio.Task[None]"] = set()
-
-        async def send(request: chat_pb2.SendMessageRequest) -> None:
-            outcome = chat_pb2.SendOutcome(client_id=request.client_id, request_seq=request.request_seq)
-            try:
-                outcome.seq = (await self._backend.send_message(request)).seq
-            except ChatError as error:
-                outcome.status, outcome.error = STATUS_FOR_CODE[error.code].value[0], error.message
-            except Exception:
-                log.exception("Chat/SendMessages failed")
-                outcome.status, outcome.error = grpc.StatusCode.INTERNAL.value[0], "internal error; see the replica's log"
-            finally:
-                room.release()
-            outcomes.put_nowait(outcome)
-
-        async def read_requests() -> None:
-            async for request in request_iterator:
-                await room.acquire()
-                task = asyncio.ensure_future(send(request))
-                running.add(task)
-                task.add_done_callback(running.discard)
-            if running:
-                await asyncio.wait(set(running))
-            outcomes.put_nowait(None)
-
-        reader = asyncio.ensure_future(read_requests())
-        try:
-            while True:
-                outcome = await outcomes.get()
-                if outcome is None:
-                    break
-                yield outcome
-            await reader
-        finally:
-            reader.cancel()
-            for task in list(running):
-                task.cancel()
 
     async def Connect(
         self, request: chat_pb2.ConnectRequest, context: grpc.aio.ServicerContext

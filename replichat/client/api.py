@@ -79,9 +79,6 @@ CODE_FOR_STATUS: Dict[grpc.StatusCode, Code] = {
 }
 
 
-_STATUS_BY_VALUE = {status.value[0]: status for status in grpc.StatusCode}
-
-
 def _chat_error(error: grpc.aio.AioRpcError, address: str) -> ChatError:
     """The ChatError the server meant; its one-line message is what a user sees."""
     status = error.code()
@@ -175,53 +172,6 @@ class _Lanes:
         self._idle.sort(key=len, reverse=True)
 
 
-class _StreamBroken(Exception):
-    """The SendMessages stream to a replica ended before answering."""
-
-
-class _SendStream:
-    """One SendMessages stream to one replica, shared by every concurrent send of a client:
-    a write per message instead of a call, answers matched by (client id, request_seq)."""
-
-    def __init__(self, stub: chat_pb2_grpc.ChatStub) -> None:
-        self._call = stub.SendMessages()
-        self._waiting: Dict[Tuple[str, int], "asyncio.Future[chat_pb2.SendOutcome]"] = {}
-        # gRPC allows one write in progress per stream.
-        self._writing = asyncio.Lock()
-        self.broken = False
-        self._reader = asyncio.ensure_future(self._read())
-
-    async def _read(self) -> None:
-        problem = "stream ended"
-        try:
-            async for outcome in self._call:
-                waiter = self._waiting.pop((outcome.client_id, outcome.request_seq), None)
-                if waiter is not None and not waiter.done():
-                    waiter.set_result(outcome)
-        except grpc.aio.AioRpcError as error:
-            problem = error.details() or error.code().name
-        self.broken = True
-        for waiter in self._waiting.values():
-            if not waiter.done():
-                waiter.set_exception(_StreamBroken(problem))
-        self._waiting.clear()
-
-    async def send(self, request: chat_pb2.SendMessageRequest, timeout: float) -> chat_pb2.SendOutcome:
-        key = (request.client_id, request.request_seq)
-        waiter = asyncio.get_running_loop().create_future()
-        self._waiting[key] = waiter
-        try:
-            async with self._writing:
-                await asyncio.wait_for(self._call.write(request), timeout)
-            return await asyncio.wait_for(waiter, timeout)
-        finally:
-            self._waiting.pop(key, None)
-
-    async def close(self) -> None:
-        self._call.cancel()
-        await asyncio.wait([self._reader])
-
-
 class ChatClient:
     """Talks to a replichat cluster over gRPC, failing over between `servers` transparently.
 
@@ -252,7 +202,6 @@ class ChatClient:
         self._channels: Dict[str, grpc.aio.Channel] = {}
         self._stubs: Dict[str, chat_pb2_grpc.ChatStub] = {}
         self._sessions: Set["Session"] = set()
-        self._send_streams: Dict[str, _SendStream] = {}
 
     # -- plumbing shared with Session -------------------------------------------------
 
@@ -317,38 +266,10 @@ class ChatClient:
         return [str(name) for name in response.names]
 
     async def send(self, recipient: str, text: str, sender: str = "") -> int:
-        """Sends `text`; returns its per-recipient sequence number once it is committed.
-        Concurrent sends share one SendMessages stream per replica."""
+        """Sends `text`; returns its per-recipient sequence number once it is committed."""
         request = chat_pb2.SendMessageRequest(sender=sender, recipient=recipient, text=text)
-        lane = self._lanes.acquire()
-        try:
-            request.client_id = lane
-            request.request_seq = self._next_request_seq()
-            return await self._send_streamed(request)
-        finally:
-            self._lanes.release(lane)
-
-    async def _send_streamed(self, request: chat_pb2.SendMessageRequest) -> int:
-        failover = Failover(self, "could reach a quorum")
-        while True:
-            address = self._current_address()
-            stream = self._send_streams.get(address)
-            if stream is None or stream.broken:
-                stream = self._send_streams[address] = _SendStream(self._stub(address))
-            try:
-                outcome = await stream.send(request, failover.attempt_timeout())
-            except (_StreamBroken, asyncio.TimeoutError, asyncio.InvalidStateError, grpc.aio.AioRpcError) as error:
-                if self._send_streams.get(address) is stream:
-                    del self._send_streams[address]
-                    await stream.close()
-                await failover.retry_after(address, f"{address}: {error or type(error).__name__}")
-                continue
-            status = _STATUS_BY_VALUE.get(outcome.status, grpc.StatusCode.UNKNOWN)
-            if status is grpc.StatusCode.OK:
-                return int(outcome.seq)
-            if status in FINAL:
-                raise ChatError(CODE_FOR_STATUS.get(status, Code.UNAVAILABLE), outcome.error or status.name.lower())
-            await failover.retry_after(address, f"{address}: {outcome.error or status.name}")
+        response = await self._write("SendMessage", request)
+        return int(response.seq)
 
     async def ack(self, name: str, up_to_seq: int, session_id: str) -> None:
         """Removes `name`'s messages with seq <= up_to_seq from its mailbox."""
@@ -378,10 +299,6 @@ class ChatClient:
         """Ends open sessions (flushing their acks) and closes every channel."""
         for session in list(self._sessions):
             await session.close()
-        streams = list(self._send_streams.values())
-        self._send_streams.clear()
-        for stream in streams:
-            await stream.close()
         channels = list(self._channels.values())
         self._channels.clear()
         self._stubs.clear()

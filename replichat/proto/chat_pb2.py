@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1areplichat/proto/chat.proto\x12\x0creplichat.v1\"I\n\x11\x43reateUserRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x11\n\tclient_id\x18\x0e \x01(\t\x12\x13\n\x0brequest_seq\x18\x0f \x01(\x04\"\"\n\x12\x43reateUserResponse\x12\x0c\n\x04name\x18\x01 \x01(\t\"I\n\x11\x44\x65leteUserRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x11\n\tclient_id\x18\x0e \x01(\t\x12\x13\n\x0brequest_seq\x18\x0f \x01(\x04\".\n\x12\x44\x65leteUserResponse\x12\x18\n\x10\x64ropped_messages\x18\x01 \x01(\x04\"#\n\x10ListUsersRequest\x12\x0f\n\x07pattern\x18\x01 \x01(\t\"\"\n\x11ListUsersResponse\x12\r\n\x05names\x18\x01 \x03(\t\"m\n\x12SendMessageRequest\x12\x0e\n\x06sender\x18\x01 \x01(\t\x12\x11\n\trecipient\x18\x02 \x01(\t\x12\x0c\n\x04text\x18\x03 \x01(\t\x12\x11\n\tclient_id\x18\x0e \x01(\t\x12\x13\n\x0brequest_seq\x18\x0f \x01(\x04\"\"\n\x13SendMessageResponse\x12\x0b\n\x03seq\x18\x01 \x01(\x04\"a\n\x0bSendOutcome\x12\x11\n\tclient_id\x18\x01 \x01(\t\x12\x13\n\x0brequest_seq\x18\x02 \x01(\x04\x12\x0b\n\x03seq\x18\x03 \x01(\x04\x12\x0e\n\x06status\x18\x04 \x01(\x05\x12\r\n\x05\x65rror\x18\x05 \x01(\t\"Z\n\x0e\x43onnectRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x12\n\nsession_id\x18\x02 \x01(\t\x12\x11\n\tclient_id\x18\x0e \x01(\t\x12\x13\n\x0brequest_seq\x18\x0f \x01(\x04\"\\\n\x08\x44\x65livery\x12\x11\n\trecipient\x18\x01 \x01(\t\x12\x0b\n\x03seq\x18\x02 \x01(\x04\x12\x0e\n\x06sender\x18\x03 \x01(\t\x12\x0c\n\x04text\x18\x04 \x01(\t\x12\x12\n\nsent_at_ms\x18\x05 \x01(\x03\")\n\tConnected\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06queued\x18\x02 \x01(\x04\"\xa3\x01\n\x0cSessionEnded\x12\x31\n\x06reason\x18\x01 \x01(\x0e\x32!.replichat.v1.SessionEnded.Reason\x12\x0e\n\x06\x64\x65tail\x18\x02 \x01(\t\"P\n\x06Reason\x12\x16\n\x12REASON_UNSPECIFIED\x10\x00\x12\x0e\n\nTAKEN_OVER\x10\x01\x12\x10\n\x0cUSER_DELETED\x10\x02\x12\x0c\n\x08SHUTDOWN\x10\x03\"\x9c\x01\n\x0bServerEvent\x12,\n\tconnected\x18\x01 \x01(\x0b\x32\x17.replichat.v1.ConnectedH\x00\x12)\n\x07message\x18\x02 \x01(\x0b\x32\x16.replichat.v1.DeliveryH\x00\x12+\n\x05\x65nded\x18\x03 \x01(\x0b\x32\x1a.replichat.v1.SessionEndedH\x00\x42\x07\n\x05\x65vent\"i\n\nAckRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x11\n\tup_to_seq\x18\x02 \x01(\x04\x12\x12\n\nsession_id\x18\x03 \x01(\t\x12\x11\n\tclient_id\x18\x0e \x01(\t\x12\x13\n\x0brequest_seq\x18\x0f \x01(\x04\"\r\n\x0b\x41\x63kResponse\"\x0f\n\rStatusRequest\"C\n\x0cPeerProgress\x12\n\n\x02id\x18\x01 \x01(\x04\x12\x13\n\x0bmatch_index\x18\x02 \x01(\x04\x12\x12\n\nnext_index\x18\x03 \x01(\x04\"\xde\x01\n\x0eStatusResponse\x12\n\n\x02id\x18\x01 \x01(\x04\x12\x0c\n\x04role\x18\x02 \x01(\t\x12\x0c\n\x04term\x18\x03 \x01(\x04\x12\x11\n\tleader_id\x18\x04 \x01(\x04\x12\x14\n\x0c\x63ommit_index\x18\x05 \x01(\x04\x12\x15\n\rapplied_index\x18\x06 \x01(\x04\x12\x12\n\nlast_index\x18\x07 \x01(\x04\x12)\n\x05peers\x18\x08 \x03(\x0b\x32\x1a.replichat.v1.PeerProgress\x12\x0f\n\x07\x61\x64\x64ress\x18\t \x01(\t\x12\x14\n\x0cwire_address\x18\n \x01(\t2\xe2\x04\n\x04\x43hat\x12O\n\nCreateUser\x12\x1f.replichat.v1.CreateUserRequest\x1a .replichat.v1.CreateUserResponse\x12O\n\nDeleteUser\x12\x1f.replichat.v1.DeleteUserRequest\x1a .replichat.v1.DeleteUserResponse\x12L\n\tListUsers\x12\x1e.replichat.v1.ListUsersRequest\x1a\x1f.replichat.v1.ListUsersResponse\x12R\n\x0bSendMessage\x12 .replichat.v1.SendMessageRequest\x1a!.replichat.v1.SendMessageResponse\x12O\n\x0cSendMessages\x12 .replichat.v1.SendMessageRequest\x1a\x19.replichat.v1.SendOutcome(\x01\x30\x01\x12\x44\n\x07\x43onnect\x12\x1c.replichat.v1.ConnectRequest\x1a\x19.replichat.v1.ServerEvent0\x01\x12:\n\x03\x41\x63k\x12\x18.replichat.v1.AckRequest\x1a\x19.replichat.v1.AckResponse\x12\x43\n\x06Status\x12\x1b.replichat.v1.StatusRequest\x1a\x1c.replichat.v1.StatusResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1areplichat/proto/chat.proto\x12\x0creplichat.v1\"I\n\x11\x43reateUserRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x11\n\tclient_id\x18\x0e \x01(\t\x12\x13\n\x0brequest_seq\x18\x0f \x01(\x04\"\"\n\x12\x43reateUserResponse\x12\x0c\n\x04name\x18\x01 \x01(\t\"I\n\x11\x44\x65leteUserRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x11\n\tclient_id\x18\x0e \x01(\t\x12\x13\n\x0brequest_seq\x18\x0f \x01(\x04\".\n\x12\x44\x65leteUserResponse\x12\x18\n\x10\x64ropped_messages\x18\x01 \x01(\x04\"#\n\x10ListUsersRequest\x12\x0f\n\x07pattern\x18\x01 \x01(\t\"\"\n\x11ListUsersResponse\x12\r\n\x05names\x18\x01 \x03(\t\"m\n\x12SendMessageRequest\x12\x0e\n\x06sender\x18\x01 \x01(\t\x12\x11\n\trecipient\x18\x02 \x01(\t\x12\x0c\n\x04text\x18\x03 \x01(\t\x12\x11\n\tclient_id\x18\x0e \x01(\t\x12\x13\n\x0brequest_seq\x18\x0f \x01(\x04\"\"\n\x13SendMessageResponse\x12\x0b\n\x03seq\x18\x01 \x01(\x04\"Z\n\x0e\x43onnectRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x12\n\nsession_id\x18\x02 \x01(\t\x12\x11\n\tclient_id\x18\x0e \x01(\t\x12\x13\n\x0brequest_seq\x18\x0f \x01(\x04\"\\\n\x08\x44\x65livery\x12\x11\n\trecipient\x18\x01 \x01(\t\x12\x0b\n\x03seq\x18\x02 \x01(\x04\x12\x0e\n\x06sender\x18\x03 \x01(\t\x12\x0c\n\x04text\x18\x04 \x01(\t\x12\x12\n\nsent_at_ms\x18\x05 \x01(\x03\")\n\tConnected\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06queued\x18\x02 \x01(\x04\"\xa3\x01\n\x0cSessionEnded\x12\x31\n\x06reason\x18\x01 \x01(\x0e\x32!.replichat.v1.SessionEnded.Reason\x12\x0e\n\x06\x64\x65tail\x18\x02 \x01(\t\"P\n\x06Reason\x12\x16\n\x12REASON_UNSPECIFIED\x10\x00\x12\x0e\n\nTAKEN_OVER\x10\x01\x12\x10\n\x0cUSER_DELETED\x10\x02\x12\x0c\n\x08SHUTDOWN\x10\x03\"\x9c\x01\n\x0bServerEvent\x12,\n\tconnected\x18\x01 \x01(\x0b\x32\x17.replichat.v1.ConnectedH\x00\x12)\n\x07message\x18\x02 \x01(\x0b\x32\x16.replichat.v1.DeliveryH\x00\x12+\n\x05\x65nded\x18\x03 \x01(\x0b\x32\x1a.replichat.v1.SessionEndedH\x00\x42\x07\n\x05\x65vent\"i\n\nAckRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x11\n\tup_to_seq\x18\x02 \x01(\x04\x12\x12\n\nsession_id\x18\x03 \x01(\t\x12\x11\n\tclient_id\x18\x0e \x01(\t\x12\x13\n\x0brequest_seq\x18\x0f \x01(\x04\"\r\n\x0b\x41\x63kResponse\"\x0f\n\rStatusRequest\"C\n\x0cPeerProgress\x12\n\n\x02id\x18\x01 \x01(\x04\x12\x13\n\x0bmatch_index\x18\x02 \x01(\x04\x12\x12\n\nnext_index\x18\x03 \x01(\x04\"\xde\x01\n\x0eStatusResponse\x12\n\n\x02id\x18\x01 \x01(\x04\x12\x0c\n\x04role\x18\x02 \x01(\t\x12\x0c\n\x04term\x18\x03 \x01(\x04\x12\x11\n\tleader_id\x18\x04 \x01(\x04\x12\x14\n\x0c\x63ommit_index\x18\x05 \x01(\x04\x12\x15\n\rapplied_index\x18\x06 \x01(\x04\x12\x12\n\nlast_index\x18\x07 \x01(\x04\x12)\n\x05peers\x18\x08 \x03(\x0b\x32\x1a.replichat.v1.PeerProgress\x12\x0f\n\x07\x61\x64\x64ress\x18\t \x01(\t\x12\x14\n\x0cwire_address\x18\n \x01(\t2\x91\x04\n\x04\x43hat\x12O\n\nCreateUser\x12\x1f.replichat.v1.CreateUserRequest\x1a .replichat.v1.CreateUserResponse\x12O\n\nDeleteUser\x12\x1f.replichat.v1.DeleteUserRequest\x1a .replichat.v1.DeleteUserResponse\x12L\n\tListUsers\x12\x1e.replichat.v1.ListUsersRequest\x1a\x1f.replichat.v1.ListUsersResponse\x12R\n\x0bSendMessage\x12 .replichat.v1.SendMessageRequest\x1a!.replichat.v1.SendMessageResponse\x12\x44\n\x07\x43onnect\x12\x1c.replichat.v1.ConnectRequest\x1a\x19.replichat.v1.ServerEvent0\x01\x12:\n\x03\x41\x63k\x12\x18.replichat.v1.AckRequest\x1a\x19.replichat.v1.AckResponse\x12\x43\n\x06Status\x12\x1b.replichat.v1.StatusRequest\x1a\x1c.replichat.v1.StatusResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -47,30 +47,28 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SENDMESSAGEREQUEST']._serialized_end=460
   _globals['_SENDMESSAGERESPONSE']._serialized_start=462
   _globals['_SENDMESSAGERESPONSE']._serialized_end=496
-  _globals['_SENDOUTCOME']._serialized_start=498
-  _globals['_SENDOUTCOME']._serialized_end=595
-  _globals['_CONNECTREQUEST']._serialized_start=597
-  _globals['_CONNECTREQUEST']._serialized_end=687
-  _globals['_DELIVERY']._serialized_start=689
-  _globals['_DELIVERY']._serialized_end=781
-  _globals['_CONNECTED']._serialized_start=783
-  _globals['_CONNECTED']._serialized_end=824
-  _globals['_SESSIONENDED']._serialized_start=827
-  _globals['_SESSIONENDED']._serialized_end=990
-  _globals['_SESSIONENDED_REASON']._serialized_start=910
-  _globals['_SESSIONENDED_REASON']._serialized_end=990
-  _globals['_SERVEREVENT']._serialized_start=993
-  _globals['_SERVEREVENT']._serialized_end=1149
-  _globals['_ACKREQUEST']._serialized_start=1151
-  _globals['_ACKREQUEST']._serialized_end=1256
-  _globals['_ACKRESPONSE']._serialized_start=1258
-  _globals['_ACKRESPONSE']._serialized_end=1271
-  _globals['_STATUSREQUEST']._serialized_start=1273
-  _globals['_STATUSREQUEST']._serialized_end=1288
-  _globals['_PEERPROGRESS']._serialized_start=1290
-  _globals['_PEERPROGRESS']._serialized_end=1357
-  _globals['_STATUSRESPONSE']._serialized_start=1360
-  _globals['_STATUSRESPONSE']._serialized_end=1582
-  _globals['_CHAT']._serialized_start=1585
-  _globals['_CHAT']._serialized_end=2195
+  _globals['_CONNECTREQUEST']._serialized_start=498
+  _globals['_CONNECTREQUEST']._serialized_end=588
+  _globals['_DELIVERY']._serialized_start=590
+  _globals['_DELIVERY']._serialized_end=682
+  _globals['_CONNECTED']._serialized_start=684
+  _globals['_CONNECTED']._serialized_end=725
+  _globals['_SESSIONENDED']._serialized_start=728
+  _globals['_SESSIONENDED']._serialized_end=891
+  _globals['_SESSIONENDED_REASON']._serialized_start=811
+  _globals['_SESSIONENDED_REASON']._serialized_end=891
+  _globals['_SERVEREVENT']._serialized_start=894
+  _globals['_SERVEREVENT']._serialized_end=1050
+  _globals['_ACKREQUEST']._serialized_start=1052
+  _globals['_ACKREQUEST']._serialized_end=1157
+  _globals['_ACKRESPONSE']._serialized_start=1159
+  _globals['_ACKRESPONSE']._serialized_end=1172
+  _globals['_STATUSREQUEST']._serialized_start=1174
+  _globals['_STATUSREQUEST']._serialized_end=1189
+  _globals['_PEERPROGRESS']._serialized_start=1191
+  _globals['_PEERPROGRESS']._serialized_end=1258
+  _globals['_STATUSRESPONSE']._serialized_start=1261
+  _globals['_STATUSRESPONSE']._serialized_end=1483
+  _globals['_CHAT']._serialized_start=1486
+  _globals['_CHAT']._serialized_end=2015
 # @@protoc_insertion_point(module_scope)

@@ -70,20 +70,6 @@ class SendMessageResponse(_message.Message):
     seq: int
     def __init__(self, seq: _Optional[int] = ...) -> None: ...
 
-class SendOutcome(_message.Message):
-    __slots__ = ("client_id", "request_seq", "seq", "status", "error")
-    CLIENT_ID_FIELD_NUMBER: _ClassVar[int]
-    REQUEST_SEQ_FIELD_NUMBER: _ClassVar[int]
-    SEQ_FIELD_NUMBER: _ClassVar[int]
-    STATUS_FIELD_NUMBER: _ClassVar[int]
-    ERROR_FIELD_NUMBER: _ClassVar[int]
-    client_id: str
-    request_seq: int
-    seq: int
-    status: int
-    error: str
-    def __init__(self, client_id: _Optional[str] = ..., request_seq: _Optional[int] = ..., seq: _Optional[int] = ..., status: _Optional[int] = ..., error: _Optional[str] = ...) -> None: ...
-
 class ConnectRequest(_message.Message):
     __slots__ = ("name", "session_id", "client_id", "request_seq")
     NAME_FIELD_NUMBER: _ClassVar[int]

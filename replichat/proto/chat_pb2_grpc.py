@@ -54,11 +54,6 @@ class ChatStub(object):
                 request_serializer=replichat_dot_proto_dot_chat__pb2.SendMessageRequest.SerializeToString,
                 response_deserializer=replichat_dot_proto_dot_chat__pb2.SendMessageResponse.FromString,
                 _registered_method=True)
-        self.SendMessages = channel.stream_stream(
-                '/replichat.v1.Chat/SendMessages',
-                request_serializer=replichat_dot_proto_dot_chat__pb2.SendMessageRequest.SerializeToString,
-                response_deserializer=replichat_dot_proto_dot_chat__pb2.SendOutcome.FromString,
-                _registered_method=True)
         self.Connect = channel.unary_stream(
                 '/replichat.v1.Chat/Connect',
                 request_serializer=replichat_dot_proto_dot_chat__pb2.ConnectRequest.SerializeToString,
@@ -100,15 +95,6 @@ class ChatServicer(object):
 
     def SendMessage(self, request, context):
         """Missing associated documentation comment in .proto file."""
-        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
-        context.set_details('Method not implemented!')
-        raise NotImplementedError('Method not implemented!')
-
-    def SendMessages(self, request_iterator, context):
-        """Many sends over one stream, each answered when committed (answers may come out of
-        order: match them by request_seq). Saves the per-call cost of a unary RPC, which is
-        most of a replica's CPU per message.
-        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -156,11 +142,6 @@ def add_ChatServicer_to_server(servicer, server):
                     servicer.SendMessage,
                     request_deserializer=replichat_dot_proto_dot_chat__pb2.SendMessageRequest.FromString,
                     response_serializer=replichat_dot_proto_dot_chat__pb2.SendMessageResponse.SerializeToString,
-            ),
-            'SendMessages': grpc.stream_stream_rpc_method_handler(
-                    servicer.SendMessages,
-                    request_deserializer=replichat_dot_proto_dot_chat__pb2.SendMessageRequest.FromString,
-                    response_serializer=replichat_dot_proto_dot_chat__pb2.SendOutcome.SerializeToString,
             ),
             'Connect': grpc.unary_stream_rpc_method_handler(
                     servicer.Connect,
@@ -286,33 +267,6 @@ class Chat(object):
             '/replichat.v1.Chat/SendMessage',
             replichat_dot_proto_dot_chat__pb2.SendMessageRequest.SerializeToString,
             replichat_dot_proto_dot_chat__pb2.SendMessageResponse.FromString,
-            options,
-            channel_credentials,
-            insecure,
-            call_credentials,
-            compression,
-            wait_for_ready,
-            timeout,
-            metadata,
-            _registered_method=True)
-
-    @staticmethod
-    def SendMessages(request_iterator,
-            target,
-            options=(),
-            channel_credentials=None,
-            call_credentials=None,
-            insecure=False,
-            compression=None,
-            wait_for_ready=None,
-            timeout=None,
-            metadata=None):
-        return grpc.experimental.stream_stream(
-            request_iterator,
-            target,
-            '/replichat.v1.Chat/SendMessages',
-            replichat_dot_proto_dot_chat__pb2.SendMessageRequest.SerializeToString,
-            replichat_dot_proto_dot_chat__pb2.SendOutcome.FromString,
             options,
             channel_credentials,
             insecure,

@@ -246,26 +246,3 @@ def test_a_port_held_by_another_socket_fails_loudly() -> None:
         run(scenario())
     finally:
         holder.close()
-
-
-def test_streamed_sends_are_answered_each_with_its_own_outcome() -> None:
-    async def scenario() -> None:
-        replica = FakeReplica(FakeCluster())
-        async with serving(replica) as (_, address):
-            async with grpc.aio.insecure_channel(address) as channel:
-                stub = chat_pb2_grpc.ChatStub(channel)
-                await stub.CreateUser(chat_pb2.CreateUserRequest(name="bob"))
-                call = stub.SendMessages()
-                await call.write(chat_pb2.SendMessageRequest(recipient="bob", text="one", client_id="a", request_seq=1))
-                await call.write(chat_pb2.SendMessageRequest(recipient="nobody", text="lost", client_id="b", request_seq=7))
-                await call.write(chat_pb2.SendMessageRequest(recipient="bob", text="two", client_id="c", request_seq=2))
-                await call.done_writing()
-                outcomes = {(o.client_id, o.request_seq): o async for o in call}
-                assert set(outcomes) == {("a", 1), ("b", 7), ("c", 2)}
-                assert outcomes[("b", 7)].status == grpc.StatusCode.NOT_FOUND.value[0]
-                assert outcomes[("b", 7)].error
-                assert sorted(outcomes[k].seq for k in (("a", 1), ("c", 2))) == [1, 2]
-                assert all(outcomes[k].status == 0 for k in (("a", 1), ("c", 2)))
-                assert [d.text for d in replica.cluster.users["bob"].mailbox] == ["one", "two"]
-
-    run(scenario())
