@@ -27,13 +27,10 @@ from typing import Dict, List
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
+from bench.cluster import BenchCluster as ProcessCluster  # noqa: E402
+from bench.common import percentile, progress  # noqa: E402
 from replichat.client.api import ChatClient  # noqa: E402
 from replichat.errors import ChatError, Code  # noqa: E402
-from tests.cluster import ProcessCluster  # noqa: E402
-
-
-def progress(message: str) -> None:
-    print(f"[bench] {message}", file=sys.stderr, flush=True)
 
 
 def fsync_baseline(folder: str, seconds: float) -> float:
@@ -62,11 +59,6 @@ async def rpc_baseline(cluster: ProcessCluster, node_id: int, seconds: float) ->
             await stub.Status(chat_pb2.StatusRequest())
             count += 1
         return count / (time.perf_counter() - start)
-
-
-def percentile(values: List[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 async def throughput(servers: List[str], concurrency: int, seconds: float) -> Dict[str, float]:
