@@ -1,0 +1,97 @@
+"""Replica processes whose peer links go through one LinkProxy per ordered pair."""
+import asyncio
+import os
+import socket
+import sys
+from typing import Dict, List, Optional, Tuple
+
+import grpc
+
+from replichat.chaos.proxy import LinkProxy
+from replichat.launcher import SERVER_SCRIPT, LocalCluster
+from replichat.proto import chat_pb2, chat_pb2_grpc
+
+
+def free_ports(count: int) -> List[int]:
+    sockets = []
+    for _ in range(count):
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        sockets.append(s)
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+class ChaosCluster(LocalCluster):
+    """Replica i gets its own --cluster map: entry i its real address (also --bind), entry j
+    the proxy of link i->j. Clients use the real addresses. Call `start_proxies()` (in the
+    running event loop) before `start_all()`."""
+
+    def __init__(self, base_dir: str, replicas: int = 5, *, tick_ms: int = 50, election_ticks: int = 10) -> None:
+        os.makedirs(base_dir, exist_ok=True)
+        ports = free_ports(replicas)
+        super().__init__({i: f"127.0.0.1:{ports[i - 1]}" for i in range(1, replicas + 1)}, base_dir,
+                         extra_args=["--tick-ms", str(tick_ms), "--election-ticks", str(election_ticks)],
+                         log_dir=base_dir)
+        self.proxies: Dict[Tuple[int, int], LinkProxy] = {}
+        self._channels: Dict[int, grpc.aio.Channel] = {}
+
+    @property
+    def ids(self) -> List[int]:
+        return sorted(self.addresses)
+
+    async def start_proxies(self) -> None:
+        for i in self.ids:
+            for j in self.ids:
+                if i != j:
+                    proxy = LinkProxy(i, j, self.addresses[j])
+                    await proxy.start()
+                    self.proxies[(i, j)] = proxy
+
+    def command(self, node_id: int) -> List[str]:
+        view = {j: (self.addresses[j] if j == node_id else self.proxies[(node_id, j)].address) for j in self.ids}
+        cluster = ",".join(f"{i}={a}" for i, a in sorted(view.items()))
+        return [sys.executable, SERVER_SCRIPT, "--id", str(node_id), "--cluster", cluster,
+                "--bind", self.addresses[node_id], "--data-dir", self.replica_dir(node_id),
+                "--no-wire"] + self.extra_args
+
+    def set_cut_links(self, cut: "set") -> None:
+        for link, proxy in self.proxies.items():
+            if link in cut:
+                if not proxy.is_cut:
+                    proxy.cut()
+            elif proxy.is_cut:
+                proxy.forward()
+
+    async def status(self, node_id: int, timeout: float = 0.5) -> Optional[chat_pb2.StatusResponse]:
+        channel = self._channels.get(node_id)
+        if channel is None:
+            channel = self._channels[node_id] = grpc.aio.insecure_channel(self.addresses[node_id])
+        try:
+            return await chat_pb2_grpc.ChatStub(channel).Status(chat_pb2.StatusRequest(), timeout=timeout)
+        except grpc.aio.AioRpcError:
+            return None
+
+    async def statuses(self, timeout: float = 0.5) -> Dict[int, Optional[chat_pb2.StatusResponse]]:
+        results = await asyncio.gather(*(self.status(i, timeout) for i in self.ids))
+        return dict(zip(self.ids, results))
+
+    def logs(self, lines: int = 30) -> str:
+        out = []
+        for node_id in self.ids:
+            path = self.log_path(node_id)
+            if os.path.exists(path):
+                with open(path, errors="replace") as f:
+                    out.append(f"----- replica {node_id} -----\n" + "".join(f.readlines()[-lines:]))
+        return "\n".join(out)
+
+    async def aclose(self) -> None:
+        """kill -9 every replica still running, close proxies and status channels."""
+        self.close()
+        for proxy in self.proxies.values():
+            await proxy.close()
+        for channel in self._channels.values():
+            await channel.close()
+        self._channels.clear()
