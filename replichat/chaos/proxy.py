@@ -89,7 +89,4 @@ class LinkProxy:
 def _abort(writer: asyncio.StreamWriter) -> None:
     transport = writer.transport
     if transport is not None and not transport.is_closing():
-        try:
-            transport.abort()
-        except Exception:  # noqa: BLE001 - best effort on an already broken socket
-            pass
+        transport.abort()
