@@ -4,8 +4,9 @@ One task (`_run`) owns the core. Everything else — peer messages, proposals, r
 ticks — is queued and handed to the core between two Readies, so the core never changes while
 a Ready is being persisted. Each turn of the loop:
 
-    step queued input -> ready() -> fsync entries + hard state -> send messages
-    -> apply committed entries (one SQLite transaction) -> answer waiters -> advance()
+    step queued input -> ready() -> fsync entries + hard state -> send messages (a leader
+    sends while it persists) -> apply committed entries (one SQLite transaction)
+    -> answer waiters -> advance()
 
 Everything that arrived during one fsync is persisted by the next: group commit falls out of
 the loop's shape. Blocking SQLite work runs on two single-thread executors (the Raft log and the
@@ -16,11 +17,10 @@ import concurrent.futures
 import itertools
 import logging
 import os
+import collections
 import time
 import uuid
 from typing import Any, AsyncIterator, Callable, Deque, Dict, Hashable, List, Optional, Set, Tuple, TypeVar
-
-import collections
 
 from replichat.chat.names import normalize_name, validate_text
 from replichat.chat.search import compile_pattern
