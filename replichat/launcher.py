@@ -2,6 +2,7 @@
 tests and benchmarks, which also kill, stop and restart them."""
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -11,6 +12,19 @@ from replichat.defaults import local_cluster
 
 STOP_GRACE_S = 5.0
 SERVER_SCRIPT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "server.py")
+
+
+def free_ports(count: int) -> List[int]:
+    """Ports free on 127.0.0.1 right now (for tests, benchmarks and campaigns)."""
+    sockets = []
+    for _ in range(count):
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        sockets.append(s)
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
 
 
 class LocalCluster:

@@ -2,26 +2,13 @@
 what the replicas report about themselves (their Status RPC)."""
 import asyncio
 import os
-import socket
 import time
 from typing import List, Optional
 
 import grpc
 
-from replichat.launcher import LocalCluster
+from replichat.launcher import LocalCluster, free_ports
 from replichat.proto import chat_pb2, chat_pb2_grpc
-
-
-def free_ports(count: int) -> List[int]:
-    sockets = []
-    for _ in range(count):
-        s = socket.socket()
-        s.bind(("127.0.0.1", 0))
-        sockets.append(s)
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
 
 
 class ProcessCluster(LocalCluster):

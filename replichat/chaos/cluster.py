@@ -1,27 +1,14 @@
 """Replica processes whose peer links go through one LinkProxy per ordered pair."""
 import asyncio
 import os
-import socket
 import sys
 from typing import Dict, List, Optional, Tuple
 
 import grpc
 
 from replichat.chaos.proxy import LinkProxy
-from replichat.launcher import SERVER_SCRIPT, LocalCluster
+from replichat.launcher import SERVER_SCRIPT, LocalCluster, free_ports
 from replichat.proto import chat_pb2, chat_pb2_grpc
-
-
-def free_ports(count: int) -> List[int]:
-    sockets = []
-    for _ in range(count):
-        s = socket.socket()
-        s.bind(("127.0.0.1", 0))
-        sockets.append(s)
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
 
 
 class ChaosCluster(LocalCluster):
