@@ -1,6 +1,7 @@
 """`python client.py` as a real subprocess with piped stdin/stdout, read line by line."""
 import asyncio
 import os
+import re
 import sys
 from typing import List, Tuple
 
@@ -66,3 +67,19 @@ class ClientProcess:
             return (await asyncio.wait_for(self.proc.stderr.read(), 2)).decode()
         except asyncio.TimeoutError:
             return "(still running)"
+
+
+async def brief_walkthrough(terminal2: ClientProcess, terminal3: ClientProcess) -> None:
+    """Steps 3-7 of the original brief's walkthrough, word for word, with the answers each
+    terminal must print."""
+    assert await terminal2.ask("create user2") == ["ok: created user2; you are now user2"]
+    assert await terminal3.ask("create user3") == ["ok: created user3; you are now user3"]
+    assert await terminal2.ask("list") == ["ok: 2 user(s): user2, user3"]
+    assert await terminal2.ask("send user3 hello") == ["ok: sent to user3 (#1)"]
+    # Not delivered yet: the very next thing terminal 3 prints is its connect answer.
+    connected, hello = await terminal3.ask("connect user3", answers=2)
+    assert connected == "ok: connected as user3; 1 queued message(s)"
+    assert re.fullmatch(STAMP + r" user2: hello", hello), hello
+    assert await terminal2.ask("send user3 helloagain") == ["ok: sent to user3 (#2)"]
+    live = await terminal3.line()  # arrives without terminal 3 typing anything
+    assert re.fullmatch(STAMP + r" user2: helloagain", live), live

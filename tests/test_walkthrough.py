@@ -10,7 +10,7 @@ from typing import List
 
 import pytest
 
-from tests.client_process import REPO, STAMP, ClientProcess
+from tests.client_process import REPO, ClientProcess, brief_walkthrough
 
 pytestmark = pytest.mark.timeout(120)
 SERVER = os.path.join(REPO, "server.py")
@@ -72,16 +72,7 @@ def test_the_brief_walkthrough_against_a_real_cluster(tmp_path) -> None:
 
             terminal2 = await ClientProcess.start("--servers", ",".join(servers))
             terminal3 = await ClientProcess.start("--servers", ",".join(servers))
-            assert await terminal2.ask("create user2") == ["ok: created user2; you are now user2"]
-            assert await terminal3.ask("create user3") == ["ok: created user3; you are now user3"]
-            assert await terminal2.ask("list") == ["ok: 2 user(s): user2, user3"]
-            assert await terminal2.ask("send user3 hello") == ["ok: sent to user3 (#1)"]
-            connected, hello = await terminal3.ask("connect user3", answers=2)
-            assert connected == "ok: connected as user3; 1 queued message(s)"
-            assert re.fullmatch(STAMP + r" user2: hello", hello), hello
-            assert await terminal2.ask("send user3 helloagain") == ["ok: sent to user3 (#2)"]
-            live = await terminal3.line()  # arrives without terminal 3 typing anything
-            assert re.fullmatch(STAMP + r" user2: helloagain", live), live
+            await brief_walkthrough(terminal2, terminal3)
             for terminal in (terminal2, terminal3):
                 code, rest, _ = await terminal.finish()
                 assert code == 0 and "error" not in rest

@@ -26,7 +26,7 @@ from replichat.errors import ChatError, Code
 from replichat.proto import chat_pb2
 from replichat.wire import codec
 from replichat.wire.codec import COMMAND_SIZE, FRAME_SIZE, PAYLOAD_SIZE, Direction, Reassembler, WireError
-from tests.client_process import STAMP, ClientProcess
+from tests.client_process import STAMP, ClientProcess, brief_walkthrough
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -64,17 +64,7 @@ def test_the_brief_walkthrough_over_the_wire_protocol(process_cluster) -> None:
         terminal2 = await ClientProcess.start("--transport", "wire", "--servers", servers)
         terminal3 = await ClientProcess.start("--transport", "wire", "--servers", servers)
         try:
-            assert await terminal2.ask("create user2") == ["ok: created user2; you are now user2"]
-            assert await terminal3.ask("create user3") == ["ok: created user3; you are now user3"]
-            assert await terminal2.ask("list") == ["ok: 2 user(s): user2, user3"]
-            assert await terminal2.ask("send user3 hello") == ["ok: sent to user3 (#1)"]
-            # Not delivered yet: the next thing terminal 3 prints is its connect answer.
-            connected, hello = await terminal3.ask("connect user3", answers=2)
-            assert connected == "ok: connected as user3; 1 queued message(s)"
-            assert re.fullmatch(STAMP + r" user2: hello", hello), hello
-            assert await terminal2.ask("send user3 helloagain") == ["ok: sent to user3 (#2)"]
-            live = await terminal3.line()  # arrives without terminal 3 typing anything
-            assert re.fullmatch(STAMP + r" user2: helloagain", live), live
+            await brief_walkthrough(terminal2, terminal3)
             assert await terminal2.ask("status") == [
                 "error: status is only available over gRPC; run client.py --transport grpc"
             ]

@@ -9,7 +9,7 @@ import pytest
 from replichat import defaults
 from replichat.client.cli import default_servers
 from replichat.wire.listener import start_wire_listener
-from tests.client_process import CLIENT, REPO, STAMP, ClientProcess
+from tests.client_process import CLIENT, REPO, STAMP, ClientProcess, brief_walkthrough
 
 from .fake_backend import FakeCluster, FakeReplica, run, serving
 
@@ -43,17 +43,7 @@ def test_the_seed_walkthrough_word_for_word() -> None:
             user2 = await ClientProcess.start("--servers", address)
             user3 = await ClientProcess.start("--servers", address)
             try:
-                assert await user2.ask("create user2") == ["ok: created user2; you are now user2"]
-                assert await user3.ask("create user3") == ["ok: created user3; you are now user3"]
-                assert await user2.ask("list") == ["ok: 2 user(s): user2, user3"]
-                assert await user2.ask("send user3 hello") == ["ok: sent to user3 (#1)"]
-                # Not delivered yet: the very next thing user3 prints is its connect answer.
-                connected, hello = await user3.ask("connect user3", answers=2)
-                assert connected == "ok: connected as user3; 1 queued message(s)"
-                assert re.fullmatch(STAMP + " user2: hello", hello), hello
-                assert await user2.ask("send user3 helloagain") == ["ok: sent to user3 (#2)"]
-                # Arrives on user3 without user3 typing anything.
-                assert re.fullmatch(STAMP + " user2: helloagain", await user3.line())
+                await brief_walkthrough(user2, user3)
                 for client in (user2, user3):
                     code, rest, err = await client.finish()
                     assert (code, rest) == (0, ""), err
@@ -168,15 +158,7 @@ def test_the_seed_walkthrough_over_the_wire_transport() -> None:
         user2 = await ClientProcess.start("--transport", "wire", "--servers", address)
         user3 = await ClientProcess.start("--transport", "wire", "--servers", address)
         try:
-            assert await user2.ask("create user2") == ["ok: created user2; you are now user2"]
-            assert await user3.ask("create user3") == ["ok: created user3; you are now user3"]
-            assert await user2.ask("list") == ["ok: 2 user(s): user2, user3"]
-            assert await user2.ask("send user3 hello") == ["ok: sent to user3 (#1)"]
-            connected, hello = await user3.ask("connect user3", answers=2)
-            assert connected == "ok: connected as user3; 1 queued message(s)"
-            assert re.fullmatch(STAMP + " user2: hello", hello), hello
-            assert await user2.ask("send user3 helloagain") == ["ok: sent to user3 (#2)"]
-            assert re.fullmatch(STAMP + " user2: helloagain", await user3.line())
+            await brief_walkthrough(user2, user3)
             assert await user2.ask("status") == [
                 "error: status is only available over gRPC; run client.py --transport grpc"
             ]

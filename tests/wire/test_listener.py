@@ -9,7 +9,7 @@ import contextlib
 import re
 import socket
 import time
-from typing import AsyncIterator, Awaitable, Dict, List, Optional, Tuple, TypeVar
+from typing import AsyncIterator, Awaitable, Dict, List, Optional, TypeVar
 
 import pytest
 
