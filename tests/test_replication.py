@@ -3,7 +3,6 @@ kill -9, SIGSTOP/SIGCONT, whole-cluster restarts. Every acknowledged send must b
 exactly once, in order per sender; nothing is lost, nothing appears twice."""
 import asyncio
 import signal
-import time
 from typing import Dict, List
 
 import pytest
@@ -34,14 +33,34 @@ async def receive(session, expected: int, timeout: float) -> List[chat_pb2.Deliv
     return got
 
 
+class Tally:
+    """Texts recorded by concurrent tasks, with a way to await a condition on them."""
+
+    def __init__(self) -> None:
+        self.items: List = []
+        self._changed = asyncio.Condition()
+
+    async def add(self, item: object) -> None:
+        async with self._changed:
+            self.items.append(item)
+            self._changed.notify_all()
+
+    async def until(self, predicate, timeout: float = 30.0) -> None:
+        async def wait() -> None:
+            async with self._changed:
+                await self._changed.wait_for(lambda: predicate(self.items))
+
+        await asyncio.wait_for(wait(), timeout)
+
+
 async def sender_loop(client: ChatClient, sender: str, recipient: str, stop: asyncio.Event,
-                      acked: List[str], errors: List[str]) -> None:
+                      acked: Tally, errors: List[str]) -> None:
     n = 0
     while not stop.is_set():
         text = f"{sender}:{n}"
         try:
             await client.send(recipient, text, sender=sender)
-            acked.append(text)
+            await acked.add(text)
         except ChatError as error:
             errors.append(f"{text}: {error}")
         n += 1
@@ -75,38 +94,38 @@ def test_kill_leader_while_clients_send(process_cluster) -> None:
         receiver_client = ChatClient([cluster.addresses[leader]] + [a for i, a in cluster.addresses.items() if i != leader])
         session = await receiver_client.connect("receiver")
         stop = asyncio.Event()
-        acked: List[str] = []
+        acked = Tally()
         errors: List[str] = []
         clients = [ChatClient(cluster.servers[k:] + cluster.servers[:k]) for k in range(3)]
         senders = [asyncio.ensure_future(sender_loop(c, f"s{k + 1}", "receiver", stop, acked, errors))
                    for k, c in enumerate(clients)]
-        reader_got: List[chat_pb2.Delivery] = []
+        delivered = Tally()
 
         async def reader() -> None:
             async for event in session:
                 if isinstance(event, chat_pb2.Delivery):
-                    reader_got.append(event)
+                    await delivered.add(event)
                     session.ack(event.seq)
 
         reading = asyncio.ensure_future(reader())
-        while len(acked) < 30:
-            await asyncio.sleep(0.01)
+        await acked.until(lambda items: len(items) >= 30)
         cluster.kill(leader)
-        killed_at = len(acked)
+        killed_at = len(acked.items)
         new_leader = await cluster.wait_for_leader(among=[i for i in cluster.alive()])
         assert new_leader != leader
-        while len(acked) < killed_at + 30:
-            await asyncio.sleep(0.01)
+        await acked.until(lambda items: len(items) >= killed_at + 30)
         stop.set()
         await asyncio.gather(*senders)
-        deadline = time.monotonic() + 20
-        while not set(acked) <= {d.text for d in reader_got} and time.monotonic() < deadline:
-            await asyncio.sleep(0.05)
+        sent = set(acked.items)
+        try:
+            await delivered.until(lambda items: sent <= {d.text for d in items}, timeout=20)
+        except asyncio.TimeoutError:
+            pass  # the check below says what is missing
         reading.cancel()
         for c in clients + [receiver_client]:
             await c.close()
         assert not errors, errors[:3]
-        check_exactly_once_in_order(acked, reader_got)
+        check_exactly_once_in_order(acked.items, delivered.items)
 
     asyncio.run(scenario())
 
