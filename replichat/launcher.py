@@ -8,7 +8,7 @@ import sys
 import time
 from typing import Dict, List, Optional, Sequence, Set
 
-from replichat.defaults import local_cluster
+from replichat.defaults import local_cluster, raft_addresses
 
 STOP_GRACE_S = 5.0
 SERVER_SCRIPT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "server.py")
@@ -27,19 +27,27 @@ def free_ports(count: int) -> List[int]:
     return ports
 
 
+def format_addresses(addresses: Dict[int, str]) -> str:
+    """{id: address} -> ID=HOST:PORT,... as --cluster and --peers take it."""
+    return ",".join(f"{i}={a}" for i, a in sorted(addresses.items()))
+
+
 class LocalCluster:
     def __init__(
         self,
         addresses: Dict[int, str],
         data_dir: str,
         *,
+        peer_addresses: Optional[Dict[int, str]] = None,
         wire_addresses: Optional[Dict[int, str]] = None,
         extra_args: Sequence[str] = (),
         log_dir: Optional[str] = None,
     ) -> None:
-        """log_dir: write each replica's output to log_dir/replica-N.log instead of this
-        process's stdout/stderr."""
+        """addresses: each replica's gRPC address (clients); peer_addresses: its Raft address
+        (default: the gRPC port + defaults.RAFT_PORT_OFFSET); log_dir: write each replica's
+        output to log_dir/replica-N.log instead of this process's stdout/stderr."""
         self.addresses = dict(addresses)
+        self.peer_addresses = dict(peer_addresses) if peer_addresses is not None else raft_addresses(addresses)
         self.data_dir = data_dir
         self.wire_addresses = dict(wire_addresses or {})
         self.extra_args = list(extra_args)
@@ -58,10 +66,13 @@ class LocalCluster:
         assert self.log_dir is not None
         return os.path.join(self.log_dir, f"replica-{node_id}.log")
 
+    def peers_seen_by(self, node_id: int) -> Dict[int, str]:
+        """The --peers map replica node_id gets (the chaos campaign puts proxies in it)."""
+        return self.peer_addresses
+
     def command(self, node_id: int) -> List[str]:
-        cluster = ",".join(f"{i}={a}" for i, a in sorted(self.addresses.items()))
-        args = [sys.executable, SERVER_SCRIPT, "--id", str(node_id), "--cluster", cluster,
-                "--data-dir", self.replica_dir(node_id)]
+        args = [sys.executable, SERVER_SCRIPT, "--id", str(node_id), "--cluster", format_addresses(self.addresses),
+                "--peers", format_addresses(self.peers_seen_by(node_id)), "--data-dir", self.replica_dir(node_id)]
         args += ["--wire", self.wire_addresses[node_id]] if self.wire_addresses else ["--no-wire"]
         return args + self.extra_args
 
@@ -108,10 +119,10 @@ class LocalCluster:
         tolerates = (replicas - 1) // 2
         print(f"replichat: local cluster of {replicas} replicas (tolerates {tolerates} "
               f"failure{'s' if tolerates != 1 else ''})", flush=True)
-        print(f"  {'id':>2}  {'gRPC address':<17} {'wire address':<17} {'pid':>7}  data", flush=True)
+        print(f"  {'id':>2}  {'gRPC address':<17} {'Raft address':<17} {'wire address':<17} {'pid':>7}  data", flush=True)
         for i, address in sorted(self.addresses.items()):
-            print(f"  {i:>2}  {address:<17} {self.wire_addresses.get(i, '-'):<17} {self.processes[i].pid:>7}  "
-                  f"{self.replica_dir(i)}", flush=True)
+            print(f"  {i:>2}  {address:<17} {self.peer_addresses[i]:<17} {self.wire_addresses.get(i, '-'):<17} "
+                  f"{self.processes[i].pid:>7}  {self.replica_dir(i)}", flush=True)
         default = self.addresses == local_cluster()
         hint = "python3 client.py" if default else f"python3 client.py --servers {','.join(self.servers)}"
         print(f"Connect with: {hint}    Status: python3 server.py status{'' if default else ' --servers ' + ','.join(self.servers)}"

@@ -22,6 +22,7 @@ import time
 import uuid
 from typing import Any, AsyncIterator, Callable, Deque, Dict, Hashable, List, Optional, Set, Tuple, TypeVar
 
+from replichat import defaults
 from replichat.chat.names import normalize_name, validate_text
 from replichat.chat.search import compile_pattern
 from replichat.chat.state import Applied, ChatState, MessageQueued
@@ -138,7 +139,16 @@ class _PendingTable:
 
 
 class Node:
-    def __init__(self, node_id: int, cluster: Dict[int, str], data_dir: str, options: Optional[NodeOptions] = None) -> None:
+    def __init__(
+        self,
+        node_id: int,
+        cluster: Dict[int, str],
+        data_dir: str,
+        options: Optional[NodeOptions] = None,
+        peers: Optional[Dict[int, str]] = None,
+    ) -> None:
+        """`cluster`: every replica's gRPC address; `peers`: every replica's Raft address
+        (default: derived from `cluster`, see defaults.raft_addresses)."""
         self.id = node_id
         self.cluster = dict(cluster)
         self.address = cluster[node_id]
@@ -166,7 +176,8 @@ class Node:
         self.stopped = asyncio.Event()
         self._disk = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix=f"raft-log-{node_id}")
         self._sm = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix=f"chat-state-{node_id}")
-        self.transport = PeerTransport(node_id, cluster)
+        self.peers = dict(peers) if peers is not None else defaults.raft_addresses(cluster)
+        self.transport = PeerTransport(node_id, self.peers)
         self._storage: Optional[RaftStorage] = None
         self._state: Optional[ChatState] = None
         self.core: Optional[RaftCore] = None
@@ -198,7 +209,7 @@ class Node:
         log.info(
             "replica %d starting: term %d, %d log entries, applied %d, peers %s",
             self.id, hard_state.term, len(entries), applied,
-            ", ".join(f"{i}={a}" for i, a in sorted(self.cluster.items()) if i != self.id) or "none",
+            ", ".join(f"{i}={a}" for i, a in sorted(self.peers.items()) if i != self.id) or "none",
         )
         self.transport.start()
         self._tasks = [asyncio.ensure_future(self._run()), asyncio.ensure_future(self._ticker())]

@@ -1,4 +1,5 @@
-"""One replica process: the node, its gRPC server (chat API + Raft peers) and wire listener."""
+"""One replica process: the node, its gRPC server (chat API), its Raft listener (peers, plain
+TCP, see transport.py) and its wire listener."""
 import asyncio
 import logging
 import signal
@@ -6,11 +7,14 @@ from typing import Dict, Optional
 
 from replichat.api.grpc_service import create_grpc_server
 from replichat.node import Node, NodeOptions
-from replichat.proto import raft_pb2_grpc
-from replichat.transport import PeerServicer
+from replichat.transport import split_address, start_peer_listener
 from replichat.wire.listener import start_wire_listener
 
 log = logging.getLogger(__name__)
+
+
+class ListenError(Exception):
+    """A port the replica needs is taken or not local; the message says which and why."""
 
 
 async def serve_replica(
@@ -18,18 +22,33 @@ async def serve_replica(
     cluster: Dict[int, str],
     data_dir: str,
     *,
+    peers: Optional[Dict[int, str]] = None,
     bind_address: Optional[str] = None,
     wire_address: Optional[str] = None,
     options: Optional[NodeOptions] = None,
 ) -> int:
-    """Run until SIGTERM/SIGINT (clean stop: exit 0) or an unrecoverable error (exit 1)."""
-    node = Node(node_id, cluster, data_dir, options)
+    """Run until SIGTERM/SIGINT (clean stop: exit 0) or an unrecoverable error (exit 1).
+
+    `cluster`: every replica's gRPC address; `peers`: every replica's Raft address (default:
+    derived from `cluster`, see defaults.raft_addresses). Raises ListenError before anything
+    has started if the gRPC or Raft port cannot be bound."""
+    node = Node(node_id, cluster, data_dir, options, peers)
+    grpc_address = bind_address or cluster[node_id]
+    raft_address = node.peers[node_id]
+    # Bind both ports before the node starts: a busy port fails at once, with nothing to undo.
+    # Peer messages that arrive before the node's loop runs wait in its inbox.
+    try:
+        server, _ = create_grpc_server(node, grpc_address)
+    except OSError as error:  # its message already says "cannot listen on ADDRESS: ..."
+        raise ListenError(str(error)) from error
+    try:
+        host, port = split_address(raft_address)
+        peer_listener = await start_peer_listener(node_id, node.deliver, host, port, senders=node.peers)
+    except OSError as error:
+        await server.stop(None)
+        raise ListenError(f"cannot listen for peers on {raft_address}: {error}") from error
+
     await node.start()
-
-    def add_peer_service(server: "object") -> None:
-        raft_pb2_grpc.add_RaftPeerServicer_to_server(PeerServicer(node_id, node.deliver), server)
-
-    server, port = create_grpc_server(node, bind_address or cluster[node_id], extra=add_peer_service)
     await server.start()
     wire = None
     if wire_address:
@@ -37,8 +56,8 @@ async def serve_replica(
         wire = await start_wire_listener(node, host, int(wire_port))
         node.wire_address = f"{host}:{wire.port}"
     log.info(
-        "replica %d serving gRPC on %s%s, data in %s",
-        node_id, bind_address or cluster[node_id], f", wire protocol on {node.wire_address}" if wire else "", data_dir,
+        "replica %d serving gRPC on %s, Raft (peers) on %s%s, data in %s",
+        node_id, grpc_address, raft_address, f", wire protocol on {node.wire_address}" if wire else "", data_dir,
     )
 
     stop = asyncio.Event()
@@ -60,4 +79,8 @@ async def serve_replica(
     await server.stop(grace=0.5)
     if failure is not None:
         await node.stop(transfer_leadership=False)
+    # Only once the node has stopped: a leader handing over leadership in node.stop() still
+    # needs its peers' answers. Closing drops their connections, so they see this replica go.
+    peer_listener.close()
+    await peer_listener.wait_closed()
     return 1 if failure else 0

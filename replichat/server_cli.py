@@ -3,7 +3,11 @@
     python3 server.py                                   # 5 replicas on 127.0.0.1, one terminal
     python3 server.py --replicas 3
     python3 server.py --id 2 --cluster 1=hostA:50051,2=hostB:50051,3=hostC:50051 --data-dir /var/lib/replichat
+    python3 server.py --id 2 --cluster 1=hostA:50051,2=hostB:50051,3=hostC:50051 --peers 1=hostA:7000,2=hostB:7000,3=hostC:7000
     python3 server.py status [--servers host:port,...]
+
+A replica serves clients over gRPC on its --cluster address and its peers (Raft, plain TCP) on
+its --peers address, by default its --cluster address with port + 200 (defaults.RAFT_PORT_OFFSET).
 """
 import argparse
 import asyncio
@@ -18,15 +22,23 @@ T = TypeVar("T")
 
 
 def parse_cluster(text: str) -> Dict[int, str]:
+    """ID=HOST:PORT,... (for --cluster and --peers) -> {id: "HOST:PORT"}."""
     cluster: Dict[int, str] = {}
     for part in text.split(","):
         node_id, sep, address = part.strip().partition("=")
-        if not sep or not node_id.isdigit() or int(node_id) < 1 or ":" not in address:
-            raise argparse.ArgumentTypeError(f"bad cluster member {part!r}: expected ID=HOST:PORT with ID >= 1")
+        port = address.rpartition(":")[2]
+        if not sep or not node_id.isdigit() or int(node_id) < 1 or ":" not in address or not _valid_port(port):
+            raise argparse.ArgumentTypeError(
+                f"bad cluster member {part!r}: expected ID=HOST:PORT with ID >= 1 and PORT 1-65535"
+            )
         if int(node_id) in cluster:
             raise argparse.ArgumentTypeError(f"replica {node_id} is listed twice")
         cluster[int(node_id)] = address
     return cluster
+
+
+def _valid_port(text: str) -> bool:
+    return text.isdigit() and 1 <= int(text) <= 65535
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -35,8 +47,13 @@ def build_parser() -> argparse.ArgumentParser:
         description="replichat server. With no arguments, starts a local cluster of 5 replicas "
         "(separate processes on 127.0.0.1) that tolerates 2 crashes. `server.py status` shows the cluster.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog=f"Ports of the local cluster: replica N serves gRPC on {defaults.FIRST_GRPC_PORT}+N-1 and the "
-        f"seed wire protocol on {defaults.FIRST_WIRE_PORT}+N-1.",
+        epilog=f"Ports of the local cluster: replica N serves\n"
+        f"  gRPC (clients)         on {defaults.FIRST_GRPC_PORT}+N-1 (--port),\n"
+        f"  Raft (its peers)       on {defaults.FIRST_GRPC_PORT + defaults.RAFT_PORT_OFFSET}+N-1 "
+        f"(--port + {defaults.RAFT_PORT_OFFSET}),\n"
+        f"  the seed wire protocol on {defaults.FIRST_WIRE_PORT}+N-1 (--wire-port).\n"
+        f"One replica (--id) serves Raft on its --peers address, by default its --cluster port + "
+        f"{defaults.RAFT_PORT_OFFSET}.",
     )
     parser.add_argument("--replicas", type=int, default=defaults.DEFAULT_REPLICAS, help="local cluster size (default 5; 3 tolerates 1 crash)")
     parser.add_argument("--data-dir", help="data folder (local cluster: one replica-N folder each inside it; default ./data)")
@@ -44,7 +61,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--wire-port", type=int, default=defaults.FIRST_WIRE_PORT, help="local cluster: first wire-protocol port (default %(default)s)")
     parser.add_argument("--id", type=int, help="run one replica: its id in --cluster")
     parser.add_argument("--cluster", type=parse_cluster, help="every replica as ID=HOST:PORT,... (gRPC addresses)")
-    parser.add_argument("--bind", help="one replica: address to listen on (default: its --cluster address)")
+    parser.add_argument(
+        "--peers", type=parse_cluster, metavar="ID=HOST:PORT,...",
+        help=f"one replica: every replica's Raft (peer) address; default: each --cluster address with port + "
+        f"{defaults.RAFT_PORT_OFFSET}",
+    )
+    parser.add_argument("--bind", help="one replica: address to serve gRPC on (default: its --cluster address)")
     parser.add_argument("--wire", help="one replica: HOST:PORT for the seed wire protocol (default: none)")
     parser.add_argument("--no-wire", action="store_true", help="do not serve the seed wire protocol")
     parser.add_argument("--tick-ms", type=int, default=50, help="Raft tick (default %(default)s ms; heartbeat every tick)")
@@ -74,10 +96,23 @@ def _local_cluster(parser: argparse.ArgumentParser, args: argparse.Namespace) ->
 
     if args.replicas < 1:
         parser.error("--replicas must be at least 1")
+    if args.peers is not None:
+        parser.error("--peers is for running one replica (with --id and --cluster)")
     ids = range(1, args.replicas + 1)
+    raft_port = args.port + defaults.RAFT_PORT_OFFSET
+    # Raft takes the ports RAFT_PORT_OFFSET above gRPC's: a --wire-port or --replicas that
+    # collides with them is refused here rather than as some replica's bind error.
+    firsts = [args.port, raft_port] + ([] if args.no_wire else [args.wire_port])
+    used = [port for first in firsts for port in range(first, first + args.replicas)]
+    if len(set(used)) != len(used) or not all(_valid_port(str(port)) for port in used):
+        parser.error(
+            f"the local cluster needs {args.replicas} ports each from --port ({args.port}), --port + "
+            f"{defaults.RAFT_PORT_OFFSET} (Raft) and --wire-port ({args.wire_port}), within 1-65535 and not overlapping"
+        )
     cluster = LocalCluster(
         {i: f"{defaults.DEFAULT_HOST}:{args.port + i - 1}" for i in ids},
         args.data_dir or "data",
+        peer_addresses={i: f"{defaults.DEFAULT_HOST}:{raft_port + i - 1}" for i in ids},
         wire_addresses=None if args.no_wire else {i: f"{defaults.DEFAULT_HOST}:{args.wire_port + i - 1}" for i in ids},
         extra_args=_tuning_args(args),
     )
@@ -88,12 +123,22 @@ def _local_cluster(parser: argparse.ArgumentParser, args: argparse.Namespace) ->
 
 def _one_replica(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     from replichat.node import NodeOptions
-    from replichat.replica import serve_replica
+    from replichat.replica import ListenError, serve_replica
 
     if args.id is None or args.cluster is None:
         parser.error("running one replica needs both --id and --cluster")
     if args.id not in args.cluster:
         parser.error(f"--id {args.id} is not in --cluster ({', '.join(map(str, sorted(args.cluster)))})")
+    if args.peers is not None and set(args.peers) != set(args.cluster):
+        parser.error(
+            f"--peers must list the same replicas as --cluster ({', '.join(map(str, sorted(args.cluster)))}), "
+            f"not {', '.join(map(str, sorted(args.peers)))}"
+        )
+    peers = args.peers if args.peers is not None else defaults.raft_addresses(args.cluster)
+    for node_id, address in sorted(peers.items()):
+        if not _valid_port(address.rpartition(":")[2]):
+            parser.error(f"replica {node_id}'s Raft port ({address}: its --cluster port + "
+                         f"{defaults.RAFT_PORT_OFFSET}) is above 65535: give --peers")
     if args.tick_ms < 1 or args.election_ticks < 2:
         parser.error("--tick-ms must be >= 1 and --election-ticks >= 2")
     logging.basicConfig(
@@ -105,14 +150,12 @@ def _one_replica(parser: argparse.ArgumentParser, args: argparse.Namespace) -> i
     data_dir = args.data_dir or os.path.join("data", f"replica-{args.id}")
     try:
         return _run(
-            serve_replica(args.id, args.cluster, data_dir, bind_address=args.bind,
+            serve_replica(args.id, args.cluster, data_dir, peers=peers, bind_address=args.bind,
                           wire_address=None if args.no_wire else args.wire, options=options)
         )
-    except RuntimeError as error:
-        if "bind" in str(error).lower():
-            print(f"replica {args.id}: cannot listen on {args.bind or args.cluster[args.id]}: {error}", file=sys.stderr)
-            return 2
-        raise
+    except ListenError as error:  # a busy gRPC or Raft port: say which, no traceback
+        print(f"replica {args.id}: {error}", file=sys.stderr)
+        return 2
 
 
 def _run(main: Coroutine[Any, Any, T]) -> T:

@@ -15,12 +15,14 @@ class ProcessCluster(LocalCluster):
     def __init__(self, base_dir: str, replicas: int = 5, *, wire: bool = False, tick_ms: int = 50,
                  election_ticks: int = 10) -> None:
         os.makedirs(base_dir, exist_ok=True)
-        ports = free_ports(replicas * 2)
+        # gRPC, Raft and wire ports, all free at once (not gRPC + 200, which may be taken).
+        ports = free_ports(replicas * 3)
         ids = range(1, replicas + 1)
         super().__init__(
             {i: f"127.0.0.1:{ports[i - 1]}" for i in ids},
             base_dir,
-            wire_addresses={i: f"127.0.0.1:{ports[replicas + i - 1]}" for i in ids} if wire else None,
+            peer_addresses={i: f"127.0.0.1:{ports[replicas + i - 1]}" for i in ids},
+            wire_addresses={i: f"127.0.0.1:{ports[2 * replicas + i - 1]}" for i in ids} if wire else None,
             extra_args=["--tick-ms", str(tick_ms), "--election-ticks", str(election_ticks)],
             log_dir=base_dir,
         )

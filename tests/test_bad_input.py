@@ -9,6 +9,8 @@ import pytest
 from replichat.client.api import ChatClient
 from replichat.errors import ChatError, Code
 from replichat.proto import chat_pb2, chat_pb2_grpc
+from replichat.raft.messages import Message, MsgType
+from replichat.transport import MAGIC, encode_frame, split_address
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -103,5 +105,50 @@ def test_oversized_grpc_request_is_refused_and_replica_keeps_serving(process_clu
             assert error.value.code() is grpc.StatusCode.INVALID_ARGUMENT
             status = await stub.Status(chat_pb2.StatusRequest())
             assert status.role == "leader"
+
+    asyncio.run(scenario())
+
+
+def test_garbage_on_the_raft_port_is_dropped_and_the_cluster_keeps_serving(process_cluster) -> None:
+    cluster = process_cluster(3)
+    hostile = {
+        "garbage": bytes(range(256)) * 4,
+        "bad greeting": b"GET / HTTP/1.1\r\nHost: x\r\n\r\n",
+        "undecodable frame": MAGIC + b"\x00\x00\x00\x03\xff\xff\xff",
+        "oversized frame": MAGIC + b"\xff\xff\xff\xff",
+    }
+
+    async def refused(address: str, data: bytes) -> None:
+        """The replica closes the connection: the reader sees EOF (or a reset)."""
+        reader, writer = await asyncio.open_connection(*split_address(address))
+        try:
+            writer.write(data)
+            await writer.drain()
+            try:
+                assert await asyncio.wait_for(reader.read(1), 10) == b""
+            except ConnectionResetError:
+                pass
+        finally:
+            writer.close()
+
+    async def scenario() -> None:
+        leader = await cluster.wait_for_leader()
+        async with ChatClient(cluster.servers, deadline=10) as client:
+            await client.create("alice")
+            for node_id, address in sorted(cluster.peer_addresses.items()):
+                for data in hostile.values():
+                    await refused(address, data)
+                # Well formed, but addressed to another replica, or from a replica that is not a
+                # member (which the replica would answer, to no one: that used to stop it).
+                other = node_id % 3 + 1
+                await refused(address, MAGIC + encode_frame([Message(MsgType.HEARTBEAT, other, other, term=1)]))
+                await refused(address, MAGIC + encode_frame([Message(MsgType.HEARTBEAT, 99, node_id, term=0)]))
+            # Every replica still runs, replication works and nobody lost the leader over it.
+            assert cluster.alive() == [1, 2, 3]
+            assert await client.send("alice", "still here") == 1
+            assert await cluster.wait_for_leader() == leader
+        logs = cluster.logs()
+        for reason in ("bad greeting", "undecodable frame", "exceeds the limit", "message for replica", "from replica 99"):
+            assert reason in logs, reason
 
     asyncio.run(scenario())

@@ -6,27 +6,32 @@ import re
 import signal
 import socket
 import sys
-from typing import List
+from typing import List, Sequence
 
 import pytest
 
+from replichat.defaults import RAFT_PORT_OFFSET
 from tests.client_process import REPO, ClientProcess, brief_walkthrough
 
 pytestmark = pytest.mark.timeout(120)
 SERVER = os.path.join(REPO, "server.py")
 
 
-def free_port_range(count: int) -> int:
-    """A first port such that `count` consecutive ports are free now."""
+def free_port_range(count: int, also_at: int = 0, avoid: Sequence[int] = ()) -> int:
+    """A first port such that `count` consecutive ports are free now, and with `also_at` the
+    `count` ports from first + also_at too (the local cluster's Raft ports), none in `avoid`."""
     for _ in range(100):
         with socket.socket() as probe:
             probe.bind(("127.0.0.1", 0))
             first = probe.getsockname()[1]
-        if first + count >= 65535:
+        ports = list(range(first, first + count))
+        if also_at:
+            ports += range(first + also_at, first + also_at + count)
+        if max(ports) >= 65535 or set(ports) & set(avoid):
             continue
         try:
             held = []
-            for port in range(first, first + count):
+            for port in ports:
                 s = socket.socket()
                 held.append(s)
                 s.bind(("127.0.0.1", port))
@@ -40,8 +45,9 @@ def free_port_range(count: int) -> int:
 
 
 async def start_server(data_dir: str, replicas: int = 3) -> "tuple[asyncio.subprocess.Process, List[str]]":
-    port = free_port_range(replicas)
-    wire_port = free_port_range(replicas)
+    port = free_port_range(replicas, also_at=RAFT_PORT_OFFSET)
+    taken = list(range(port, port + replicas)) + list(range(port + RAFT_PORT_OFFSET, port + RAFT_PORT_OFFSET + replicas))
+    wire_port = free_port_range(replicas, avoid=taken)
     server = await asyncio.create_subprocess_exec(
         sys.executable, SERVER, "--replicas", str(replicas), "--port", str(port), "--wire-port", str(wire_port),
         "--data-dir", data_dir, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, cwd=REPO,

@@ -21,8 +21,8 @@ T = TypeVar("T")
 
 CHAT_SERVICE_NAME = chat_pb2.DESCRIPTOR.services_by_name["Chat"].full_name
 
-# Chat texts are small, but a Raft peer service shares this server and ships batches of log
-# entries and snapshot chunks; 16 MiB bounds one message without constraining batching.
+# Chat requests are small (a text is at most 4 KiB). The limit dates from when Raft peers
+# shared this server; 16 MiB still bounds what one request can make a replica buffer.
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 
 SERVER_OPTIONS: List[Tuple[str, int]] = [
@@ -151,23 +151,15 @@ class _HealthServicer(health.aio.HealthServicer):
             self._server_status[service] = health_pb2.HealthCheckResponse.SERVING
 
 
-def create_grpc_server(
-    backend: ChatBackend,
-    bind_address: str,
-    *,
-    extra: Optional[Callable[[grpc.aio.Server], None]] = None,
-) -> Tuple[grpc.aio.Server, int]:
+def create_grpc_server(backend: ChatBackend, bind_address: str) -> Tuple[grpc.aio.Server, int]:
     """Builds (but does not start) a replica's gRPC server; returns it with the bound port.
 
-    `extra` lets the Raft node add its peer service to the same server, so a replica needs
-    one port for clients and peers. Binding happens here, so a busy port fails at once with
-    a clear error instead of after the node has started its other parts.
+    Binding happens here, so a busy port fails at once with a clear error instead of after
+    the node has started its other parts. (Raft peers do not use gRPC: see transport.py.)
     """
     server = grpc.aio.server(options=SERVER_OPTIONS)
     chat_pb2_grpc.add_ChatServicer_to_server(ChatServicer(backend), server)
     health_pb2_grpc.add_HealthServicer_to_server(_HealthServicer(["", CHAT_SERVICE_NAME]), server)
-    if extra is not None:
-        extra(server)
     reflection.enable_server_reflection(
         [CHAT_SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME], server
     )

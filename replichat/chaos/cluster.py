@@ -1,25 +1,27 @@
 """Replica processes whose peer links go through one LinkProxy per ordered pair."""
 import asyncio
 import os
-import sys
 from typing import Dict, List, Optional, Tuple
 
 import grpc
 
 from replichat.chaos.proxy import LinkProxy
-from replichat.launcher import SERVER_SCRIPT, LocalCluster, free_ports
+from replichat.launcher import LocalCluster, free_ports
 from replichat.proto import chat_pb2, chat_pb2_grpc
 
 
 class ChaosCluster(LocalCluster):
-    """Replica i gets its own --cluster map: entry i its real address (also --bind), entry j
-    the proxy of link i->j. Clients use the real addresses. Call `start_proxies()` (in the
-    running event loop) before `start_all()`."""
+    """Replica i gets its own --peers map: entry i its real Raft address, entry j the proxy of
+    link i->j, which forwards to j's real Raft address. --cluster (gRPC) has the real
+    addresses, which clients use. Call `start_proxies()` (in the running event loop) before
+    `start_all()`."""
 
     def __init__(self, base_dir: str, replicas: int = 5, *, tick_ms: int = 50, election_ticks: int = 10) -> None:
         os.makedirs(base_dir, exist_ok=True)
-        ports = free_ports(replicas)
-        super().__init__({i: f"127.0.0.1:{ports[i - 1]}" for i in range(1, replicas + 1)}, base_dir,
+        ports = free_ports(replicas * 2)
+        ids = range(1, replicas + 1)
+        super().__init__({i: f"127.0.0.1:{ports[i - 1]}" for i in ids}, base_dir,
+                         peer_addresses={i: f"127.0.0.1:{ports[replicas + i - 1]}" for i in ids},
                          extra_args=["--tick-ms", str(tick_ms), "--election-ticks", str(election_ticks)],
                          log_dir=base_dir)
         self.proxies: Dict[Tuple[int, int], LinkProxy] = {}
@@ -33,16 +35,12 @@ class ChaosCluster(LocalCluster):
         for i in self.ids:
             for j in self.ids:
                 if i != j:
-                    proxy = LinkProxy(i, j, self.addresses[j])
+                    proxy = LinkProxy(i, j, self.peer_addresses[j])
                     await proxy.start()
                     self.proxies[(i, j)] = proxy
 
-    def command(self, node_id: int) -> List[str]:
-        view = {j: (self.addresses[j] if j == node_id else self.proxies[(node_id, j)].address) for j in self.ids}
-        cluster = ",".join(f"{i}={a}" for i, a in sorted(view.items()))
-        return [sys.executable, SERVER_SCRIPT, "--id", str(node_id), "--cluster", cluster,
-                "--bind", self.addresses[node_id], "--data-dir", self.replica_dir(node_id),
-                "--no-wire"] + self.extra_args
+    def peers_seen_by(self, node_id: int) -> Dict[int, str]:
+        return {j: (self.peer_addresses[j] if j == node_id else self.proxies[(node_id, j)].address) for j in self.ids}
 
     def set_cut_links(self, cut: "set") -> None:
         for link, proxy in self.proxies.items():

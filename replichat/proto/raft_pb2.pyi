@@ -47,7 +47,3 @@ class MessageBatch(_message.Message):
     MESSAGES_FIELD_NUMBER: _ClassVar[int]
     messages: _containers.RepeatedCompositeFieldContainer[Message]
     def __init__(self, messages: _Optional[_Iterable[_Union[Message, _Mapping]]] = ...) -> None: ...
-
-class DeliverReply(_message.Message):
-    __slots__ = ()
-    def __init__(self) -> None: ...

@@ -3,7 +3,6 @@
 import grpc
 import warnings
 
-from replichat.proto import raft_pb2 as replichat_dot_proto_dot_raft__pb2
 
 GRPC_GENERATED_VERSION = '1.70.0'
 GRPC_VERSION = grpc.__version__
@@ -23,77 +22,3 @@ if _version_not_supported:
         + f' Please upgrade your grpc module to grpcio>={GRPC_GENERATED_VERSION}'
         + f' or downgrade your generated code using grpcio-tools<={GRPC_VERSION}.'
     )
-
-
-class RaftPeerStub(object):
-    """Missing associated documentation comment in .proto file."""
-
-    def __init__(self, channel):
-        """Constructor.
-
-        Args:
-            channel: A grpc.Channel.
-        """
-        self.Stream = channel.stream_unary(
-                '/replichat.raft.v1.RaftPeer/Stream',
-                request_serializer=replichat_dot_proto_dot_raft__pb2.MessageBatch.SerializeToString,
-                response_deserializer=replichat_dot_proto_dot_raft__pb2.DeliverReply.FromString,
-                _registered_method=True)
-
-
-class RaftPeerServicer(object):
-    """Missing associated documentation comment in .proto file."""
-
-    def Stream(self, request_iterator, context):
-        """One long-lived stream per (sender, receiver) pair; each batch carries every message
-        queued for the receiver since the previous one. Order within a stream is kept.
-        """
-        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
-        context.set_details('Method not implemented!')
-        raise NotImplementedError('Method not implemented!')
-
-
-def add_RaftPeerServicer_to_server(servicer, server):
-    rpc_method_handlers = {
-            'Stream': grpc.stream_unary_rpc_method_handler(
-                    servicer.Stream,
-                    request_deserializer=replichat_dot_proto_dot_raft__pb2.MessageBatch.FromString,
-                    response_serializer=replichat_dot_proto_dot_raft__pb2.DeliverReply.SerializeToString,
-            ),
-    }
-    generic_handler = grpc.method_handlers_generic_handler(
-            'replichat.raft.v1.RaftPeer', rpc_method_handlers)
-    server.add_generic_rpc_handlers((generic_handler,))
-    server.add_registered_method_handlers('replichat.raft.v1.RaftPeer', rpc_method_handlers)
-
-
- # This class is part of an EXPERIMENTAL API.
-class RaftPeer(object):
-    """Missing associated documentation comment in .proto file."""
-
-    @staticmethod
-    def Stream(request_iterator,
-            target,
-            options=(),
-            channel_credentials=None,
-            call_credentials=None,
-            insecure=False,
-            compression=None,
-            wait_for_ready=None,
-            timeout=None,
-            metadata=None):
-        return grpc.experimental.stream_unary(
-            request_iterator,
-            target,
-            '/replichat.raft.v1.RaftPeer/Stream',
-            replichat_dot_proto_dot_raft__pb2.MessageBatch.SerializeToString,
-            replichat_dot_proto_dot_raft__pb2.DeliverReply.FromString,
-            options,
-            channel_credentials,
-            insecure,
-            call_credentials,
-            compression,
-            wait_for_ready,
-            timeout,
-            metadata,
-            _registered_method=True)

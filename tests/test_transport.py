@@ -1,0 +1,197 @@
+"""The Raft peer transport: the frame decoder on its own (sans-IO), then real TCP on 127.0.0.1.
+
+Socket tests run their own event loop (asyncio.run) under a time bound and await what they
+expect (a delivery, EOF) with a timeout instead of sleeping; everything is closed before they
+return.
+"""
+import asyncio
+import struct
+from typing import Awaitable, List, TypeVar
+
+import pytest
+
+from replichat.launcher import free_ports
+from replichat.proto import raft_pb2
+from replichat.raft.messages import Entry, Message, MsgType
+from replichat.transport import (
+    MAGIC, MAX_FRAME, FrameDecoder, FrameError, PeerTransport, encode_frame, from_proto, start_peer_listener, to_proto,
+)
+
+pytestmark = pytest.mark.timeout(60)
+
+WAIT = 10.0  # bound on any single awaited event; the tests finish far sooner
+PEERS = range(1, 6)  # the decoder's replica is 2
+T = TypeVar("T")
+
+
+def append(src: int, dst: int, index: int) -> Message:
+    return Message(MsgType.APPEND, src, dst, term=3, log_term=2, index=index - 1,
+                   entries=(Entry(3, index, f"command {index}".encode()),), commit=index - 1)
+
+
+def run(scenario: Awaitable[T]) -> T:
+    async def bounded() -> T:
+        return await asyncio.wait_for(scenario, 30)
+
+    return asyncio.run(bounded())
+
+
+# --- FrameDecoder -----------------------------------------------------------------------------
+
+
+def test_every_field_survives_the_round_trip() -> None:
+    full = Message(MsgType.APPEND_RESP, src=4, dst=2, term=7, log_term=6, index=41,
+                   entries=(Entry(6, 40, b"a"), Entry(7, 41, b"")), commit=39, reject=True,
+                   reject_hint=12, hint_term=5, context=b"ctx")
+    assert from_proto(to_proto(full)) == full
+    assert FrameDecoder(2, PEERS).feed(MAGIC + encode_frame([full])) == [[full]]
+
+
+def test_a_frame_split_byte_by_byte_comes_out_whole_once() -> None:
+    messages = [append(1, 2, 10), Message(MsgType.HEARTBEAT, 1, 2, term=3, commit=9)]
+    data = MAGIC + encode_frame(messages)
+    decoder = FrameDecoder(2, PEERS)
+    outputs = [decoder.feed(data[i:i + 1]) for i in range(len(data))]
+    assert outputs[:-1] == [[]] * (len(data) - 1)
+    assert outputs[-1] == [messages]
+
+
+def test_several_frames_in_one_chunk_come_out_in_order() -> None:
+    batches = [[append(1, 2, i)] for i in range(1, 6)] + [[append(1, 2, 6), append(1, 2, 7)]]
+    data = MAGIC + b"".join(encode_frame(batch) for batch in batches)
+    decoder = FrameDecoder(2, PEERS)
+    # Everything but the last frame's final byte, then that byte: a chunk may end mid-frame.
+    assert decoder.feed(data[:-1]) == batches[:-1]
+    assert decoder.feed(data[-1:]) == batches[-1:]
+    assert decoder.feed(encode_frame([])) == [[]]
+
+
+def _frame(body: bytes) -> bytes:
+    return struct.pack(">I", len(body)) + body
+
+
+@pytest.mark.parametrize(
+    "data, reason",
+    [
+        (b"GET / HTTP/1.1\r\n\r\n", "bad greeting"),
+        (b"RCR2" + encode_frame([append(1, 2, 1)]), "bad greeting"),
+        # Refused on the length alone: the decoder never buffers an oversized frame.
+        (MAGIC + struct.pack(">I", MAX_FRAME + 1), "exceeds the limit"),
+        (MAGIC + _frame(b"\x0a\x05ab"), "undecodable"),
+        (MAGIC + encode_frame([append(1, 2, 1)]) + _frame(b"\xff\xff\xff"), "undecodable"),
+        (MAGIC + encode_frame([append(1, 3, 1)]), "for replica 3"),
+        # The core would answer a replica the transport does not know: the node would stop.
+        (MAGIC + encode_frame([append(9, 2, 1)]), "from replica 9, not a peer"),
+        (MAGIC + encode_frame([append(2, 2, 1)]), "from replica 2, not a peer"),
+        (MAGIC + _frame(raft_pb2.MessageBatch(messages=[raft_pb2.Message(type=99, to=2)]).SerializeToString()),
+         "unknown type 99"),
+        (MAGIC + _frame(raft_pb2.MessageBatch(messages=[raft_pb2.Message(type=0, to=2)]).SerializeToString()),
+         "unknown type 0"),
+    ],
+    ids=["http", "wrong-magic", "oversize", "undecodable", "undecodable-after-good", "other-replica",
+         "unknown-sender", "from-itself", "unknown-type", "type-zero"],
+)
+def test_bad_input_is_a_frame_error(data: bytes, reason: str) -> None:
+    with pytest.raises(FrameError, match=reason):
+        FrameDecoder(2, PEERS).feed(data)
+
+
+def test_a_greeting_split_across_reads_is_judged_once_complete() -> None:
+    decoder = FrameDecoder(2, PEERS)
+    assert decoder.feed(MAGIC[:2]) == []  # not yet four bytes: nothing to judge
+    with pytest.raises(FrameError, match="bad greeting"):
+        decoder.feed(b"XX")
+
+
+# --- over TCP -----------------------------------------------------------------------------------
+
+
+class Inbox:
+    """A deliver callback that records batches and resolves a future once `expected`
+    messages have arrived."""
+
+    def __init__(self, expected: int) -> None:
+        self.messages: List[Message] = []
+        self.expected = expected
+        self.done: "asyncio.Future[None]" = asyncio.get_event_loop().create_future()
+
+    def deliver(self, messages: List[Message]) -> None:
+        self.messages.extend(messages)
+        if len(self.messages) >= self.expected and not self.done.done():
+            self.done.set_result(None)
+
+
+def test_two_transports_deliver_each_others_messages_in_order() -> None:
+    async def scenario() -> None:
+        ports = free_ports(2)
+        addresses = {1: f"127.0.0.1:{ports[0]}", 2: f"127.0.0.1:{ports[1]}"}
+        count = 500
+        inboxes = {1: Inbox(count), 2: Inbox(count)}
+        listeners = {
+            i: await start_peer_listener(i, inboxes[i].deliver, "127.0.0.1", ports[i - 1], senders=addresses) for i in (1, 2)
+        }
+        transports = {i: PeerTransport(i, addresses) for i in (1, 2)}
+        sent = {1: [append(2, 1, i) for i in range(1, count + 1)], 2: [append(1, 2, i) for i in range(1, count + 1)]}
+        try:
+            for transport in transports.values():
+                transport.start()
+            # Several sends per loop turn and some across turns: both one frame carrying many
+            # messages and many frames.
+            for start in range(0, count, 50):
+                transports[1].send(sent[2][start:start + 25])
+                transports[1].send(sent[2][start + 25:start + 50])
+                transports[2].send(sent[1][start:start + 50])
+                await asyncio.sleep(0)
+            await asyncio.wait_for(asyncio.gather(inboxes[1].done, inboxes[2].done), WAIT)
+            assert inboxes[1].messages == sent[1]
+            assert inboxes[2].messages == sent[2]
+            assert transports[1].reachable(2) and transports[2].reachable(1)
+        finally:
+            for i in (1, 2):
+                await asyncio.wait_for(transports[i].close(), WAIT)
+                listeners[i].close()
+                await asyncio.wait_for(listeners[i].wait_closed(), WAIT)
+
+    run(scenario())
+
+
+def test_closing_a_listener_drops_its_connections_and_a_sender_reconnects_after_a_restart() -> None:
+    async def scenario() -> None:
+        (port,) = free_ports(1)
+        first = Inbox(1)
+        listener = await start_peer_listener(2, first.deliver, "127.0.0.1", port, senders=[1])
+        sender = PeerTransport(1, {1: "127.0.0.1:1", 2: f"127.0.0.1:{port}"})
+        sender.start()
+        # A connection the listener accepted, from a raw socket that sent the greeting only.
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(MAGIC)
+        try:
+            sender.send([append(1, 2, 1)])
+            await asyncio.wait_for(first.done, WAIT)
+
+            listener.close()
+            # Python 3.12+'s Server.wait_closed() would wait for the accepted connections
+            # forever if close() left them open.
+            await asyncio.wait_for(listener.wait_closed(), WAIT)
+            try:
+                data = await asyncio.wait_for(reader.read(1), WAIT)
+            except ConnectionResetError:  # the listener aborts: a reset, or EOF
+                data = b""
+            assert data == b""
+
+            # The replica comes back on the same port: Raft resends, the link reconnects.
+            again = Inbox(1)
+            listener = await start_peer_listener(2, again.deliver, "127.0.0.1", port, senders=[1])
+            for index in range(2, 1000):
+                sender.send([append(1, 2, index)])
+                await asyncio.wait([again.done], timeout=0.05)
+                if again.done.done():
+                    break
+            assert again.done.done(), "the sender never reconnected"
+        finally:
+            writer.close()
+            await asyncio.wait_for(sender.close(), WAIT)
+            listener.close()
+            await asyncio.wait_for(listener.wait_closed(), WAIT)
+
+    run(scenario())
