@@ -27,8 +27,10 @@ Schema (SQLite, all WITHOUT ROWID so rows live in primary-key order):
     meta      key PK, value: 'last_applied', written in the same transaction as the effects
 """
 import hashlib
+import os
 import sqlite3
 import unicodedata
+import urllib.request
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple, Union
 
@@ -151,10 +153,75 @@ _RESULT_CODES = {
 }
 
 
-class ChatState:
+class _StateQueries:
+    """Reads of the chat state. Names are NFC-normalised like in apply, so any spelling that
+    would address a user finds it; an invalid name simply finds nothing."""
+
+    _db: sqlite3.Connection
+
+
+    def user_exists(self, name: str) -> bool:
+        row = self._db.execute("SELECT 1 FROM users WHERE name = ?", (_nfc(name),)).fetchone()
+        return row is not None
+
+    def names(self) -> List[str]:
+        # SQLite's default collation compares UTF-8 bytes, which orders like Python's str.
+        return [name for (name,) in self._db.execute("SELECT name FROM users ORDER BY name")]
+
+    def session_of(self, name: str) -> Optional[str]:
+        """The user's current session id ('' before any connect); None if no such user."""
+        row = self._db.execute(
+            "SELECT session_id FROM users WHERE name = ?", (_nfc(name),)
+        ).fetchone()
+        return None if row is None else str(row[0])
+
+    def pending(self, name: str, after_seq: int = 0, limit: int = 1000) -> List[chat_pb2.Delivery]:
+        """Unacknowledged messages with seq > after_seq, oldest first, at most `limit`."""
+        rows = self._db.execute(
+            "SELECT recipient, seq, sender, text, sent_at_ms FROM messages"
+            " WHERE recipient = ? AND seq > ? ORDER BY seq LIMIT ?",
+            (_nfc(name), min(after_seq, _SQL_INT_MAX), limit),
+        )
+        return [
+            chat_pb2.Delivery(
+                recipient=recipient, seq=seq, sender=sender, text=text, sent_at_ms=sent_at_ms
+            )
+            for recipient, seq, sender, text, sent_at_ms in rows
+        ]
+
+    def queued_count(self, name: str) -> int:
+        (count,) = self._db.execute(
+            "SELECT COUNT(*) FROM messages WHERE recipient = ?", (_nfc(name),)
+        ).fetchone()
+        return int(count)
+
+    def digest(self) -> str:
+        """SHA-256 of a canonical dump of every table, meta included: equal digests mean
+        replicas are identical in everything apply can affect."""
+        hasher = hashlib.sha256()
+        for table, query in _DUMP_QUERIES:
+            hasher.update(_canonical(table))
+            for row in self._db.execute(query):
+                hasher.update(b"(")
+                for value in row:
+                    hasher.update(_canonical(value))
+                hasher.update(b")")
+        return hasher.hexdigest()
+
+    def stats(self) -> Dict[str, int]:
+        return {table: self._count(table) for table in ("users", "messages", "clients")}
+
+    def _count(self, table: str) -> int:
+        (count,) = self._db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()
+        return int(count)
+
+
+
+class ChatState(_StateQueries):
     """Users, mailboxes, sessions and remembered client answers, in one SQLite database.
 
-    Not thread-safe: the runtime calls every method from one dedicated worker thread.
+    Not thread-safe: one thread at a time. Reads may also go through a `ChatStateReader`
+    (its own connection, which sees only committed batches) while a batch is being applied.
     """
 
     def __init__(self, path: str) -> None:
@@ -359,64 +426,17 @@ class ChatState:
             raise ChatError(Code.NOT_FOUND, f"no such user {quote(recipient)}")
         return int(row[0])
 
-    # ---------------------------------------------------------------- reads
-    # Outside apply, on the same thread. Names are NFC-normalised like in apply, so any
-    # spelling that would address a user finds it; an invalid name simply finds nothing.
+class ChatStateReader(_StateQueries):
+    """Read-only access to a ChatState database through a second connection. In WAL mode it
+    reads the last committed batch and never waits for, or sees half of, a batch being
+    applied, so queries can run on the event loop while apply works elsewhere."""
 
-    def user_exists(self, name: str) -> bool:
-        row = self._db.execute("SELECT 1 FROM users WHERE name = ?", (_nfc(name),)).fetchone()
-        return row is not None
+    def __init__(self, path: str) -> None:
+        uri = "file:" + urllib.request.pathname2url(os.path.abspath(path)) + "?mode=ro"
+        self._db = sqlite3.connect(uri, uri=True, check_same_thread=False, isolation_level=None)
 
-    def names(self) -> List[str]:
-        # SQLite's default collation compares UTF-8 bytes, which orders like Python's str.
-        return [name for (name,) in self._db.execute("SELECT name FROM users ORDER BY name")]
-
-    def session_of(self, name: str) -> Optional[str]:
-        """The user's current session id ('' before any connect); None if no such user."""
-        row = self._db.execute(
-            "SELECT session_id FROM users WHERE name = ?", (_nfc(name),)
-        ).fetchone()
-        return None if row is None else str(row[0])
-
-    def pending(self, name: str, after_seq: int = 0, limit: int = 1000) -> List[chat_pb2.Delivery]:
-        """Unacknowledged messages with seq > after_seq, oldest first, at most `limit`."""
-        rows = self._db.execute(
-            "SELECT recipient, seq, sender, text, sent_at_ms FROM messages"
-            " WHERE recipient = ? AND seq > ? ORDER BY seq LIMIT ?",
-            (_nfc(name), min(after_seq, _SQL_INT_MAX), limit),
-        )
-        return [
-            chat_pb2.Delivery(
-                recipient=recipient, seq=seq, sender=sender, text=text, sent_at_ms=sent_at_ms
-            )
-            for recipient, seq, sender, text, sent_at_ms in rows
-        ]
-
-    def queued_count(self, name: str) -> int:
-        (count,) = self._db.execute(
-            "SELECT COUNT(*) FROM messages WHERE recipient = ?", (_nfc(name),)
-        ).fetchone()
-        return int(count)
-
-    def digest(self) -> str:
-        """SHA-256 of a canonical dump of every table, meta included: equal digests mean
-        replicas are identical in everything apply can affect."""
-        hasher = hashlib.sha256()
-        for table, query in _DUMP_QUERIES:
-            hasher.update(_canonical(table))
-            for row in self._db.execute(query):
-                hasher.update(b"(")
-                for value in row:
-                    hasher.update(_canonical(value))
-                hasher.update(b")")
-        return hasher.hexdigest()
-
-    def stats(self) -> Dict[str, int]:
-        return {table: self._count(table) for table in ("users", "messages", "clients")}
-
-    def _count(self, table: str) -> int:
-        (count,) = self._db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()
-        return int(count)
+    def close(self) -> None:
+        self._db.close()
 
 
 # -------------------------------------------------------------------- helpers

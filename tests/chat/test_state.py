@@ -12,6 +12,7 @@ from replichat.chat.state import (
     CLIENT_TABLE_WINDOW,
     Applied,
     ChatState,
+    ChatStateReader,
     MessageQueued,
     SessionChanged,
     UserDeleted,
@@ -640,3 +641,50 @@ def test_state_machine_is_deterministic_and_matches_the_model(log, sizes):
 def test_module_constants():
     assert state_module.CLIENT_TABLE_WINDOW == 100_000
     assert state_module.CLIENT_EXPIRY_INTERVAL == 1024
+
+
+# ------------------------------------------------------------------ the read-only reader
+
+
+@pytest.mark.parametrize("folder", ["plain", "odd ?#% name"])
+def test_reader_sees_each_applied_batch_and_cannot_write(tmp_path, folder):
+    path = tmp_path / folder / "state.db"
+    path.parent.mkdir()
+    chat = ChatState(str(path))
+    reader = ChatStateReader(str(path))
+    try:
+        assert reader.names() == []
+        run(chat, create("bob"), send("bob", "hi"), connect("bob", session_id="s9"))
+        assert reader.names() == ["bob"]
+        assert reader.session_of("bob") == "s9"
+        assert [d.text for d in reader.pending("bob")] == ["hi"]
+        with pytest.raises(sqlite3.OperationalError, match="readonly"):
+            reader._db.execute("DELETE FROM users")
+        assert chat.names() == ["bob"]
+    finally:
+        reader.close()
+        chat.close()
+
+
+def test_reader_never_sees_a_batch_while_it_is_being_applied(tmp_path):
+    """Reads run on the event loop while a large batch is applied on a worker thread: the
+    reader must see the state before the batch until the batch commits, never a part of it."""
+    path = str(tmp_path / "state.db")
+    chat = ChatState(path)
+    reader = ChatStateReader(path)
+    seen_inside: List[List[str]] = []
+    original = chat._apply_entry
+
+    def apply_and_look(index, data):
+        applied = original(index, data)
+        seen_inside.append(reader.names())  # mid-batch, from the reader's connection
+        return applied
+
+    chat._apply_entry = apply_and_look  # type: ignore[method-assign]
+    try:
+        run(chat, create("ann"), create("bob"), create("cy"))
+        assert seen_inside == [[], [], []]
+        assert reader.names() == ["ann", "bob", "cy"]
+    finally:
+        reader.close()
+        chat.close()
