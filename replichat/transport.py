@@ -28,6 +28,11 @@ log = logging.getLogger(__name__)
 MAGIC = b"RCR1"
 _LENGTH = struct.Struct(">I")
 MAX_FRAME = 64 << 20
+# Senders split batches into frames of about this many bytes (well under MAX_FRAME; the core
+# caps one append at 1 MiB of entries). Overheads are upper bounds of the protobuf encoding.
+FRAME_TARGET = 4 << 20
+_MESSAGE_OVERHEAD = 128
+_ENTRY_OVERHEAD = 32
 CONNECT_TIMEOUT_S = 1.0
 WRITE_TIMEOUT_S = 2.0
 RETRY_PAUSE_S = 0.05
@@ -56,6 +61,21 @@ def from_proto(p: raft_pb2.Message) -> Message:
 def encode_frame(messages: List[Message]) -> bytes:
     body = raft_pb2.MessageBatch(messages=[to_proto(m) for m in messages]).SerializeToString()
     return _LENGTH.pack(len(body)) + body
+
+
+def encode_frames(messages: List[Message]) -> bytes:
+    """One frame, or several when the messages are big: a queue that grew while a peer was
+    slow must not become a frame its receiver refuses (MAX_FRAME)."""
+    frames = []
+    start = size = 0
+    for i, m in enumerate(messages):
+        weight = _MESSAGE_OVERHEAD + len(m.context) + sum(len(e.data) + _ENTRY_OVERHEAD for e in m.entries)
+        if size and size + weight > FRAME_TARGET:
+            frames.append(encode_frame(messages[start:i]))
+            start, size = i, 0
+        size += weight
+    frames.append(encode_frame(messages[start:]))
+    return b"".join(frames)
 
 
 class FrameError(ValueError):
@@ -207,7 +227,7 @@ class _PeerLink:
             self.wake.clear()
             batch, self.queue = self.queue, []
             if batch:
-                await self._write(encode_frame(batch))
+                await self._write(encode_frames(batch))
             if self.queue:
                 self.wake.set()
 

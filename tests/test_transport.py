@@ -10,11 +10,12 @@ from typing import Awaitable, List, TypeVar
 
 import pytest
 
+from replichat import transport
 from replichat.launcher import free_ports
 from replichat.proto import raft_pb2
 from replichat.raft.messages import Entry, Message, MsgType
 from replichat.transport import (
-    MAGIC, MAX_FRAME, FrameDecoder, FrameError, PeerTransport, encode_frame, from_proto, start_peer_listener, to_proto,
+    MAGIC, MAX_FRAME, FrameDecoder, FrameError, PeerTransport, encode_frame, encode_frames, from_proto, start_peer_listener, to_proto,
 )
 
 pytestmark = pytest.mark.timeout(60)
@@ -64,6 +65,22 @@ def test_several_frames_in_one_chunk_come_out_in_order() -> None:
     assert decoder.feed(data[:-1]) == batches[:-1]
     assert decoder.feed(data[-1:]) == batches[-1:]
     assert decoder.feed(encode_frame([])) == [[]]
+
+
+def test_a_large_batch_is_split_into_frames_under_the_limit(monkeypatch):
+    monkeypatch.setattr(transport, "FRAME_TARGET", 10_000)
+    big = [Message(MsgType.APPEND, 1, 2, term=3, log_term=3, index=i - 1,
+                   entries=(Entry(3, i, bytes([i % 251]) * 3_000),), commit=0) for i in range(1, 11)]
+    data = encode_frames(big)
+    sizes = []
+    position = 0
+    while position < len(data):
+        (size,) = struct.unpack_from(">I", data, position)
+        sizes.append(size)
+        position += 4 + size
+    assert len(sizes) > 1 and max(sizes) <= 10_000
+    assert [m for batch in FrameDecoder(2, PEERS).feed(MAGIC + data) for m in batch] == big
+    assert encode_frames(big[:1]) == encode_frame(big[:1])
 
 
 def _frame(body: bytes) -> bytes:
