@@ -38,6 +38,12 @@ WRITE_TIMEOUT_S = 2.0
 RETRY_PAUSE_S = 0.05
 # A peer that is down must not make its queue grow without bound.
 MAX_QUEUED = 50_000
+# A connection that has not greeted within this long is not a peer: it is closed, so stray
+# clients cannot hold the Raft port's connections open. Peers greet on connect.
+GREETING_TIMEOUT_S = 5.0
+# Peers need one connection each (a reconnect replaces the old one); anything far beyond that
+# is not from peers, and is refused rather than allowed to exhaust the replica's descriptors.
+MAX_CONNECTIONS = 64
 _MESSAGE_TYPES = frozenset(t.value for t in MsgType)
 
 
@@ -94,6 +100,10 @@ class FrameDecoder:
         self._buffer = bytearray()
         self._greeted = False
 
+    @property
+    def greeted(self) -> bool:
+        return self._greeted
+
     def feed(self, data: bytes) -> List[List[Message]]:
         buffer = self._buffer
         buffer += data
@@ -139,14 +149,29 @@ class _PeerConnection(asyncio.Protocol):
         self._deliver = deliver
         self._connections = connections
         self._transport: Optional[asyncio.Transport] = None
+        self._greeting_timer: Optional[asyncio.TimerHandle] = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports implement asyncio.Transport without subclassing it.
         self._transport = cast(asyncio.Transport, transport)
+        if len(self._connections) >= MAX_CONNECTIONS:
+            log.warning("refusing Raft connection from %s: %d open already",
+                        self._transport.get_extra_info("peername"), len(self._connections))
+            self._transport.abort()
+            return
         self._connections.add(self)
+        self._greeting_timer = asyncio.get_event_loop().call_later(GREETING_TIMEOUT_S, self._greeting_overdue)
+
+    def _greeting_overdue(self) -> None:
+        if not self._decoder.greeted and self._transport is not None:
+            log.warning("closing Raft connection from %s: no greeting within %gs",
+                        self._transport.get_extra_info("peername"), GREETING_TIMEOUT_S)
+            self._transport.abort()
 
     def connection_lost(self, exc: Optional[Exception]) -> None:
         self._connections.discard(self)
+        if self._greeting_timer is not None:
+            self._greeting_timer.cancel()
 
     def data_received(self, data: bytes) -> None:
         assert self._transport is not None

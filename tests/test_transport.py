@@ -212,3 +212,48 @@ def test_closing_a_listener_drops_its_connections_and_a_sender_reconnects_after_
             await asyncio.wait_for(listener.wait_closed(), WAIT)
 
     run(scenario())
+
+
+async def _closed_by_listener(reader: asyncio.StreamReader) -> bool:
+    try:
+        return await asyncio.wait_for(reader.read(1), WAIT) == b""
+    except ConnectionResetError:  # the listener aborts: a reset, or EOF
+        return True
+
+
+def test_a_connection_that_never_greets_is_closed_and_connections_are_capped(monkeypatch) -> None:
+    monkeypatch.setattr(transport, "GREETING_TIMEOUT_S", 0.2)
+    monkeypatch.setattr(transport, "MAX_CONNECTIONS", 3)
+
+    async def scenario() -> None:
+        (port,) = free_ports(1)
+        inbox = Inbox(1)
+        listener = await start_peer_listener(2, inbox.deliver, "127.0.0.1", port, senders=[1])
+        opened = []
+        try:
+            silent = await asyncio.open_connection("127.0.0.1", port)
+            opened.append(silent)
+            silent[1].write(MAGIC[:2])  # half a greeting, then nothing
+            greeted = await asyncio.open_connection("127.0.0.1", port)
+            opened.append(greeted)
+            greeted[1].write(MAGIC)
+            assert await _closed_by_listener(silent[0])  # after GREETING_TIMEOUT_S
+
+            # The greeted connection is still open and delivers; two more fit under the cap.
+            extra = [await asyncio.open_connection("127.0.0.1", port) for _ in range(2)]
+            opened.extend(extra)
+            for _, writer in extra:
+                writer.write(MAGIC)
+            refused = await asyncio.open_connection("127.0.0.1", port)
+            opened.append(refused)
+            assert await _closed_by_listener(refused[0])
+            greeted[1].write(encode_frame([append(1, 2, 1)]))
+            await asyncio.wait_for(inbox.done, WAIT)
+            assert inbox.messages == [append(1, 2, 1)]
+        finally:
+            for _, writer in opened:
+                writer.close()
+            listener.close()
+            await asyncio.wait_for(listener.wait_closed(), WAIT)
+
+    run(scenario())
