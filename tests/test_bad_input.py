@@ -11,6 +11,7 @@ from replichat.errors import ChatError, Code
 from replichat.proto import chat_pb2, chat_pb2_grpc
 from replichat.raft.messages import Message, MsgType
 from replichat.transport import MAGIC, encode_frame, split_address
+from tests.test_transport import closed_by_peer
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -124,10 +125,7 @@ def test_garbage_on_the_raft_port_is_dropped_and_the_cluster_keeps_serving(proce
         try:
             writer.write(data)
             await writer.drain()
-            try:
-                assert await asyncio.wait_for(reader.read(1), 10) == b""
-            except ConnectionResetError:
-                pass
+            assert await closed_by_peer(reader, timeout=10)
         finally:
             writer.close()
 

@@ -123,6 +123,15 @@ def test_a_greeting_split_across_reads_is_judged_once_complete() -> None:
 # --- over TCP -----------------------------------------------------------------------------------
 
 
+async def closed_by_peer(reader: asyncio.StreamReader, timeout: float = WAIT) -> bool:
+    """Whether the other end closed the connection (EOF, or the reset of an abort) without
+    sending anything; a connection left open fails with a timeout."""
+    try:
+        return await asyncio.wait_for(reader.read(1), timeout) == b""
+    except ConnectionResetError:
+        return True
+
+
 class Inbox:
     """A deliver callback that records batches and resolves a future once `expected`
     messages have arrived."""
@@ -190,11 +199,7 @@ def test_closing_a_listener_drops_its_connections_and_a_sender_reconnects_after_
             # Python 3.12+'s Server.wait_closed() would wait for the accepted connections
             # forever if close() left them open.
             await asyncio.wait_for(listener.wait_closed(), WAIT)
-            try:
-                data = await asyncio.wait_for(reader.read(1), WAIT)
-            except ConnectionResetError:  # the listener aborts: a reset, or EOF
-                data = b""
-            assert data == b""
+            assert await closed_by_peer(reader)
 
             # The replica comes back on the same port: Raft resends, the link reconnects.
             again = Inbox(1)
@@ -214,13 +219,6 @@ def test_closing_a_listener_drops_its_connections_and_a_sender_reconnects_after_
     run(scenario())
 
 
-async def _closed_by_listener(reader: asyncio.StreamReader) -> bool:
-    try:
-        return await asyncio.wait_for(reader.read(1), WAIT) == b""
-    except ConnectionResetError:  # the listener aborts: a reset, or EOF
-        return True
-
-
 def test_a_connection_that_never_greets_is_closed_and_connections_are_capped(monkeypatch) -> None:
     monkeypatch.setattr(transport, "GREETING_TIMEOUT_S", 0.2)
     monkeypatch.setattr(transport, "MAX_CONNECTIONS", 3)
@@ -237,7 +235,7 @@ def test_a_connection_that_never_greets_is_closed_and_connections_are_capped(mon
             greeted = await asyncio.open_connection("127.0.0.1", port)
             opened.append(greeted)
             greeted[1].write(MAGIC)
-            assert await _closed_by_listener(silent[0])  # after GREETING_TIMEOUT_S
+            assert await closed_by_peer(silent[0])  # after GREETING_TIMEOUT_S
 
             # The greeted connection is still open and delivers; two more fit under the cap.
             extra = [await asyncio.open_connection("127.0.0.1", port) for _ in range(2)]
@@ -246,7 +244,7 @@ def test_a_connection_that_never_greets_is_closed_and_connections_are_capped(mon
                 writer.write(MAGIC)
             refused = await asyncio.open_connection("127.0.0.1", port)
             opened.append(refused)
-            assert await _closed_by_listener(refused[0])
+            assert await closed_by_peer(refused[0])
             greeted[1].write(encode_frame([append(1, 2, 1)]))
             await asyncio.wait_for(inbox.done, WAIT)
             assert inbox.messages == [append(1, 2, 1)]
