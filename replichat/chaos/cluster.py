@@ -18,8 +18,12 @@ class ChaosCluster(LocalCluster):
 
     def __init__(self, base_dir: str, replicas: int = 5, *, tick_ms: int = 50, election_ticks: int = 10) -> None:
         os.makedirs(base_dir, exist_ok=True)
-        ports = free_ports(replicas * 2)
         ids = range(1, replicas + 1)
+        links = [(i, j) for i in ids for j in ids if i != j]
+        # Every port in one call, so none is handed out twice: a proxy that asked the OS for
+        # any free port once got a replica's gRPC port, which was free until that replica bound it.
+        ports = free_ports(replicas * 2 + len(links))
+        self._proxy_ports = dict(zip(links, ports[replicas * 2:]))
         super().__init__({i: f"127.0.0.1:{ports[i - 1]}" for i in ids}, base_dir,
                          peer_addresses={i: f"127.0.0.1:{ports[replicas + i - 1]}" for i in ids},
                          extra_args=["--tick-ms", str(tick_ms), "--election-ticks", str(election_ticks)],
@@ -36,7 +40,7 @@ class ChaosCluster(LocalCluster):
             for j in self.ids:
                 if i != j:
                     proxy = LinkProxy(i, j, self.peer_addresses[j])
-                    await proxy.start()
+                    await proxy.start(self._proxy_ports[(i, j)])
                     self.proxies[(i, j)] = proxy
 
     def peers_seen_by(self, node_id: int) -> Dict[int, str]:

@@ -22,8 +22,9 @@ class LinkProxy:
         self._tasks: Set["asyncio.Task[None]"] = set()
         self.address = ""
 
-    async def start(self) -> str:
-        self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+    async def start(self, port: int = 0) -> str:
+        """Listen on `port` (0: any free port); returns the address."""
+        self._server = await asyncio.start_server(self._handle, "127.0.0.1", port)
         port = self._server.sockets[0].getsockname()[1]
         self.address = f"127.0.0.1:{port}"
         return self.address
