@@ -13,30 +13,26 @@ session_id and drops deliveries it already yielded, so each message is shown exa
 import asyncio
 import logging
 import uuid
-from typing import Any, Dict, List, Optional, Sequence, Set, Tuple, Union
-
-try:  # Python 3.8 has typing.Protocol
-    from typing import Protocol
-except ImportError:  # pragma: no cover
-    from typing_extensions import Protocol  # type: ignore
+from typing import Any, Dict, FrozenSet, List, Optional, Sequence, Set, Tuple
 
 import grpc
 
-from replichat.client.failover import Failover
+from replichat.client.core import Failover, ReplicaRing, ResumableSession, Retry, Stop, call_with_failover, deleted_on_resume
+from replichat.client.types import (  # noqa: F401 - re-exported: callers import them from here
+    DEFAULT_ATTEMPT_TIMEOUT,
+    DEFAULT_DEADLINE,
+    STATUS_TIMEOUT,
+    Capability,
+    ChatApi,
+    ChatSession,
+    Event,
+    ReplicaStatus,
+)
 from replichat.errors import ChatError, Code
 from replichat.proto import chat_pb2, chat_pb2_grpc
 
 log = logging.getLogger(__name__)
 
-# What a Session yields: the payloads of chat_pb2.ServerEvent, so that a transport other than
-# gRPC can produce the same objects.
-Event = Union[chat_pb2.Connected, chat_pb2.Delivery, chat_pb2.SessionEnded]
-# One row of status_all(): (address, the replica's answer or None, why there is no answer).
-ReplicaStatus = Tuple[str, Optional[chat_pb2.StatusResponse], Optional[str]]
-
-DEFAULT_DEADLINE = 15.0
-DEFAULT_ATTEMPT_TIMEOUT = 5.0
-STATUS_TIMEOUT = 2.0
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 
 CHANNEL_OPTIONS: List[Tuple[str, int]] = [
@@ -98,53 +94,6 @@ def _describe(error: grpc.aio.AioRpcError, address: str) -> str:
     return f"{address}: {details}"
 
 
-class ChatSession(Protocol):
-    """A live `connect`: iterate for events; acknowledge what was shown; close when done."""
-
-    name: str
-    session_id: str
-
-    def __aiter__(self) -> "ChatSession":
-        ...
-
-    async def __anext__(self) -> Event:
-        ...
-
-    def ack(self, seq: int) -> None:
-        ...
-
-    async def close(self) -> None:
-        ...
-
-
-class ChatApi(Protocol):
-    """What a front end (the CLI) needs from a client transport; gRPC and wire both provide it."""
-
-    async def create(self, name: str) -> str:
-        ...
-
-    async def delete(self, name: str) -> int:
-        ...
-
-    async def list(self, pattern: str = "") -> List[str]:
-        ...
-
-    async def send(self, recipient: str, text: str, sender: str = "") -> int:
-        ...
-
-    async def ack(self, name: str, up_to_seq: int, session_id: str) -> None:
-        ...
-
-    async def connect(self, name: str) -> ChatSession:
-        ...
-
-    async def status_all(self) -> List[ReplicaStatus]:
-        ...
-
-    async def close(self) -> None:
-        ...
-
-
 class _Lanes:
     """Hands out client ids so that concurrent writes never make each other stale.
 
@@ -179,6 +128,8 @@ class ChatClient:
     its request_seq so it is applied once. Give up after `deadline` seconds without success.
     """
 
+    capabilities: FrozenSet[Capability] = frozenset({Capability.STATUS})
+
     def __init__(
         self,
         servers: Sequence[str],
@@ -187,35 +138,28 @@ class ChatClient:
         deadline: float = DEFAULT_DEADLINE,
         attempt_timeout: float = DEFAULT_ATTEMPT_TIMEOUT,
     ) -> None:
-        if isinstance(servers, str):
-            raise TypeError("servers must be a sequence of addresses, not one string")
-        self.servers: List[str] = list(servers)
-        if not self.servers:
-            raise ValueError("at least one server address is needed")
+        self.ring = ReplicaRing(servers, deadline, attempt_timeout)
         # Per process by default: request_seq restarts at 1, so an id must not outlive us.
         self.client_id = client_id or uuid.uuid4().hex
-        self.deadline = deadline
-        self.attempt_timeout = attempt_timeout
         self._lanes = _Lanes(self.client_id)
         self._request_seq = 0
-        self._current = 0
         self._channels: Dict[str, grpc.aio.Channel] = {}
         self._stubs: Dict[str, chat_pb2_grpc.ChatStub] = {}
         self._sessions: Set["Session"] = set()
+
+    @property
+    def servers(self) -> List[str]:
+        return self.ring.servers
+
+    @property
+    def deadline(self) -> float:
+        return self.ring.deadline
 
     # -- plumbing shared with Session -------------------------------------------------
 
     def _next_request_seq(self) -> int:
         self._request_seq += 1
         return self._request_seq
-
-    def _current_address(self) -> str:
-        return self.servers[self._current]
-
-    def _rotate_from(self, address: str) -> None:
-        """Skips past a failed replica, unless a concurrent request already moved on."""
-        if self.servers[self._current] == address:
-            self._current = (self._current + 1) % len(self.servers)
 
     def _stub(self, address: str) -> chat_pb2_grpc.ChatStub:
         stub = self._stubs.get(address)
@@ -227,16 +171,16 @@ class ChatClient:
 
     async def _call(self, method: str, request: Any) -> Any:
         """One unary RPC with failover; `request` is sent unchanged on every attempt."""
-        failover = Failover(self, "could reach a quorum")
-        while True:
-            address = self._current_address()
-            rpc = getattr(self._stub(address), method)
+
+        async def attempt(address: str, timeout: float) -> Any:
             try:
-                return await rpc(request, timeout=failover.attempt_timeout())
+                return await getattr(self._stub(address), method)(request, timeout=timeout)
             except grpc.aio.AioRpcError as error:
                 if error.code() in FINAL:
                     raise _chat_error(error, address) from None
-                await failover.retry_after(address, _describe(error, address))
+                raise Retry(address, _describe(error, address)) from None
+
+        return await call_with_failover(self.ring, "could reach a quorum", attempt)
 
     async def _write(self, method: str, request: Any) -> Any:
         """A write: stamps (client_id, request_seq) once, then retries it as is."""
@@ -315,14 +259,7 @@ class ChatClient:
         self._sessions.discard(session)
 
 
-class _Stop:
-    """Queued after the last event: the session is over, with an error or cleanly."""
-
-    def __init__(self, error: Optional[ChatError]) -> None:
-        self.error = error
-
-
-class Session:
+class Session(ResumableSession):
     """A logged-in user: an async iterator of Connected, Delivery and SessionEnded events.
 
     A background task reads the Connect stream and, when it breaks or the replica shuts down,
@@ -336,69 +273,21 @@ class Session:
     QUEUE_SIZE = 256  # read ahead this far; beyond it gRPC flow control pushes back
 
     def __init__(self, client: ChatClient, name: str) -> None:
-        self.name = name
-        self.session_id = uuid.uuid4().hex
+        super().__init__(name, uuid.uuid4().hex, self.QUEUE_SIZE)
         self._client = client
         loop = asyncio.get_running_loop()
         self._loop = loop
-        self._events: "asyncio.Queue[Union[Event, _Stop]]" = asyncio.Queue(self.QUEUE_SIZE)
         self._opened: "asyncio.Future[None]" = loop.create_future()
         self._pump: Optional["asyncio.Task[None]"] = None
-        self._finished = False
-        self._last_seq = 0
         self._connected_seen = False  # ever, on any stream: later Connected events are resumes
         self._stream_connected = False  # on the current stream
-        self._ack_wanted = 0
-        self._ack_done = 0
-        self._ack_task: Optional["asyncio.Task[None]"] = None
-        self.last_ack_error: Optional[ChatError] = None
 
-    # -- iteration -----------------------------------------------------------------
-
-    def __aiter__(self) -> "Session":
-        return self
-
-    async def __anext__(self) -> Event:
-        if self._finished:
-            raise StopAsyncIteration
-        item = await self._events.get()
-        if isinstance(item, _Stop):
-            self._finished = True
-            if item.error is not None:
-                raise item.error
-            raise StopAsyncIteration
-        return item
-
-    # -- acknowledgements ----------------------------------------------------------
-
-    def ack(self, seq: int) -> None:
-        """Acknowledges every message up to `seq`, in the background.
-
-        Acks coalesce: while one is in flight, later calls only raise the target, so a burst
-        of deliveries costs a few RPCs rather than one each. A failed ack is not retried on
-        its own: the next ack covers it, and an unacked message is only redelivered.
-        """
-        if seq <= self._ack_wanted:
-            return
-        self._ack_wanted = seq
-        if self._ack_task is None or self._ack_task.done():
-            self._ack_task = self._loop.create_task(self._send_acks())
-
-    async def _send_acks(self) -> None:
-        while self._ack_done < self._ack_wanted:
-            target = self._ack_wanted
-            try:
-                await self._client.ack(self.name, target, self.session_id)
-            except ChatError as error:
-                self.last_ack_error = error
-                log.debug("ack of %s up to #%d failed: %s", self.name, target, error)
-                return
-            self._ack_done = target
-
-    async def flush_acks(self) -> None:
-        """Waits until acks asked for so far were sent (or failed)."""
-        while self._ack_task is not None and not self._ack_task.done():
-            await asyncio.wait([self._ack_task])
+    async def _send_ack(self, target: int) -> bool:
+        try:
+            await self._client.ack(self.name, target, self.session_id)
+        except ChatError as error:
+            return self._ack_failed(target, error)
+        return True
 
     # -- lifetime ------------------------------------------------------------------
 
@@ -410,7 +299,7 @@ class Session:
             await asyncio.wait([pump])
         if not self._finished:
             try:  # wake a reader blocked on an empty queue; a non-empty one has no reader waiting
-                self._events.put_nowait(_Stop(None))
+                self._events.put_nowait(Stop(None))
             except asyncio.QueueFull:
                 pass
         self._finished = True
@@ -443,17 +332,17 @@ class Session:
         if not self._opened.done():
             self._opened.set_exception(error or ChatError(Code.UNAVAILABLE, "session ended before it started"))
         else:
-            await self._events.put(_Stop(error))
+            await self._events.put(Stop(error))
 
     async def _follow(self) -> None:
         """Reads Connect streams, replica after replica, until the session really ends."""
         client = self._client
-        failover = Failover(client, "could reach a quorum")
+        failover = Failover(client.ring, "could reach a quorum")
         lane = client._lanes.acquire()
         request = self._connect_request(lane)
         try:
             while True:
-                address = client._current_address()
+                address = client.ring.current
                 call = client._stub(address).Connect(request)
                 first_timeout = failover.attempt_timeout()
                 self._stream_connected = False
@@ -467,10 +356,7 @@ class Session:
                     code = error.code()
                     if self._connected_seen and code == grpc.StatusCode.NOT_FOUND:
                         # Deleted while we were failing over; say so the way a live session would.
-                        ended = chat_pb2.SessionEnded(
-                            reason=chat_pb2.SessionEnded.USER_DELETED, detail=error.details() or ""
-                        )
-                        await self._events.put(ended)
+                        await self._events.put(deleted_on_resume(error.details() or ""))
                         return
                     if code in FINAL:
                         raise _chat_error(error, address) from None
@@ -480,7 +366,7 @@ class Session:
                 if self._stream_connected:
                     # That stream worked for a while: the next one is a new request (a resume)
                     # with a fresh deadline, not a retry of the old one.
-                    failover = Failover(client, "could reach a quorum")
+                    failover = Failover(client.ring, "could reach a quorum")
                     client._lanes.release(lane)
                     lane = client._lanes.acquire()
                     request = self._connect_request(lane)
@@ -514,8 +400,7 @@ class Session:
                     self._connected_seen = True
                     await self._events.put(event.connected)
             elif kind == "message":
-                if event.message.seq > self._last_seq:
-                    self._last_seq = event.message.seq
+                if self._is_new(event.message.seq):
                     await self._events.put(event.message)
             elif kind == "ended":
                 if event.ended.reason == chat_pb2.SessionEnded.SHUTDOWN:

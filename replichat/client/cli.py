@@ -15,7 +15,8 @@ import threading
 from typing import Awaitable, Callable, Dict, List, Optional, Sequence, Tuple
 
 from replichat import defaults
-from replichat.client.api import DEFAULT_DEADLINE, ChatApi, ChatClient, ChatSession
+from replichat.client.api import ChatClient
+from replichat.client.types import DEFAULT_DEADLINE, Capability, ChatApi, ChatSession
 from replichat.client.wire_api import STATUS_NOT_OVER_WIRE, WireChatApi
 from replichat.errors import ChatError, Code
 from replichat.proto import chat_pb2
@@ -185,10 +186,10 @@ class Shell:
         self._emit(f"ok: sent to {recipient} (#{seq})")
 
     async def _status(self, rest: str) -> None:
-        rows = await self._api.status_all()
-        if rows and all(status is None and error == STATUS_NOT_OVER_WIRE for _, status, error in rows):
+        if Capability.STATUS not in self._api.capabilities:
             # Not one unreachable replica per row: the transport has no way to ask.
             raise ChatError(Code.INVALID_ARGUMENT, f"{STATUS_NOT_OVER_WIRE}; run client.py --transport grpc")
+        rows = await self._api.status_all()
         for line in format_status(rows):
             self._emit(line)
 

@@ -32,10 +32,10 @@ import asyncio
 import logging
 import unicodedata
 import uuid
-from typing import Awaitable, Callable, List, Optional, Sequence, Set, Tuple, TypeVar, Union
+from typing import Awaitable, Callable, FrozenSet, List, Optional, Sequence, Set, Tuple, TypeVar
 
-from replichat.client.api import DEFAULT_ATTEMPT_TIMEOUT, DEFAULT_DEADLINE, Event, ReplicaStatus
-from replichat.client.failover import Failover
+from replichat.client.core import Failover, ReplicaRing, ResumableSession, Retry, Stop, call_with_failover, deleted_on_resume
+from replichat.client.types import DEFAULT_ATTEMPT_TIMEOUT, DEFAULT_DEADLINE, Capability, Event, ReplicaStatus
 from replichat.errors import ChatError, Code
 from replichat.proto import chat_pb2
 from replichat.wire import codec
@@ -109,14 +109,7 @@ class _Link:
         return not self.closing and not self.retired and not self.client.closed
 
 
-class _Stop:
-    """Queued after a session's last event: over cleanly (error None) or failed."""
-
-    def __init__(self, error: Optional[ChatError]) -> None:
-        self.error = error
-
-
-class WireSession:
+class WireSession(ResumableSession):
     """A logged-in user over the wire: yields Connected, Delivery and SessionEnded objects.
 
     The same contract as the gRPC Session: the first event is the Connected of `connect`;
@@ -129,87 +122,47 @@ class WireSession:
     QUEUE_SIZE = 256  # read ahead this far; beyond it the connection stops being read
 
     def __init__(self, api: "WireChatApi", name: str) -> None:
-        self.name = name
+        # session_id only for the ChatSession protocol: the listener gives each connection its own.
+        super().__init__(name, uuid.uuid4().hex)
         self.canonical = name  # as the service stores it, from the `connected` answer
-        # Only for the ChatSession protocol: the listener gives each connection its own.
-        self.session_id = uuid.uuid4().hex
         self._api = api
         self._loop = asyncio.get_running_loop()
         self._link: Optional[_Link] = None
         self._first: Optional[chat_pb2.Connected] = None
-        self._events: "asyncio.Queue[Union[Event, _Stop]]" = asyncio.Queue()
         self._room = asyncio.Semaphore(self.QUEUE_SIZE)
-        self._last_seq = 0
         self._over = False  # nothing more will come (ended, failed or closed): no resume
-        self._finished = False  # the reader has seen the end
-        self._ack_wanted = 0
-        self._ack_done = 0
-        self._ack_task: Optional["asyncio.Task[None]"] = None
-        self.last_ack_error: Optional[ChatError] = None
 
     @property
     def over(self) -> bool:
         return self._over
 
-    # -- iteration -----------------------------------------------------------------
+    def _take_first(self) -> Optional[Event]:
+        first, self._first = self._first, None
+        return first
 
-    def __aiter__(self) -> "WireSession":
-        return self
-
-    async def __anext__(self) -> Event:
-        if self._finished:
-            raise StopAsyncIteration
-        if self._first is not None:
-            first, self._first = self._first, None
-            return first
-        item = await self._events.get()
-        if isinstance(item, _Stop):
-            self._finished = True
-            if item.error is not None:
-                raise item.error
-            raise StopAsyncIteration
+    def _taken(self, item: Event) -> None:
         if isinstance(item, chat_pb2.Delivery):
             self._room.release()
-        return item
 
     # -- acknowledgements ----------------------------------------------------------
+    # Sent over the session's connection. One lost with its connection is sent again once
+    # the session has resumed (`_resumed`): an ack is idempotent.
 
-    def ack(self, seq: int) -> None:
-        """Acknowledges every message up to `seq`, in the background, over the session's
-        connection. Acks coalesce (one in flight; later calls raise the target). One lost with
-        its connection is sent again once the session has resumed: an ack is idempotent."""
-        if seq <= self._ack_wanted:
-            return
-        self._ack_wanted = seq
-        self._kick_acks()
-
-    def _kick_acks(self) -> None:
-        if self._ack_done < self._ack_wanted and (self._ack_task is None or self._ack_task.done()):
-            self._ack_task = self._loop.create_task(self._send_acks())
-
-    async def _send_acks(self) -> None:
-        while self._ack_done < self._ack_wanted:
+    async def _send_ack(self, target: int) -> bool:
+        while True:
             link = self._link
             if link is None or not link.usable:
-                return  # the resume sends it again
-            target = self._ack_wanted
+                return False  # the resume sends it again
             name = self.canonical
             try:
                 await self._api._attempt(link, lambda conn: conn.client.ack(name, target), self._api.attempt_timeout)
+                return True
             except ChatError as error:
-                self.last_ack_error = error
-                log.debug("wire: ack of %s up to #%d failed: %s", name, target, error)
-                return
+                return self._ack_failed(target, error)
             except (_NotSent, asyncio.TimeoutError) + _LINK_ERRORS:
                 if self._link is not link:
                     continue  # already resumed elsewhere: send it there
-                return  # the resume sends it again
-            self._ack_done = max(self._ack_done, target)
-
-    async def flush_acks(self) -> None:
-        """Waits until acks asked for so far were sent (or failed)."""
-        while self._ack_task is not None and not self._ack_task.done():
-            await asyncio.wait([self._ack_task])
+                return False  # the resume sends it again
 
     # -- lifetime ------------------------------------------------------------------
 
@@ -220,7 +173,7 @@ class WireSession:
         self._stop_receiving()
         if not self._finished:
             self._finished = True
-            self._events.put_nowait(_Stop(None))  # wakes a reader blocked on an empty queue
+            self._events.put_nowait(Stop(None))  # wakes a reader blocked on an empty queue
         await self.flush_acks()
         self._api._forget(self)
 
@@ -250,7 +203,7 @@ class WireSession:
 
     def _resumed(self, link: _Link) -> None:
         self._attach(link)
-        self._kick_acks()
+        self._acks.kick()
 
     def _end(self, ended: chat_pb2.SessionEnded) -> None:
         """Over for good: the reader gets `ended`, then the end of iteration."""
@@ -258,13 +211,13 @@ class WireSession:
             return
         self._stop_receiving()
         self._events.put_nowait(ended)
-        self._events.put_nowait(_Stop(None))
+        self._events.put_nowait(Stop(None))
 
     def _fail(self, error: ChatError) -> None:
         if self._over:
             return
         self._stop_receiving()
-        self._events.put_nowait(_Stop(error))
+        self._events.put_nowait(Stop(error))
 
     async def _push(self, link: _Link, push: codec.Push) -> None:
         """One pushed frame of `link`, from its pump."""
@@ -277,7 +230,9 @@ class WireSession:
             if self._over or link is not self._link:
                 self._room.release()
                 return
-            self._last_seq = push.seq
+            if not self._is_new(push.seq):  # yielded while we waited for room
+                self._room.release()
+                return
             self._events.put_nowait(
                 chat_pb2.Delivery(
                     recipient=push.recipient,
@@ -305,6 +260,9 @@ class WireChatApi:
     retryable request on one replica. Writes wait up to `deadline` for their one attempt.
     """
 
+    # The wire protocol has no status request.
+    capabilities: FrozenSet[Capability] = frozenset()
+
     def __init__(
         self,
         servers: Sequence[str],
@@ -312,16 +270,9 @@ class WireChatApi:
         deadline: float = DEFAULT_DEADLINE,
         attempt_timeout: float = DEFAULT_ATTEMPT_TIMEOUT,
     ) -> None:
-        if isinstance(servers, str):
-            raise TypeError("servers must be a sequence of addresses, not one string")
-        self.servers: List[str] = list(servers)
-        if not self.servers:
-            raise ValueError("at least one server address is needed")
-        for address in self.servers:
+        self.ring = ReplicaRing(servers, deadline, attempt_timeout)
+        for address in self.ring.servers:
             split_address(address)
-        self.deadline = deadline
-        self.attempt_timeout = attempt_timeout
-        self._current = 0
         self._link: Optional[_Link] = None
         self._links: Set[_Link] = set()
         # Made on first use: on Python 3.8 a Lock binds to the loop current at its creation,
@@ -334,10 +285,17 @@ class WireChatApi:
 
     # -- connections ---------------------------------------------------------------
 
-    def _rotate_from(self, address: str) -> None:
-        """Skips past a failed replica, unless something else already moved on."""
-        if self.servers[self._current] == address:
-            self._current = (self._current + 1) % len(self.servers)
+    @property
+    def servers(self) -> List[str]:
+        return self.ring.servers
+
+    @property
+    def deadline(self) -> float:
+        return self.ring.deadline
+
+    @property
+    def attempt_timeout(self) -> float:
+        return self.ring.attempt_timeout
 
     async def _open(self, address: str, timeout: float) -> _Link:
         host, port = split_address(address)
@@ -352,7 +310,7 @@ class WireChatApi:
     async def _open_any(self, failover: Failover) -> _Link:
         """A new connection to the current replica or, failing that, the next ones."""
         while True:
-            address = self.servers[self._current]
+            address = self.ring.current
             try:
                 return await self._open(address, failover.attempt_timeout())
             except asyncio.TimeoutError:
@@ -381,8 +339,8 @@ class WireChatApi:
         lost = ""
         if old is not None:
             lost = old.identity or old.lost_identity
-            self._rotate_from(old.address)  # its replica failed us: start with the next one
-        failover = Failover(self, "answered over the wire protocol")
+            self.ring.rotate_from(old.address)  # its replica failed us: start with the next one
+        failover = Failover(self.ring, "answered over the wire protocol")
         while True:
             try:
                 link = await self._open_any(failover)
@@ -406,7 +364,7 @@ class WireChatApi:
                 if error.code is Code.NOT_FOUND:
                     # Deleted while we were away; say so the way a live session would.
                     link.lost_identity = lost
-                    session._end(chat_pb2.SessionEnded(reason=chat_pb2.SessionEnded.USER_DELETED, detail=error.message))
+                    session._end(deleted_on_resume(error.message))
                     break
                 if error.code is not Code.UNAVAILABLE:
                     session._fail(error)
@@ -443,7 +401,7 @@ class WireChatApi:
     def _abandon(self, link: _Link) -> None:
         """Stops using `link` now (its replica failed us): the next request, and the live
         session, go to the next replica."""
-        self._rotate_from(link.address)
+        self.ring.rotate_from(link.address)
         self._close_soon(link)
         self._lost(link)
 
@@ -578,11 +536,11 @@ class WireChatApi:
 
     async def _retrying(self, call: Callable[[_Link], Awaitable[_T]]) -> _T:
         """A request that may be repeated: tried replica after replica until the deadline."""
-        failover = Failover(self, "answered over the wire protocol")
-        while True:
+
+        async def attempt(address: str, timeout: float) -> _T:
             link = await self._usable_link()
             try:
-                return await self._attempt(link, call, failover.attempt_timeout())
+                return await self._attempt(link, call, timeout)
             except ChatError as error:
                 if error.code is not Code.UNAVAILABLE:
                     raise
@@ -590,7 +548,9 @@ class WireChatApi:
             except (_NotSent, asyncio.TimeoutError) + _LINK_ERRORS as error:
                 problem = f"{link.address}: {_describe(error)}"
             self._abandon(link)
-            await failover.retry_after(link.address, problem)
+            raise Retry(link.address, problem)
+
+        return await call_with_failover(self.ring, "answered over the wire protocol", attempt)
 
     # -- the API -------------------------------------------------------------------
 
@@ -656,12 +616,12 @@ class WireChatApi:
         if self._session is not None:
             await self._session.close()
         session = WireSession(self, name)
-        failover = Failover(self, "answered over the wire protocol")
+        failover = Failover(self.ring, "answered over the wire protocol")
         while True:
             current = await self._usable_link()
             fresh = current.hosted  # one session per connection, see the module docstring
             if fresh:
-                address = self.servers[self._current]
+                address = self.ring.current
                 try:
                     link = await self._open(address, failover.attempt_timeout())
                 except (OSError, asyncio.TimeoutError) as error:
