@@ -14,6 +14,14 @@ STOP_GRACE_S = 5.0
 SERVER_SCRIPT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "server.py")
 
 
+def server_command() -> List[str]:
+    """How to start `server.py`: the script beside the package in a checkout, the package's
+    module where it is installed (site-packages has no server.py)."""
+    if os.path.exists(SERVER_SCRIPT):
+        return [sys.executable, SERVER_SCRIPT]
+    return [sys.executable, "-m", "replichat.server_cli"]
+
+
 def free_ports(count: int) -> List[int]:
     """Ports free on 127.0.0.1 right now (for tests, benchmarks and campaigns)."""
     sockets = []
@@ -71,7 +79,7 @@ class LocalCluster:
         return self.peer_addresses
 
     def command(self, node_id: int) -> List[str]:
-        args = [sys.executable, SERVER_SCRIPT, "--id", str(node_id), "--cluster", format_addresses(self.addresses),
+        args = server_command() + ["--id", str(node_id), "--cluster", format_addresses(self.addresses),
                 "--peers", format_addresses(self.peers_seen_by(node_id)), "--data-dir", self.replica_dir(node_id)]
         args += ["--wire", self.wire_addresses[node_id]] if self.wire_addresses else ["--no-wire"]
         return args + self.extra_args

@@ -17,6 +17,7 @@ import sys
 from typing import Any, Coroutine, Dict, List, Optional, TypeVar
 
 from replichat import defaults
+from replichat.version import version_text
 
 T = TypeVar("T")
 
@@ -55,6 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
         f"One replica (--id) serves Raft on its --peers address, by default its --cluster port + "
         f"{defaults.RAFT_PORT_OFFSET}.",
     )
+    parser.add_argument("--version", action="version", version=version_text("replichat-server"))
     parser.add_argument("--replicas", type=int, default=defaults.DEFAULT_REPLICAS, help="local cluster size (default 5; 3 tolerates 1 crash)")
     parser.add_argument("--data-dir", help="data folder (local cluster: one replica-N folder each inside it; default ./data)")
     parser.add_argument("--port", type=int, default=defaults.FIRST_GRPC_PORT, help="local cluster: first gRPC port (default %(default)s)")
@@ -186,3 +188,7 @@ def _status(args: argparse.Namespace) -> int:
         return 0 if any(status is not None for _, status, _ in rows) else 1
 
     return asyncio.run(query())
+
+
+if __name__ == "__main__":  # `python3 -m replichat.server_cli`: how an installed launcher starts replicas
+    main()

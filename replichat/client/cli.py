@@ -20,6 +20,7 @@ from replichat.client.types import DEFAULT_DEADLINE, Capability, ChatApi, ChatSe
 from replichat.client.wire_api import STATUS_NOT_OVER_WIRE, WireChatApi
 from replichat.errors import ChatError, Code
 from replichat.proto import chat_pb2
+from replichat.version import version_text
 
 USAGE: Dict[str, str] = {
     "create": "create NAME",
@@ -348,6 +349,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="client.py",
         description="Interactive replichat client: commands on stdin (type help), answers on stdout.",
     )
+    parser.add_argument("--version", action="version", version=version_text("replichat"))
     parser.add_argument(
         "--servers",
         default=None,
