@@ -10,9 +10,9 @@ from typing import AsyncIterator, Awaitable, Callable, Dict, List, NoReturn, Opt
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 
 from replichat.api.backend import ChatBackend
+from replichat.api.reflection import enable_server_reflection
 from replichat.errors import ChatError, Code
 from replichat.proto import chat_pb2, chat_pb2_grpc
 
@@ -160,9 +160,7 @@ def create_grpc_server(backend: ChatBackend, bind_address: str) -> Tuple[grpc.ai
     server = grpc.aio.server(options=SERVER_OPTIONS)
     chat_pb2_grpc.add_ChatServicer_to_server(ChatServicer(backend), server)
     health_pb2_grpc.add_HealthServicer_to_server(_HealthServicer(["", CHAT_SERVICE_NAME]), server)
-    reflection.enable_server_reflection(
-        [CHAT_SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME], server
-    )
+    enable_server_reflection([CHAT_SERVICE_NAME, health.SERVICE_NAME], server)
     try:
         port = server.add_insecure_port(bind_address)
     except RuntimeError as error:  # grpc raises RuntimeError("Failed to bind to address ...")

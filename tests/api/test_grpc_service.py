@@ -214,6 +214,7 @@ def test_reflection_lists_the_services() -> None:
         "replichat.v1.Chat",
         "grpc.health.v1.Health",
         "grpc.reflection.v1alpha.ServerReflection",
+        "grpc.reflection.v1.ServerReflection",
     }
 
 
