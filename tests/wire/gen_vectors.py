@@ -53,9 +53,10 @@ RESPONSES: List[Tuple[str, codec.Message]] = [
     ("message", codec.Delivery("user3", 1, "user2", 1700000000000, "hello")),
     ("message: anonymous sender, text with spaces and a comma", codec.Delivery("user3", 7, "", 0, "hi, you")),
     ("message: continuation", codec.Delivery("user3", 2, "user2", 1700000000001, "ab " * 400)),
-    ("ended: taken over", codec.Ended("taken_over", "a newer connect for user3")),
-    ("ended: user deleted", codec.Ended("user_deleted", "")),
-    ("error: not found", codec.Error("not_found", "no such user: 'bob'")),
+    # What a replica sends (tests/test_wire_examples.py checks these three against a real one).
+    ("ended: taken over", codec.Ended("taken_over", "a newer connect for user3 took over this session")),
+    ("ended: user deleted", codec.Ended("user_deleted", "user user3 was deleted")),
+    ("error: not found", codec.Error("not_found", "no such user 'bob'")),
     ("error: connection limit", codec.Error("unavailable", "too many connections (at most 1000); try again later")),
 ]
 
