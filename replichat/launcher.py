@@ -1,16 +1,25 @@
 """Runs a cluster of replica processes on one machine: `server.py` with no arguments, and the
 tests and benchmarks, which also kill, stop and restart them."""
 import os
+import shlex
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from typing import Dict, List, Optional, Sequence, Set
 
 from replichat.defaults import local_cluster, raft_addresses
 
 STOP_GRACE_S = 5.0
+# A replica that dies is started again after a back-off that doubles while it keeps dying
+# soon after its start (a replica that ran RESTART_STABLE_S is back to the first delay) ...
+RESTART_BACKOFF_S = (1.0, 2.0, 4.0, 8.0, 16.0, 30.0)
+RESTART_STABLE_S = 60.0
+# ... and is left down after this many quick deaths in a row (a broken data folder or a port
+# that stays taken cannot be fixed by starting again): the launcher prints its command instead.
+RESTART_GIVE_UP_AFTER = 6
 SERVER_SCRIPT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "server.py")
 
 
@@ -62,6 +71,15 @@ class LocalCluster:
         self.log_dir = log_dir
         self.processes: Dict[int, subprocess.Popen] = {}
         self.paused: Set[int] = set()
+        # Process table changes come from the supervising loop and (server.py) the cluster
+        # page's controls, on another thread.
+        self.lock = threading.RLock()
+        self._started_at: Dict[int, float] = {}
+        self._quick_deaths: Dict[int, int] = {}
+        self._restart_at: Dict[int, float] = {}
+        # Replicas stopped on purpose (the cluster page's kill button): not restarted by the launcher.
+        self.held_down: Set[int] = set()
+        self._reported: Set[int] = set()
 
     @property
     def servers(self) -> List[str]:
@@ -85,6 +103,14 @@ class LocalCluster:
         return args + self.extra_args
 
     def start(self, node_id: int) -> subprocess.Popen:
+        with self.lock:
+            return self._start(node_id)
+
+    def _start(self, node_id: int, now: Optional[float] = None) -> subprocess.Popen:
+        self._restart_at.pop(node_id, None)
+        self._reported.discard(node_id)
+        self.paused.discard(node_id)
+        self._started_at[node_id] = time.monotonic() if now is None else now
         if self.log_dir is None:
             process = subprocess.Popen(self.command(node_id), stdin=subprocess.DEVNULL)
         else:
@@ -136,8 +162,49 @@ class LocalCluster:
         print(f"Connect with: {hint}    Status: python3 server.py status{'' if default else ' --servers ' + ','.join(self.servers)}"
               f"    Stop: Ctrl-C", flush=True)
 
+    def command_line(self, node_id: int) -> str:
+        """The exact shell command that starts replica node_id as this launcher does."""
+        return " ".join(shlex.quote(arg) for arg in self.command(node_id))
+
+    def check_processes(self, now: Optional[float] = None) -> None:
+        """Report replicas that exited and start them again after their back-off (see
+        RESTART_BACKOFF_S); one step of supervise(), `now` from time.monotonic()."""
+        now = time.monotonic() if now is None else now
+        with self.lock:
+            for node_id, process in sorted(self.processes.items()):
+                code = process.poll()
+                if code is None or node_id in self._reported:
+                    continue
+                self._reported.add(node_id)
+                self.paused.discard(node_id)
+                how = f"killed by signal {-code}" if code < 0 else f"exit code {code}"
+                running = len(self.alive())
+                print(f"replichat: replica {node_id} (pid {process.pid}) stopped: {how}; "
+                      f"{running} of {len(self.addresses)} running", flush=True)
+                if node_id in self.held_down:
+                    continue
+                ran = now - self._started_at.get(node_id, now)
+                quick = self._quick_deaths[node_id] = 0 if ran >= RESTART_STABLE_S else self._quick_deaths.get(node_id, 0) + 1
+                if quick >= RESTART_GIVE_UP_AFTER:
+                    print(f"replichat: replica {node_id} died {quick} times within {RESTART_STABLE_S:g} s of starting; "
+                          f"not restarting it. See its log above; start it by hand with:\n  {self.command_line(node_id)}",
+                          flush=True)
+                    continue
+                delay = RESTART_BACKOFF_S[min(max(quick - 1, 0), len(RESTART_BACKOFF_S) - 1)]
+                self._restart_at[node_id] = now + delay
+                print(f"replichat: restarting replica {node_id} in {delay:g} s (by hand: {self.command_line(node_id)})",
+                      flush=True)
+            for node_id, when in sorted(self._restart_at.items()):
+                if when <= now:
+                    process = self._start(node_id, now)
+                    print(f"replichat: replica {node_id} restarted (pid {process.pid})", flush=True)
+
+    def restart_pending(self) -> bool:
+        return bool(self._restart_at)
+
     def supervise(self) -> int:
-        """Report replicas that exit; on Ctrl-C/SIGTERM stop them all. Returns an exit code."""
+        """Report replicas that exit and restart them (with a back-off); on Ctrl-C/SIGTERM stop
+        them all. Returns an exit code: 1 once no replica runs nor is about to."""
         stopping: List[int] = []
 
         def request_stop(signum: int, frame: object) -> None:
@@ -145,25 +212,21 @@ class LocalCluster:
 
         signal.signal(signal.SIGINT, request_stop)
         signal.signal(signal.SIGTERM, request_stop)
-        running = dict(self.processes)
-        while running and not stopping:
-            for node_id, process in list(running.items()):
-                code = process.poll()
-                if code is not None:
-                    del running[node_id]
-                    how = f"killed by signal {-code}" if code < 0 else f"exit code {code}"
-                    print(f"replichat: replica {node_id} (pid {process.pid}) stopped: {how}; "
-                          f"{len(running)} of {len(self.addresses)} running", flush=True)
+        while not stopping:
+            self.check_processes()
+            with self.lock:
+                if not self.alive() and not self.restart_pending() and not self.held_down:
+                    print("replichat: every replica has stopped", flush=True)
+                    return 1
             time.sleep(0.2)
-        if not running:
-            print("replichat: every replica has stopped", flush=True)
-            return 1
         self.stop_all()
         return 0
 
     def stop_all(self) -> None:
         """Clean stop: SIGTERM (a leader hands over leadership first), kill -9 after a grace period."""
         print("replichat: stopping the cluster", flush=True)
+        for node_id in list(self.paused):
+            self.resume(node_id)  # a stopped process cannot act on SIGTERM
         for process in self.processes.values():
             if process.poll() is None:
                 process.send_signal(signal.SIGTERM)
