@@ -127,8 +127,10 @@ async def _queued(system: ReplichatSystem, name: str) -> int:
     leader = await system.wait_for_leader()
     stub = system.channels.stub(system.addresses[leader], chat_pb2_grpc.ChatStub)
     call = stub.Connect(chat_pb2.ConnectRequest(name=name, session_id=uuid.uuid4().hex, client_id=uuid.uuid4().hex,
-                                                request_seq=1))
+                                                request_seq=1), wait_for_ready=True)
     try:
+        # wait_for_ready: the channel may still be backing off from the refused connections of
+        # the restart; without it the call fails at once with UNAVAILABLE.
         event = await asyncio.wait_for(call.read(), 60)
     finally:
         call.cancel()

@@ -6,11 +6,13 @@ kills them if the benchmark itself dies without running its clean-up (kill -9, a
 Clean-up on a normal end, an error, Ctrl-C or SIGTERM is the benchmark's own `finally`.
 """
 import asyncio
+import faulthandler
 import os
 import shutil
 import sys
+import threading
 import time
-from typing import Dict, Iterable, List, Optional, Sequence
+from typing import Callable, Dict, Iterable, List, Optional, Sequence
 
 _CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 _SETPRIV = shutil.which("setpriv")
@@ -20,6 +22,51 @@ _T0 = time.perf_counter()
 def progress(message: str) -> None:
     """One line on stderr, with the seconds since the benchmark started."""
     print(f"[bench {time.perf_counter() - _T0:7.1f}s] {message}", file=sys.stderr, flush=True)
+
+
+def keep_grpc_aio_initialized() -> None:
+    """Call once, before any grpc.aio object exists: the process then never shuts grpc.aio
+    down before it exits.
+
+    Why: grpcio (1.70 here) shuts grpc.aio down when its last object goes away. The shutdown
+    stops the event loop reading the socket through which grpc's poller thread signals
+    completions, then joins that thread. When hundreds of calls end at that moment (a
+    benchmark leaving with its `connect` streams open: asyncio.run cancels them), the poller
+    blocks writing its wake-up bytes into the full, unread socket, and the join waits for it
+    forever: bench/compare.py hung in asyncio.run's clean-up this way. Holding one reference
+    of our own keeps that shutdown from ever starting; the poller is a daemon thread, so the
+    process still exits at once. (Fixed in later grpcio releases; 1.70 is the last for 3.8.)
+    """
+    import grpc
+
+    grpc.aio.init_grpc_aio()
+
+
+class TeardownWatchdog:
+    """Bounds what happens after the measurements: once `finished` is set (the benchmark's
+    coroutine has ended), the teardown (asyncio.run's clean-up, killing the systems, writing
+    the results) has `budget_s`; past it, `on_stuck` runs (it should save what was measured),
+    every thread's stack goes to stderr, and the process exits with code 3."""
+
+    def __init__(self, budget_s: float, on_stuck: Callable[[], None]) -> None:
+        self.finished = threading.Event()
+        self.done = threading.Event()
+        self._budget_s = budget_s
+        self._on_stuck = on_stuck
+        threading.Thread(target=self._watch, name="teardown-watchdog", daemon=True).start()
+
+    def _watch(self) -> None:
+        self.finished.wait()
+        if self.done.wait(self._budget_s):
+            return
+        progress(f"the teardown did not finish within {self._budget_s:g} s: saving what was measured and exiting")
+        try:
+            self._on_stuck()
+        finally:
+            faulthandler.dump_traceback(file=sys.stderr, all_threads=True)
+            sys.stderr.flush()
+            sys.stdout.flush()
+            os._exit(3)
 
 
 def percentile(values: Sequence[float], q: float) -> float:

@@ -47,9 +47,12 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
-from bench.common import QuietGuard, mibs as _mibs, progress  # noqa: E402  (standard library only)
+from bench.common import QuietGuard, TeardownWatchdog, keep_grpc_aio_initialized, mibs as _mibs, progress  # noqa: E402
 
 DEFAULT_OUT = os.path.join(ROOT, "bench", "results")
+# After the measurements, stopping everything and writing the results takes seconds; past
+# this, something is stuck (see keep_grpc_aio_initialized) and the run ends anyway.
+TEARDOWN_BUDGET_S = 60.0
 # What the replicas and the client need, copied at start: other work on the tree during a long
 # run must not change the code under test half-way.
 SNAPSHOT = ("server.py", "replichat", "tests/__init__.py", "tests/cluster.py")
@@ -321,6 +324,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         progress(f"replichat code: {commit}, run from {snapshot}")
     import grpc
 
+    keep_grpc_aio_initialized()
     from bench import phases
 
     results: Dict[str, Any] = {
@@ -345,9 +349,25 @@ def main(argv: Optional[List[str]] = None) -> int:
         raise KeyboardInterrupt  # unwinds like Ctrl-C: every `finally` stops what it started
 
     signal.signal(signal.SIGTERM, on_sigterm)
+
+    def stop_and_save() -> None:
+        for system in phases.STARTED:
+            system.close()
+        results["meta"]["waited_for_quiet_s"] = args.quiet.waited
+        save()
+        progress(f"JSON (incomplete): {json_path}; data and logs kept in {args.folder}")
+
+    watchdog = TeardownWatchdog(TEARDOWN_BUDGET_S, stop_and_save)
+
+    async def measure() -> None:
+        try:
+            await asyncio.wait_for(phases.main_async(args, results, save), args.max_minutes * 60)
+        finally:
+            watchdog.finished.set()
+
     ok = False
     try:
-        asyncio.run(asyncio.wait_for(phases.main_async(args, results, save), args.max_minutes * 60))
+        asyncio.run(measure())
         ok = True
     except KeyboardInterrupt:
         progress("interrupted: stopping every process started")
@@ -372,6 +392,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         problem = plot(results, png)
         progress(problem or f"plot: {png}")
         print(report(results))
+    watchdog.done.set()
     return 0 if ok else 1
 
 
