@@ -1,17 +1,40 @@
-"""Durable Raft state: the log and the hard state (term, vote, commit) in SQLite.
+"""Durable Raft state in SQLite: the log, the hard state (term, vote, commit) and the metadata of
+the latest snapshot.
 
 `synchronous=FULL` in WAL mode: every commit fsyncs the write-ahead log before it returns, so
 whatever `save` returned from survives a crash or power loss. One `save` is one transaction,
 however many entries it carries: that is the group commit that lets throughput exceed the
 disk's fsync rate. The object is used from one worker thread at a time (the runtime's disk
-executor), never from the event loop.
-"""
-import sqlite3
-from typing import List, Optional, Sequence, Tuple
+executor), never from the event loop; `reader()` gives a separate read-only connection for
+fetching old entries elsewhere.
 
+Every entry is stored with its checksum (integrity.entry_checksum) and verified whenever it is
+read back: a mismatch raises CorruptDataError naming the index, so the bytes are never applied,
+served or shipped to a peer.
+
+The log may start after a compacted prefix: `log_base` holds the index and term of the last
+entry removed (0, 0 when nothing was), so the entry after it can still be matched. Compaction
+deletes whole prefixes; with auto_vacuum=INCREMENTAL the freed pages are handed back to the file
+system, and the WAL is checkpointed, so the files stop growing with history.
+
+Schema versions (PRAGMA user_version): 0 = the first layout (no checksums); 2 = this one. A
+version-0 database is upgraded in place at open: checksums are computed for the entries it
+holds (they protect them from then on; they cannot vouch for what happened before).
+"""
+import logging
+import os
+import sqlite3
+import urllib.request
+from typing import Iterable, List, NamedTuple, Optional, Sequence, Tuple
+
+from replichat.integrity import CorruptDataError, entry_checksum, verify_entry
 from replichat.raft.messages import Entry, HardState
 
-_SCHEMA = """
+log = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 2
+
+_TABLES = """
 CREATE TABLE IF NOT EXISTS hard_state (
     id INTEGER PRIMARY KEY CHECK (id = 0),
     term INTEGER NOT NULL,
@@ -21,44 +44,233 @@ CREATE TABLE IF NOT EXISTS hard_state (
 CREATE TABLE IF NOT EXISTS log (
     idx INTEGER PRIMARY KEY,
     term INTEGER NOT NULL,
-    data BLOB NOT NULL
+    data BLOB NOT NULL,
+    crc INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS log_base (
+    id INTEGER PRIMARY KEY CHECK (id = 0),
+    idx INTEGER NOT NULL,
+    term INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS snapshot (
+    id INTEGER PRIMARY KEY CHECK (id = 0),
+    idx INTEGER NOT NULL,
+    term INTEGER NOT NULL,
+    file TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    checksum TEXT NOT NULL
 );
 """
 
 
+class SnapshotMeta(NamedTuple):
+    """A chat-state snapshot file and the log position it covers. `file` is relative to the
+    data directory; `checksum` is the SHA-256 of the whole file, hex."""
+
+    index: int
+    term: int
+    file: str
+    size: int
+    checksum: str
+
+
+class LogBase(NamedTuple):
+    """The last entry removed by compaction (0, 0: none); the log continues at index + 1."""
+
+    index: int = 0
+    term: int = 0
+
+
+def _row_entry(idx: int, term: int, data: bytes, crc: int) -> Entry:
+    data = bytes(data)
+    verify_entry(idx, term, data, crc)
+    return Entry(term, idx, data)
+
+
 class RaftStorage:
     def __init__(self, path: str) -> None:
+        self.path = path
         self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        (version,) = self._db.execute("PRAGMA user_version").fetchone()
+        fresh = not self._db.execute("SELECT 1 FROM sqlite_master WHERE name = 'log'").fetchone()
+        if fresh:
+            # Must precede the first table: it decides how the file is laid out.
+            self._db.execute("PRAGMA auto_vacuum=INCREMENTAL")
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
-        self._db.executescript(_SCHEMA)
+        if fresh:
+            self._db.executescript(_TABLES)
+            self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        elif version == 0:
+            self._upgrade_from_v0()
+        elif version != SCHEMA_VERSION:
+            raise CorruptDataError(
+                f"raft log database {path} has schema version {version}; this replichat reads "
+                f"versions 0 and {SCHEMA_VERSION}"
+            )
+
+    def _upgrade_from_v0(self) -> None:
+        db = self._db
+        with self._transaction():
+            count = db.execute("SELECT COUNT(*) FROM log").fetchone()[0]
+            db.execute("ALTER TABLE log RENAME TO log_v0")
+            for statement in _TABLES.split(";"):
+                if statement.strip():
+                    db.execute(statement)
+            db.executemany(
+                "INSERT INTO log (idx, term, data, crc) VALUES (?, ?, ?, ?)",
+                ((idx, term, data, entry_checksum(idx, term, bytes(data)))
+                 for idx, term, data in db.execute("SELECT idx, term, data FROM log_v0").fetchall()),
+            )
+            db.execute("DROP TABLE log_v0")
+            db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        # Switching an existing file to incremental auto-vacuum takes one full VACUUM.
+        db.execute("PRAGMA auto_vacuum=INCREMENTAL")
+        db.execute("VACUUM")
+        log.warning(
+            "raft log %s upgraded to schema %d: checksums computed for its %d existing entries",
+            self.path, SCHEMA_VERSION, count,
+        )
+
+    # ----------------------------------------------------------------- reading
 
     def load(self) -> Tuple[HardState, List[Entry]]:
+        """The hard state and every entry after the compacted prefix, each verified."""
         row = self._db.execute("SELECT term, vote, commit_index FROM hard_state WHERE id = 0").fetchone()
         hard_state = HardState(*row) if row else HardState()
-        entries = [Entry(term, idx, bytes(data)) for idx, term, data in self._db.execute("SELECT idx, term, data FROM log ORDER BY idx")]
-        for position, entry in enumerate(entries, start=1):
-            if entry.index != position:
-                raise RuntimeError(f"raft log is corrupt: entry {position} is missing (found {entry.index})")
+        base = self.log_base()
+        entries = [_row_entry(*row) for row in self._db.execute("SELECT idx, term, data, crc FROM log ORDER BY idx")]
+        _check_contiguous(entries, base.index + 1)
         return hard_state, entries
+
+    def log_base(self) -> LogBase:
+        row = self._db.execute("SELECT idx, term FROM log_base WHERE id = 0").fetchone()
+        return LogBase(*row) if row else LogBase()
+
+    def snapshot(self) -> Optional[SnapshotMeta]:
+        row = self._db.execute("SELECT idx, term, file, size, checksum FROM snapshot WHERE id = 0").fetchone()
+        return SnapshotMeta(*row) if row else None
+
+    def reader(self) -> "SqliteLogReader":
+        return SqliteLogReader(self.path)
+
+    # ----------------------------------------------------------------- writing
 
     def save(self, hard_state: Optional[HardState], entries: Sequence[Entry]) -> None:
         """Durably store new entries (replacing any conflicting suffix) and the hard state."""
-        db = self._db
-        db.execute("BEGIN")
-        try:
+        with self._transaction() as db:
             if entries:
                 db.execute("DELETE FROM log WHERE idx >= ?", (entries[0].index,))
-                db.executemany("INSERT INTO log (idx, term, data) VALUES (?, ?, ?)", [(e.index, e.term, e.data) for e in entries])
-            if hard_state is not None:
-                db.execute(
-                    "INSERT OR REPLACE INTO hard_state (id, term, vote, commit_index) VALUES (0, ?, ?, ?)",
-                    (hard_state.term, hard_state.vote, hard_state.commit),
+                db.executemany(
+                    "INSERT INTO log (idx, term, data, crc) VALUES (?, ?, ?, ?)",
+                    [(e.index, e.term, e.data, entry_checksum(e.index, e.term, e.data)) for e in entries],
                 )
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
-        db.execute("COMMIT")
+            if hard_state is not None:
+                self._write_hard_state(hard_state)
+
+    def save_snapshot(self, meta: SnapshotMeta) -> None:
+        """Record a snapshot this replica took (its file is already durable). The log is left
+        alone: compaction is a separate decision (it keeps a tail for lagging followers)."""
+        with self._transaction():
+            self._write_snapshot(meta)
+
+    def compact(self, index: int) -> int:
+        """Delete the entries up to `index` (which a durable snapshot covers) and give the freed
+        pages back. Returns the number of entries deleted."""
+        snapshot = self.snapshot()
+        if snapshot is None or index > snapshot.index:
+            raise ValueError(f"compaction to {index} is not covered by a snapshot ({snapshot})")
+        base = self.log_base()
+        if index <= base.index:
+            return 0
+        row = self._db.execute("SELECT term FROM log WHERE idx = ?", (index,)).fetchone()
+        if row is None:
+            raise ValueError(f"compaction to {index}: no such entry in the log")
+        with self._transaction() as db:
+            deleted = db.execute("DELETE FROM log WHERE idx <= ?", (index,)).rowcount
+            db.execute("INSERT OR REPLACE INTO log_base (id, idx, term) VALUES (0, ?, ?)", (index, row[0]))
+        self._reclaim()
+        return deleted
+
+    def install_snapshot(self, meta: SnapshotMeta, hard_state: HardState) -> None:
+        """A snapshot from the leader replaces this replica's whole log, in one transaction:
+        after a crash the log is either the old one or empty after the snapshot."""
+        with self._transaction() as db:
+            db.execute("DELETE FROM log")
+            db.execute("INSERT OR REPLACE INTO log_base (id, idx, term) VALUES (0, ?, ?)", (meta.index, meta.term))
+            self._write_snapshot(meta)
+            self._write_hard_state(hard_state)
+        self._reclaim()
 
     def close(self) -> None:
         self._db.close()
+
+    # ----------------------------------------------------------------- plumbing
+
+    def _transaction(self) -> "_Transaction":
+        return _Transaction(self._db)
+
+    def _write_hard_state(self, hard_state: HardState) -> None:
+        self._db.execute(
+            "INSERT OR REPLACE INTO hard_state (id, term, vote, commit_index) VALUES (0, ?, ?, ?)",
+            (hard_state.term, hard_state.vote, hard_state.commit),
+        )
+
+    def _write_snapshot(self, meta: SnapshotMeta) -> None:
+        self._db.execute(
+            "INSERT OR REPLACE INTO snapshot (id, idx, term, file, size, checksum) VALUES (0, ?, ?, ?, ?, ?)",
+            tuple(meta),
+        )
+
+    def _reclaim(self) -> None:
+        # Hand freed pages back to the file system, then fold the WAL into the main file and
+        # truncate it, so neither file keeps the size of a history that is gone.
+        self._db.execute("PRAGMA incremental_vacuum")
+        self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
+
+class _Transaction:
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self._db = db
+
+    def __enter__(self) -> sqlite3.Connection:
+        self._db.execute("BEGIN")
+        return self._db
+
+    def __exit__(self, kind: object, error: object, traceback: object) -> None:
+        self._db.execute("COMMIT" if kind is None else "ROLLBACK")
+
+
+class SqliteLogReader:
+    """Reads old entries through its own read-only connection (WAL: it sees committed
+    transactions only), for a leader whose in-memory window no longer holds what a lagging
+    follower needs. Every entry is verified before it is returned."""
+
+    def __init__(self, path: str) -> None:
+        uri = "file:" + urllib.request.pathname2url(os.path.abspath(path)) + "?mode=ro"
+        self._db = sqlite3.connect(uri, uri=True, check_same_thread=False, isolation_level=None)
+
+    def entries(self, lo: int, hi: int) -> List[Entry]:
+        """Entries with lo <= index < hi; raises if any of them is missing."""
+        rows = self._db.execute(
+            "SELECT idx, term, data, crc FROM log WHERE idx >= ? AND idx < ? ORDER BY idx", (lo, hi)
+        ).fetchall()
+        entries = [_row_entry(*row) for row in rows]
+        _check_contiguous(entries, lo)
+        if len(entries) != max(0, hi - lo):
+            raise CorruptDataError(f"raft log is missing entries in [{lo}, {hi}): found {len(entries)}")
+        return entries
+
+    def terms(self) -> List[Tuple[int, int]]:
+        """(index, term) of every stored entry, in order: enough to rebuild the log's term
+        runs without reading the data."""
+        return [(idx, term) for idx, term in self._db.execute("SELECT idx, term FROM log ORDER BY idx")]
+
+    def close(self) -> None:
+        self._db.close()
+
+
+def _check_contiguous(entries: Iterable[Entry], first: int) -> None:
+    for expected, entry in enumerate(entries, start=first):
+        if entry.index != expected:
+            raise CorruptDataError(f"raft log is corrupt: entry {expected} is missing (found {entry.index})")

@@ -12,8 +12,11 @@ counts itself toward a commit only once `advance` says its entries are durable.
 
 Implements the extended Raft paper and Ongaro's thesis: randomized elections with pre-vote and
 check-quorum (leader lease), log replication with pipelining and term-skipping back-off, the
-commit rule for the leader's own term, a no-op at the start of each term, ReadIndex reads and
-leadership transfer.
+commit rule for the leader's own term, a no-op at the start of each term, ReadIndex reads,
+leadership transfer, and snapshots (§7): the runtime takes them and tells the core
+(`snapshot_taken`, `compact`); a follower the leader's log no longer reaches is sent one
+(a SNAPSHOT message: the runtime streams the file and reports with `report_snapshot`), and a
+follower installs a snapshot only if it is newer than its commit index (`Ready.snapshot`).
 """
 import enum
 import random
@@ -25,9 +28,11 @@ from replichat.raft.messages import (
     TRANSFER_CONTEXT,
     Entry,
     HardState,
+    LogRegression,
     Message,
     MsgType,
     ReadState,
+    SnapshotMeta,
 )
 from replichat.raft.progress import Progress, ProgressState
 
@@ -71,6 +76,11 @@ class Ready(NamedTuple):
     # while it persists (thesis §10.2.1: a leader writes its log in parallel with replicating
     # it; it counts itself toward a commit only after advance()). Otherwise: persist, then send.
     send_before_persist: bool = False
+    # A snapshot from the leader to install before anything else in this Ready: persist it
+    # (the log becomes empty after it), restore the state machine from it, then the rest.
+    snapshot: Optional[SnapshotMeta] = None
+    # Followers found to have lost acknowledged entries: the runtime logs them loudly.
+    log_regressions: Tuple[LogRegression, ...] = ()
 
 
 class _PendingRead(NamedTuple):
@@ -81,7 +91,13 @@ class _PendingRead(NamedTuple):
 
 
 class RaftCore:
-    def __init__(self, config: Config, log: Optional[RaftLog] = None, hard_state: HardState = HardState()) -> None:
+    def __init__(
+        self,
+        config: Config,
+        log: Optional[RaftLog] = None,
+        hard_state: HardState = HardState(),
+        snapshot: Optional[SnapshotMeta] = None,
+    ) -> None:
         if config.id not in config.voters:
             raise ValueError(f"replica {config.id} is not among the voters {config.voters}")
         self.config = config
@@ -111,6 +127,13 @@ class RaftCore:
         self._reads_before_commit: List[Tuple[bytes, int]] = []
         self.transferee = NO_LEADER
         self._transfer_elapsed = 0
+        # The newest snapshot this replica holds: what it sends a follower it cannot reach
+        # through its log. Never older than the log's base.
+        self.snapshot = snapshot if snapshot is not None else SnapshotMeta(self.log.base_index, self.log.base_term)
+        if self.snapshot.index < self.log.base_index:
+            raise ValueError(f"snapshot at {self.snapshot.index} is older than the log's base {self.log.base_index}")
+        self._snapshot_to_install: Optional[SnapshotMeta] = None
+        self._regressions: List[LogRegression] = []
 
     # ----------------------------------------------------------------- inputs
 
@@ -176,12 +199,12 @@ class RaftCore:
                 return
             if m.type is MsgType.PRE_VOTE or (m.type is MsgType.PRE_VOTE_RESP and not m.reject):
                 pass  # pre-votes run at a future term without adopting it
-            elif m.type in (MsgType.APPEND, MsgType.HEARTBEAT):
+            elif m.type in (MsgType.APPEND, MsgType.HEARTBEAT, MsgType.SNAPSHOT):
                 self._become_follower(m.term, m.src)
             else:
                 self._become_follower(m.term, NO_LEADER)
         elif m.term < self.term:
-            if m.type in (MsgType.APPEND, MsgType.HEARTBEAT):
+            if m.type in (MsgType.APPEND, MsgType.HEARTBEAT, MsgType.SNAPSHOT):
                 # A stale leader: our higher term in the answer makes it step down.
                 self._send(Message(MsgType.APPEND_RESP, self.id, m.src, self.term))
             elif m.type is MsgType.PRE_VOTE:
@@ -206,6 +229,8 @@ class RaftCore:
             or self.log.stable < self.log.last_index
             or self.log.applied < self.log.committed
             or self._must_persist_hard_state()
+            or self._snapshot_to_install is not None
+            or self._regressions
         )
 
     def _must_persist_hard_state(self) -> bool:
@@ -217,23 +242,31 @@ class RaftCore:
     def ready(self) -> Ready:
         entries = self.log.unstable()
         hard_state = self._hard_state()
-        persist = self._must_persist_hard_state() or (entries and hard_state != self._persisted)
+        snapshot = self._snapshot_to_install
+        persist = (
+            self._must_persist_hard_state() or bool(entries or snapshot) and hard_state != self._persisted
+        )
         ready = Ready(
             hard_state=hard_state if persist else None,
             entries=entries,
             messages=self._outbox,
             committed=self.log.to_apply(),
             read_states=self._read_states,
-            send_before_persist=self.role is Role.LEADER and not self._must_persist_hard_state(),
+            send_before_persist=self.role is Role.LEADER and not self._must_persist_hard_state() and snapshot is None,
+            snapshot=snapshot,
+            log_regressions=tuple(self._regressions),
         )
         self._outbox = []
         self._read_states = []
+        self._regressions = []
         return ready
 
     def advance(self, ready: Ready) -> None:
         """The runtime persisted `ready` and applied its committed entries."""
         if ready.hard_state is not None:
             self._persisted = ready.hard_state
+        if ready.snapshot is not None and ready.snapshot == self._snapshot_to_install:
+            self._snapshot_to_install = None
         if ready.entries:
             last = ready.entries[-1]
             self.log.mark_stable(last.index, last.term)
@@ -247,6 +280,29 @@ class RaftCore:
     @property
     def commit_index(self) -> int:
         return self.log.committed
+
+    # ----------------------------------------------------------------- snapshots
+
+    def snapshot_taken(self, meta: SnapshotMeta) -> None:
+        """The runtime durably stored a snapshot of the applied state at meta.index."""
+        if meta.index > self.log.applied:
+            raise AssertionError(f"snapshot at {meta.index} is past the applied index {self.log.applied}")
+        if meta.index > self.snapshot.index:
+            self.snapshot = meta
+
+    def compact(self, index: int) -> int:
+        """Forget log entries up to `index` (at most the latest snapshot's index: what goes
+        must be in a snapshot). Returns how many were forgotten."""
+        if index > self.snapshot.index:
+            raise AssertionError(f"compaction to {index} is past the latest snapshot at {self.snapshot.index}")
+        return self.log.compact(index)
+
+    def report_snapshot(self, peer: int, success: bool) -> None:
+        """The runtime finished (or gave up) streaming a snapshot to `peer`."""
+        pr = self.progress.get(peer)
+        if self.role is Role.LEADER and pr is not None:
+            pr.snapshot_done(success)
+            self._send_append(peer, allow_empty=True)
 
     def _hard_state(self) -> HardState:
         return HardState(self.term, self.vote, self.log.committed)
@@ -354,7 +410,7 @@ class RaftCore:
 
     def _step_candidate(self, m: Message) -> None:
         expected = MsgType.PRE_VOTE_RESP if self.role is Role.PRE_CANDIDATE else MsgType.VOTE_RESP
-        if m.type in (MsgType.APPEND, MsgType.HEARTBEAT):
+        if m.type in (MsgType.APPEND, MsgType.HEARTBEAT, MsgType.SNAPSHOT):
             self._become_follower(self.term, m.src)
             self._step_follower(m)
         elif m.type is expected:
@@ -372,11 +428,18 @@ class RaftCore:
             self._election_elapsed = 0
             self.leader = m.src
             self._handle_append(m)
+        elif m.type is MsgType.SNAPSHOT:
+            self._election_elapsed = 0
+            self.leader = m.src
+            self._handle_snapshot(m)
         elif m.type is MsgType.HEARTBEAT:
             self._election_elapsed = 0
             self.leader = m.src
             self.log.commit_to(min(m.commit, self.log.last_index))
-            self._send(Message(MsgType.HEARTBEAT_RESP, self.id, m.src, self.term, context=m.context))
+            # Our last index lets an idle leader notice a log that went back (see _step_leader).
+            self._send(
+                Message(MsgType.HEARTBEAT_RESP, self.id, m.src, self.term, index=self.log.last_index, context=m.context)
+            )
         elif m.type is MsgType.PROPOSE:
             if self.leader != NO_LEADER:
                 self._send(m._replace(src=self.id, dst=self.leader, term=self.term))
@@ -409,6 +472,23 @@ class RaftCore:
             )
         )
 
+    def _handle_snapshot(self, m: Message) -> None:
+        log = self.log
+        meta = SnapshotMeta(m.index, m.log_term)
+        if meta.index <= log.committed:
+            # Never go back: what we have committed is at least as new. Say how far we are.
+            self._send(Message(MsgType.APPEND_RESP, self.id, m.src, self.term, index=log.committed))
+            return
+        if log.has(meta.index, meta.term):
+            # Our log already holds the snapshot's last entry, hence everything before it
+            # (log matching): commit and apply it from the log instead.
+            log.commit_to(meta.index)
+        else:
+            log.restore(meta.index, meta.term)
+            self.snapshot = meta
+            self._snapshot_to_install = meta
+        self._send(Message(MsgType.APPEND_RESP, self.id, m.src, self.term, index=meta.index))
+
     def _step_leader(self, m: Message) -> None:
         pr = self.progress.get(m.src)
         if m.type is MsgType.PROPOSE:
@@ -427,7 +507,12 @@ class RaftCore:
             if pr.state is ProgressState.REPLICATE and pr.paused and pr.inflight:
                 pr.inflight.popleft()  # an append may have been lost: make room to resend
             pr.probe_sent = False
-            if pr.match < self.log.last_index:
+            if pr.state is ProgressState.REPLICATE and not pr.inflight and m.index < pr.match:
+                # The follower's log ends before what it acknowledged and no append is on its
+                # way: probe, and a rejection at pr.match reports the regression.
+                pr.become_probe()
+                self._send_append(m.src, allow_empty=True)
+            elif pr.match < self.log.last_index:
                 self._send_append(m.src, allow_empty=True)
             if m.context:
                 self._read_acked(m.src, int(m.context))
@@ -439,11 +524,17 @@ class RaftCore:
                 retry_from = in_our_log + 1 if in_our_log else m.reject_hint
             else:
                 retry_from = m.reject_hint
+            already_regressed = pr.regressed_from is not None
             if pr.rejected(m.index, retry_from):
+                if pr.regressed_from is not None and not already_regressed:
+                    self._regressions.append(LogRegression(m.src, pr.regressed_from, pr.next))
                 self._send_append(m.src)
             return
-        was_probing = pr.state is ProgressState.PROBE
-        if pr.acknowledged(m.index):
+        was_probing = pr.state is not ProgressState.REPLICATE
+        if pr.state is ProgressState.SNAPSHOT and m.index < pr.pending_snapshot:
+            pr.acknowledged(m.index)  # an answer from before the install: keep waiting
+            return
+        if pr.acknowledged(m.index) or pr.state is ProgressState.SNAPSHOT:
             if was_probing:
                 pr.become_replicate()
             if self._maybe_commit():
@@ -498,6 +589,16 @@ class RaftCore:
         rejects the gap and the peer falls back to probing)."""
         pr = self.progress[peer]
         if pr.paused:
+            return
+        if pr.next <= self.log.base_index:
+            # What the follower needs next was folded into a snapshot: send that instead.
+            pr.become_snapshot(self.snapshot.index)
+            self._send(
+                Message(
+                    MsgType.SNAPSHOT, self.id, peer, self.term,
+                    log_term=self.snapshot.term, index=self.snapshot.index, commit=self.log.committed,
+                )
+            )
             return
         entries = self._batch_from(pr.next)
         if not entries and not allow_empty and pr.state is ProgressState.REPLICATE:
@@ -604,7 +705,10 @@ class RaftCore:
             "commit": self.log.committed,
             "applied": self.log.applied,
             "last": self.log.last_index,
+            "first": self.log.first_index,
+            "snapshot": self.snapshot.index,
             "progress": {p: (pr.match, pr.next) for p, pr in self.progress.items()},
+            "regressed": {p: pr.regressed_from for p, pr in self.progress.items() if pr.regressed_from is not None},
         }
 
     def voters(self) -> Set[int]:

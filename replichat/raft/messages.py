@@ -23,6 +23,11 @@ class MsgType(enum.IntEnum):
     READ_INDEX_RESP = 11
     # Leadership transfer: the leader tells a caught-up follower to campaign at once.
     TIMEOUT_NOW = 12
+    # The leader's log no longer holds what the follower needs: the follower gets the
+    # snapshot at (index, log_term). The runtimes stream the snapshot file itself in chunks;
+    # the follower's runtime steps this message into its core once the file is complete and
+    # verified. The follower answers with an APPEND_RESP.
+    SNAPSHOT = 13
 
 
 class Entry(NamedTuple):
@@ -57,6 +62,23 @@ class HardState(NamedTuple):
     term: int = 0
     vote: int = 0
     commit: int = 0
+
+
+class SnapshotMeta(NamedTuple):
+    """A snapshot of the state machine that covers the log up to `index` (of term `term`)."""
+
+    index: int = 0
+    term: int = 0
+
+
+class LogRegression(NamedTuple):
+    """A follower answered a fresh probe saying its log ends (or differs) before an index it
+    had acknowledged: its data was lost or rolled back outside Raft's model. The leader
+    resumes it from where it really is; the runtime must say so loudly."""
+
+    peer: int
+    acknowledged: int
+    now_before: int
 
 
 class ReadState(NamedTuple):

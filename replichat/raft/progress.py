@@ -2,16 +2,18 @@
 
 A follower is either probed (one append in flight until it answers, used after a rejection or a
 leader change, to find where the logs agree) or replicated to (appends pipelined optimistically,
-up to `max_inflight` unanswered at once).
+up to `max_inflight` unanswered at once), or is being sent a snapshot (nothing else is sent
+until the runtime reports how the transfer went).
 """
 import collections
 import enum
-from typing import Deque
+from typing import Deque, Optional
 
 
 class ProgressState(enum.Enum):
     PROBE = "probe"
     REPLICATE = "replicate"
+    SNAPSHOT = "snapshot"
 
 
 class Progress:
@@ -25,6 +27,11 @@ class Progress:
         self.max_inflight = max_inflight
         # Heard from since the last check-quorum round.
         self.recent_active = False
+        # SNAPSHOT: the index of the snapshot being sent.
+        self.pending_snapshot = 0
+        # The highest index this follower acknowledged before it reported a shorter log
+        # (its data was lost or rolled back); None while that never happened under this leader.
+        self.regressed_from: Optional[int] = None
 
     def __repr__(self) -> str:
         return f"Progress(match={self.match}, next={self.next}, {self.state.value}, inflight={len(self.inflight)})"
@@ -33,6 +40,8 @@ class Progress:
     def paused(self) -> bool:
         if self.state is ProgressState.PROBE:
             return self.probe_sent
+        if self.state is ProgressState.SNAPSHOT:
+            return True
         return len(self.inflight) >= self.max_inflight
 
     def become_probe(self) -> None:
@@ -46,6 +55,24 @@ class Progress:
         self.probe_sent = False
         self.inflight.clear()
         self.next = self.match + 1
+
+    def become_snapshot(self, snapshot_index: int) -> None:
+        self.state = ProgressState.SNAPSHOT
+        self.probe_sent = False
+        self.inflight.clear()
+        self.pending_snapshot = snapshot_index
+
+    def snapshot_done(self, success: bool) -> None:
+        """The runtime finished streaming the snapshot. Either way probe next: after a success
+        from just past the snapshot (the follower answers once it installed it), after a failure
+        from what is known to match (which leads to the snapshot again if still needed)."""
+        if self.state is not ProgressState.SNAPSHOT:
+            return
+        pending = self.pending_snapshot
+        self.pending_snapshot = 0
+        self.become_probe()
+        if success:
+            self.next = max(self.next, pending + 1)
 
     def sent(self, last_index: int) -> None:
         """Record an append that carried entries up to last_index."""
@@ -70,6 +97,8 @@ class Progress:
         """The follower's log does not hold the entry at probed_index. Move `next` back to
         retry_from (never at or below what is known to match). Returns False for a stale
         rejection that says nothing new (an older pipelined append)."""
+        if self.state is ProgressState.SNAPSHOT:
+            return False  # answers to appends sent before the snapshot: it decides now
         if self.state is ProgressState.REPLICATE:
             if probed_index <= self.match:
                 return False
@@ -78,11 +107,18 @@ class Progress:
             return True
         if probed_index != self.next - 1:
             return False
+        if probed_index <= self.match:
+            # A fresh probe at what the follower acknowledged, rejected: it lacks entries it
+            # once had durably (its disk lost them, or was restored from an older copy). That
+            # is outside Raft's model; the leader says so (regressed_from) and, rather than
+            # stall, resumes it from where it really is. Counting it lower is always safe.
+            if self.regressed_from is None:
+                self.regressed_from = self.match
+            self.match = 0
+            self.next = max(1, min(retry_from, probed_index))
+            self.probe_sent = False
+            return True
         retry = max(self.match + 1, min(retry_from, probed_index))
-        if retry == self.next:
-            # The follower lacks what it once acknowledged (its disk lost acknowledged data,
-            # outside Raft's model). Resending at once would spin; wait for the next heartbeat.
-            return False
         self.next = retry
         self.probe_sent = False
         return True

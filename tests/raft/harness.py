@@ -5,28 +5,62 @@ from typing import Callable, Dict, List, Optional, Set, Tuple
 
 from replichat.raft.core import Config, RaftCore, Role
 from replichat.raft.log import RaftLog
-from replichat.raft.messages import Entry, HardState, Message, ReadState
+from replichat.raft.messages import Entry, HardState, LogRegression, Message, MsgType, ReadState, SnapshotMeta
 
 
 class Replica:
     def __init__(self, config: Config) -> None:
         self.config = config
+        # The durable log holds the entries after disk_base; the "state machine" is the list
+        # of applied entries, and a snapshot is a copy of it.
         self.disk_log: List[Entry] = []
+        self.disk_base = SnapshotMeta()
         self.disk_state = HardState()
         self.applied: List[Entry] = []
         self.reads: List[ReadState] = []
+        self.snapshot = SnapshotMeta()
+        self.snapshot_state: List[Entry] = []
+        # A snapshot being received: what the leader's runtime streamed before its message.
+        self.incoming: Optional[Tuple[SnapshotMeta, List[Entry]]] = None
+        self.regressions: List[LogRegression] = []
         self.core = RaftCore(config)
 
     def restart(self) -> None:
         """Crash and restart from what was persisted."""
-        self.core = RaftCore(self.config, RaftLog(self.disk_log, self.disk_state.commit), self.disk_state)
+        log = RaftLog(
+            self.disk_log, self.disk_state.commit, len(self.applied),
+            base_index=self.disk_base.index, base_term=self.disk_base.term,
+        )
+        self.core = RaftCore(self.config, log, self.disk_state, self.snapshot)
         self.core.log.applied = min(len(self.applied), self.core.log.committed)
+
+    def take_snapshot(self) -> SnapshotMeta:
+        index = len(self.applied)
+        meta = SnapshotMeta(index, self.core.log.term(index))
+        self.snapshot, self.snapshot_state = meta, list(self.applied)
+        self.core.snapshot_taken(meta)
+        return meta
+
+    def compact(self, index: int) -> None:
+        term = self.core.log.term(index)
+        self.core.compact(index)
+        del self.disk_log[: index - self.disk_base.index]
+        self.disk_base = SnapshotMeta(index, term)
 
     def handle_ready(self) -> List[Message]:
         ready = self.core.ready()
+        self.regressions.extend(ready.log_regressions)
+        if ready.snapshot is not None:
+            assert self.incoming is not None and self.incoming[0] == ready.snapshot, (self.incoming, ready.snapshot)
+            meta, state = self.incoming
+            assert meta.index > len(self.applied), "installed a snapshot older than the state"
+            self.snapshot, self.snapshot_state = meta, list(state)
+            self.applied = list(state)
+            self.disk_log, self.disk_base = [], meta
+            self.incoming = None
         if ready.entries:
             first = ready.entries[0].index
-            del self.disk_log[first - 1 :]
+            del self.disk_log[first - self.disk_base.index - 1 :]
             self.disk_log.extend(ready.entries)
         if ready.hard_state is not None:
             self.disk_state = ready.hard_state
@@ -73,7 +107,14 @@ class Cluster:
             self.sent.extend(outgoing)
             for sent in outgoing:
                 m = self.filter(sent) if self.filter else sent
-                if m is None or m.dst in self.down or (m.src, m.dst) in self.cut:
+                delivered = not (m is None or m.dst in self.down or (m.src, m.dst) in self.cut)
+                if sent.type is MsgType.SNAPSHOT:
+                    # The runtime streams the file first, then reports how it went.
+                    sender = self.replicas[sent.src]
+                    if delivered:
+                        self.replicas[sent.dst].incoming = (sender.snapshot, list(sender.snapshot_state))
+                    sender.core.report_snapshot(sent.dst, delivered)
+                if m is None or not delivered:
                     continue
                 self.replicas[m.dst].core.step(m)
         raise AssertionError("cluster did not settle")

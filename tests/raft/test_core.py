@@ -304,7 +304,7 @@ def test_vote_denied_to_a_candidate_with_a_shorter_log() -> None:
     assert reply.type is MsgType.VOTE_RESP and reply.reject
 
 
-def test_a_follower_that_lost_acknowledged_entries_does_not_make_the_leader_spin() -> None:
+def test_a_follower_that_lost_acknowledged_entries_is_flagged_and_resumed_without_spinning() -> None:
     from replichat.raft.progress import Progress
 
     progress = Progress(next_index=11, max_inflight=4)
@@ -313,5 +313,10 @@ def test_a_follower_that_lost_acknowledged_entries_does_not_make_the_leader_spin
     # The follower's disk now ends at 5: it rejects everything past what it acknowledged.
     assert progress.rejected(probed_index=11, retry_from=6) is True  # falls back to probing at 11
     progress.sent(10)
-    assert progress.rejected(probed_index=10, retry_from=6) is False  # no progress: no resend
-    assert progress.paused  # until a heartbeat answer
+    assert progress.regressed_from is None
+    # The fresh probe at what it acknowledged is rejected too: its log went back.
+    assert progress.rejected(probed_index=10, retry_from=6) is True
+    assert progress.regressed_from == 10
+    assert (progress.match, progress.next) == (0, 6)  # resumes from where the follower really is
+    progress.sent(6)
+    assert progress.rejected(probed_index=5, retry_from=6) is True and progress.next == 5  # strictly backwards
