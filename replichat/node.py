@@ -35,6 +35,7 @@ from replichat import defaults
 from replichat.chat.names import normalize_name, validate_text
 from replichat.chat.search import compile_pattern
 from replichat.chat.state import Applied, ChatState, ChatStateReader, MessageQueued
+from replichat.chat.state_check import LogBounds, prepare_state
 from replichat.errors import ChatError, Code
 from replichat.proto import chat_pb2, command_pb2
 from replichat.raft.core import Config, NotLeader, RaftCore, Role
@@ -204,13 +205,15 @@ class Node:
     async def start(self) -> None:
         os.makedirs(self.data_dir, exist_ok=True)
         self._storage = await self._on_disk(RaftStorage, os.path.join(self.data_dir, "raft.db"))
+        hard_state, entries = await self._on_disk(self._storage.load)
         state_path = os.path.join(self.data_dir, "state.db")
+        # Checked before anything serves from it: a damaged state is rebuilt or the start refused.
+        outcome = await self._on_state(prepare_state, state_path, LogBounds(0, len(entries)), None)
+        if outcome != "ok":
+            log.warning("replica %d chat state: %s", self.id, outcome)
         self._state = await self._on_state(ChatState, state_path)
         self._reader = ChatStateReader(state_path)
-        hard_state, entries = await self._on_disk(self._storage.load)
         applied = self._state.last_applied
-        if applied > len(entries):
-            raise RuntimeError(f"chat state applied {applied} entries but the raft log holds only {len(entries)}")
         # Entries the state machine applied were committed even if the hard state's commit
         # index (written lazily) lags behind.
         committed = max(hard_state.commit, applied)

@@ -125,6 +125,7 @@ def _local_cluster(parser: argparse.ArgumentParser, args: argparse.Namespace) ->
 
 def _one_replica(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     from replichat.node import NodeOptions
+    from replichat.integrity import CorruptDataError
     from replichat.replica import ListenError, serve_replica
 
     if args.id is None or args.cluster is None:
@@ -158,6 +159,9 @@ def _one_replica(parser: argparse.ArgumentParser, args: argparse.Namespace) -> i
     except ListenError as error:  # a busy gRPC or Raft port: say which, no traceback
         print(f"replica {args.id}: {error}", file=sys.stderr)
         return 2
+    except CorruptDataError as error:  # stored data failed a check: say what and where
+        print(f"replica {args.id} refuses to start: {error}", file=sys.stderr)
+        return 3
 
 
 def _run(main: Coroutine[Any, Any, T]) -> T:
