@@ -42,8 +42,56 @@ class Message(_message.Message):
     hint_term: int
     def __init__(self, type: _Optional[int] = ..., to: _Optional[int] = ..., term: _Optional[int] = ..., log_term: _Optional[int] = ..., index: _Optional[int] = ..., entries: _Optional[_Iterable[_Union[Entry, _Mapping]]] = ..., commit: _Optional[int] = ..., reject: bool = ..., reject_hint: _Optional[int] = ..., context: _Optional[bytes] = ..., hint_term: _Optional[int] = ..., **kwargs) -> None: ...
 
+class SnapshotChunk(_message.Message):
+    __slots__ = ("to", "term", "index", "snapshot_term", "offset", "data", "crc", "total_size", "checksum", "last")
+    FROM_FIELD_NUMBER: _ClassVar[int]
+    TO_FIELD_NUMBER: _ClassVar[int]
+    TERM_FIELD_NUMBER: _ClassVar[int]
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    SNAPSHOT_TERM_FIELD_NUMBER: _ClassVar[int]
+    OFFSET_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    CRC_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_SIZE_FIELD_NUMBER: _ClassVar[int]
+    CHECKSUM_FIELD_NUMBER: _ClassVar[int]
+    LAST_FIELD_NUMBER: _ClassVar[int]
+    to: int
+    term: int
+    index: int
+    snapshot_term: int
+    offset: int
+    data: bytes
+    crc: int
+    total_size: int
+    checksum: str
+    last: bool
+    def __init__(self, to: _Optional[int] = ..., term: _Optional[int] = ..., index: _Optional[int] = ..., snapshot_term: _Optional[int] = ..., offset: _Optional[int] = ..., data: _Optional[bytes] = ..., crc: _Optional[int] = ..., total_size: _Optional[int] = ..., checksum: _Optional[str] = ..., last: bool = ..., **kwargs) -> None: ...
+
+class SnapshotAck(_message.Message):
+    __slots__ = ("to", "term", "index", "offset", "refused", "reason", "resend")
+    FROM_FIELD_NUMBER: _ClassVar[int]
+    TO_FIELD_NUMBER: _ClassVar[int]
+    TERM_FIELD_NUMBER: _ClassVar[int]
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    OFFSET_FIELD_NUMBER: _ClassVar[int]
+    REFUSED_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    RESEND_FIELD_NUMBER: _ClassVar[int]
+    to: int
+    term: int
+    index: int
+    offset: int
+    refused: bool
+    reason: str
+    resend: bool
+    def __init__(self, to: _Optional[int] = ..., term: _Optional[int] = ..., index: _Optional[int] = ..., offset: _Optional[int] = ..., refused: bool = ..., reason: _Optional[str] = ..., resend: bool = ..., **kwargs) -> None: ...
+
 class MessageBatch(_message.Message):
-    __slots__ = ("messages",)
+    __slots__ = ("messages", "chunks", "acks")
     MESSAGES_FIELD_NUMBER: _ClassVar[int]
+    CHUNKS_FIELD_NUMBER: _ClassVar[int]
+    ACKS_FIELD_NUMBER: _ClassVar[int]
     messages: _containers.RepeatedCompositeFieldContainer[Message]
-    def __init__(self, messages: _Optional[_Iterable[_Union[Message, _Mapping]]] = ...) -> None: ...
+    chunks: _containers.RepeatedCompositeFieldContainer[SnapshotChunk]
+    acks: _containers.RepeatedCompositeFieldContainer[SnapshotAck]
+    def __init__(self, messages: _Optional[_Iterable[_Union[Message, _Mapping]]] = ..., chunks: _Optional[_Iterable[_Union[SnapshotChunk, _Mapping]]] = ..., acks: _Optional[_Iterable[_Union[SnapshotAck, _Mapping]]] = ...) -> None: ...

@@ -1,0 +1,134 @@
+"""Streaming a snapshot file in chunks: window, loss and resend, checks on every chunk and file."""
+import hashlib
+import os
+import zlib
+
+import pytest
+
+from replichat.integrity import CorruptDataError
+from replichat.proto import raft_pb2
+from replichat.snapshot_transfer import (
+    IncomingSnapshot,
+    OutgoingSnapshot,
+    SnapshotAck,
+    ack_from_proto,
+    ack_to_proto,
+    chunk_from_proto,
+    chunk_to_proto,
+)
+
+
+@pytest.fixture
+def snapshot_file(tmp_path):
+    data = os.urandom(10_000)
+    path = tmp_path / "leader.db"
+    path.write_bytes(data)
+    return str(path), len(data), hashlib.sha256(data).hexdigest(), data
+
+
+def outgoing(snapshot_file, **kw) -> OutgoingSnapshot:
+    path, size, checksum, _ = snapshot_file
+    return OutgoingSnapshot(1, 2, 5, 700, 4, path, size, checksum, **kw)
+
+
+def test_the_file_arrives_whole_within_the_window(tmp_path, snapshot_file) -> None:
+    sender = outgoing(snapshot_file, chunk_bytes=1000, window=3)
+    receiver = IncomingSnapshot(2, str(tmp_path / "follower"))
+    done = None
+    rounds = 0
+    while done is None:
+        chunks = sender.chunks_to_send()
+        assert 0 < len(chunks) <= 3 and sender.sent_to - sender.acked <= 3000
+        for chunk in chunks:
+            ack, name = receiver.accept(chunk)
+            result = sender.on_ack(ack)
+            if name is not None:
+                assert result is True
+                done = name
+        rounds += 1
+    assert rounds >= 4
+    assert (tmp_path / "follower" / done).read_bytes() == snapshot_file[3]
+    assert sender.chunks_to_send() == []
+    sender.close()
+
+
+def test_a_lost_chunk_is_sent_again(tmp_path, snapshot_file) -> None:
+    sender = outgoing(snapshot_file, chunk_bytes=1000, window=4)
+    receiver = IncomingSnapshot(2, str(tmp_path / "follower"))
+    first = sender.chunks_to_send()
+    lost = first[1]
+    for chunk in first:
+        if chunk is not lost:
+            sender.on_ack(receiver.accept(chunk)[0])
+    assert sender.sent_to == lost.offset  # rewound to the gap
+    name = None
+    while name is None:
+        for chunk in sender.chunks_to_send():
+            ack, name = receiver.accept(chunk)
+            sender.on_ack(ack)
+    assert (tmp_path / "follower" / name).read_bytes() == snapshot_file[3]
+
+
+def test_a_damaged_chunk_makes_the_follower_refuse_and_keep_nothing(tmp_path, snapshot_file) -> None:
+    sender = outgoing(snapshot_file, chunk_bytes=1000)
+    receiver = IncomingSnapshot(2, str(tmp_path / "follower"))
+    chunk = sender.chunks_to_send()[0]
+    ack, name = receiver.accept(chunk._replace(data=b"X" + chunk.data[1:]))
+    assert ack.refused and "fails its CRC" in ack.reason and name is None
+    assert sender.on_ack(ack) is False
+    assert not os.path.exists(tmp_path / "follower" / "snapshots" / "incoming.tmp")
+
+
+def test_a_file_whose_chunks_pass_but_whole_differs_is_refused(tmp_path, snapshot_file) -> None:
+    path, size, checksum, data = snapshot_file
+    wrong = hashlib.sha256(b"other").hexdigest()
+    receiver = IncomingSnapshot(2, str(tmp_path / "follower"))
+    sender = OutgoingSnapshot(1, 2, 5, 700, 4, path, size, checksum, chunk_bytes=4000, window=10)
+    chunks = [c._replace(checksum=wrong) for c in sender.chunks_to_send()]
+    results = [receiver.accept(c) for c in chunks]
+    assert results[-1][0].refused and "SHA-256" in results[-1][0].reason and results[-1][1] is None
+    assert not os.listdir(tmp_path / "follower" / "snapshots")
+
+
+def test_the_sender_refuses_a_file_that_changed_on_disk(snapshot_file) -> None:
+    path, size, checksum, data = snapshot_file
+    with open(path, "r+b") as f:
+        f.seek(5000)
+        f.write(bytes([data[5000] ^ 1]))
+    with pytest.raises(CorruptDataError):
+        OutgoingSnapshot(1, 2, 5, 700, 4, path, size, checksum)
+
+
+def test_hostile_chunks_are_refused_before_they_cost_anything(tmp_path) -> None:
+    receiver = IncomingSnapshot(2, str(tmp_path / "follower"))
+    base = chunk_from_proto(raft_pb2.SnapshotChunk(term=1, index=5, total_size=10, checksum="0" * 64))
+    huge = b"x" * (5 << 20)
+    cases = {
+        "at most": base._replace(data=huge, crc=zlib.crc32(huge), total_size=len(huge), last=True),
+        "bytes, at most": base._replace(total_size=1 << 50),
+        "past the end": base._replace(data=b"abc", crc=zlib.crc32(b"abc"), offset=9),
+        "last flag": base._replace(data=b"abc", crc=zlib.crc32(b"abc"), last=True),
+        "malformed": base._replace(data=b"abc", crc=zlib.crc32(b"abc"), checksum="x"),
+    }
+    for expected, chunk in cases.items():
+        ack, name = receiver.accept(chunk)
+        assert ack.refused and expected in ack.reason and name is None, (expected, ack)
+    assert not os.path.exists(tmp_path / "follower" / "snapshots")
+
+
+def test_a_chunk_of_an_unknown_transfer_not_at_the_start_asks_for_the_start(tmp_path, snapshot_file) -> None:
+    sender = outgoing(snapshot_file, chunk_bytes=1000, window=4)
+    receiver = IncomingSnapshot(2, str(tmp_path / "follower"))
+    chunks = sender.chunks_to_send()
+    ack, _ = receiver.accept(chunks[2])
+    assert (ack.offset, ack.refused) == (0, False)
+    sender.on_ack(ack)
+    assert sender.sent_to == 0
+
+
+def test_chunks_and_acks_survive_the_wire_form() -> None:
+    ack = SnapshotAck(2, 1, 5, 700, 3000, True, "why", True)
+    assert ack_from_proto(raft_pb2.SnapshotAck.FromString(ack_to_proto(ack).SerializeToString())) == ack
+    chunk = chunk_from_proto(raft_pb2.SnapshotChunk(term=1, index=5, total_size=10, checksum="0" * 64))._replace(src=3, dst=4, data=b"d", last=True)
+    wire = chunk_to_proto(chunk).SerializeToString()
+    assert chunk_from_proto(raft_pb2.SnapshotChunk.FromString(wire)) == chunk
