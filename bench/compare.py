@@ -236,6 +236,8 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
                         help="where writers send: the leader, or member k mod N for writer k (followers forward)")
     parser.add_argument("--replichat-client", choices=("raw", "library"), default="raw",
                         help="replichat writes through raw gRPC stubs (like etcd's) or through ChatClient")
+    parser.add_argument("--replichat-metrics", action="store_true",
+                        help="replicas serve --metrics (Prometheus and the cluster page): to measure what it costs")
     parser.add_argument("--attempt-timeout", type=float, default=0.25,
                         help="failover writer: move to the next member after this long without an answer (default 0.25 s)")
     parser.add_argument("--store-concurrency", type=int, default=128, help="writers while storing items (default 128)")
@@ -335,6 +337,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             "payload": args.payload, "seconds": args.seconds, "runs": args.runs, "kills": args.kills,
             "concurrency": args.concurrency, "target": args.target, "replichat_client": args.replichat_client,
             "attempt_timeout_s": args.attempt_timeout, "complete": False,
+            "replichat_metrics": args.replichat_metrics,
         },
         "replicas": {},
     }

@@ -119,9 +119,10 @@ class ReplichatSystem(System):
     name = "replichat"
     RECIPIENT = "sink"
 
-    def __init__(self, base_dir: str, replicas: int, payload_bytes: int, library_client: bool = False) -> None:
+    def __init__(self, base_dir: str, replicas: int, payload_bytes: int, library_client: bool = False,
+                 metrics: bool = False) -> None:
         super().__init__(base_dir, replicas, payload_bytes)
-        self.cluster = BenchCluster(base_dir, replicas)
+        self.cluster = BenchCluster(base_dir, replicas, metrics=metrics)
         self.addresses = dict(self.cluster.addresses)
         self.library_client = library_client
         self._clients: Dict[str, ChatClient] = {}

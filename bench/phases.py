@@ -142,7 +142,8 @@ async def main_async(args: Any, results: Dict[str, Any], save: Callable[[], None
         progress(f"=== {replicas} replicas ===")
 
         def make_replichat(base: str) -> System:
-            return ReplichatSystem(base, replicas, args.payload, library_client=args.replichat_client == "library")
+            return ReplichatSystem(base, replicas, args.payload, library_client=args.replichat_client == "library",
+                                   metrics=args.replichat_metrics)
 
         def make_etcd(base: str) -> System:
             assert etcd_binary is not None

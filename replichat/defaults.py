@@ -7,6 +7,8 @@ DEFAULT_HOST = "127.0.0.1"
 # peers) on FIRST_GRPC_PORT + i - 1 + RAFT_PORT_OFFSET.
 FIRST_GRPC_PORT = 50051
 FIRST_WIRE_PORT = 50151
+# ... and its metrics and cluster page (HTTP) on FIRST_METRICS_PORT + i - 1.
+FIRST_METRICS_PORT = 50351
 DEFAULT_REPLICAS = 5
 # Where a replica listens for its peers when `--peers` does not say: its gRPC port + this.
 RAFT_PORT_OFFSET = 200

@@ -11,6 +11,7 @@ import time
 from typing import Dict, List, Optional, Sequence, Set
 
 from replichat.defaults import local_cluster, raft_addresses
+from replichat.metrics.control import ControlServer
 
 STOP_GRACE_S = 5.0
 # A replica that dies is started again after a back-off that doubles while it keeps dying
@@ -57,6 +58,7 @@ class LocalCluster:
         *,
         peer_addresses: Optional[Dict[int, str]] = None,
         wire_addresses: Optional[Dict[int, str]] = None,
+        metrics_addresses: Optional[Dict[int, str]] = None,
         extra_args: Sequence[str] = (),
         log_dir: Optional[str] = None,
     ) -> None:
@@ -67,6 +69,8 @@ class LocalCluster:
         self.peer_addresses = dict(peer_addresses) if peer_addresses is not None else raft_addresses(addresses)
         self.data_dir = data_dir
         self.wire_addresses = dict(wire_addresses or {})
+        self.metrics_addresses = dict(metrics_addresses or {})
+        self.controls: Optional[ControlServer] = None
         self.extra_args = list(extra_args)
         self.log_dir = log_dir
         self.processes: Dict[int, subprocess.Popen] = {}
@@ -100,6 +104,8 @@ class LocalCluster:
         args = server_command() + ["--id", str(node_id), "--cluster", format_addresses(self.addresses),
                 "--peers", format_addresses(self.peers_seen_by(node_id)), "--data-dir", self.replica_dir(node_id)]
         args += ["--wire", self.wire_addresses[node_id]] if self.wire_addresses else ["--no-wire"]
+        if node_id in self.metrics_addresses:
+            args += ["--metrics", self.metrics_addresses[node_id]]
         return args + self.extra_args
 
     def start(self, node_id: int) -> subprocess.Popen:
@@ -111,11 +117,15 @@ class LocalCluster:
         self._reported.discard(node_id)
         self.paused.discard(node_id)
         self._started_at[node_id] = time.monotonic() if now is None else now
+        env = None
+        if self.controls is not None:  # how the replicas' pages reach the controls (see metrics/control.py)
+            env = dict(os.environ, **self.controls.environment(self.metrics_addresses))
         if self.log_dir is None:
-            process = subprocess.Popen(self.command(node_id), stdin=subprocess.DEVNULL)
+            process = subprocess.Popen(self.command(node_id), stdin=subprocess.DEVNULL, env=env)
         else:
             with open(self.log_path(node_id), "ab") as log:
-                process = subprocess.Popen(self.command(node_id), stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
+                process = subprocess.Popen(self.command(node_id), stdin=subprocess.DEVNULL, stdout=log,
+                                           stderr=subprocess.STDOUT, env=env)
         self.processes[node_id] = process
         return process
 
@@ -153,14 +163,61 @@ class LocalCluster:
         tolerates = (replicas - 1) // 2
         print(f"replichat: local cluster of {replicas} replicas (tolerates {tolerates} "
               f"failure{'s' if tolerates != 1 else ''})", flush=True)
-        print(f"  {'id':>2}  {'gRPC address':<17} {'Raft address':<17} {'wire address':<17} {'pid':>7}  data", flush=True)
+        print(f"  {'id':>2}  {'gRPC address':<17} {'Raft address':<17} {'wire address':<17} {'metrics address':<17} "
+              f"{'pid':>7}  data", flush=True)
         for i, address in sorted(self.addresses.items()):
             print(f"  {i:>2}  {address:<17} {self.peer_addresses[i]:<17} {self.wire_addresses.get(i, '-'):<17} "
-                  f"{self.processes[i].pid:>7}  {self.replica_dir(i)}", flush=True)
+                  f"{self.metrics_addresses.get(i, '-'):<17} {self.processes[i].pid:>7}  {self.replica_dir(i)}", flush=True)
+        if self.metrics_addresses:
+            first = self.metrics_addresses[min(self.metrics_addresses)]
+            print(f"Cluster page: http://{first}/ (any replica's metrics address; Prometheus: /metrics)", flush=True)
         default = self.addresses == local_cluster()
         hint = "python3 client.py" if default else f"python3 client.py --servers {','.join(self.servers)}"
         print(f"Connect with: {hint}    Status: python3 server.py status{'' if default else ' --servers ' + ','.join(self.servers)}"
               f"    Stop: Ctrl-C", flush=True)
+
+    def enable_controls(self) -> None:
+        """Serve the cluster page's kill/pause/resume/restart buttons (before start_all)."""
+        self.controls = ControlServer(self.control, tuple(sorted(self.addresses)))
+        self.controls.start()
+
+    def disable_controls(self) -> None:
+        if self.controls is not None:
+            self.controls.close()
+            self.controls = None
+
+    def control(self, action: str, node_id: int) -> str:
+        """One button of the cluster page; returns what was done, for the page to show."""
+        with self.lock:
+            process = self.processes[node_id]
+            running = process.poll() is None
+            if action == "kill":
+                if not running:
+                    raise ValueError(f"replica {node_id} is not running")
+                self.held_down.add(node_id)
+                self.kill(node_id)
+                message = f"replica {node_id} (pid {process.pid}) killed with SIGKILL; restart it with its button"
+            elif action == "pause":
+                if not running:
+                    raise ValueError(f"replica {node_id} is not running")
+                self.pause(node_id)
+                message = f"replica {node_id} (pid {process.pid}) paused (SIGSTOP)"
+            elif action == "resume":
+                if not running or node_id not in self.paused:
+                    raise ValueError(f"replica {node_id} is not paused")
+                self.resume(node_id)
+                message = f"replica {node_id} (pid {process.pid}) resumed (SIGCONT)"
+            elif action == "restart":
+                if running:
+                    self.kill(node_id)
+                    self._reported.add(node_id)  # a restart, not a death to report and back off from
+                self.held_down.discard(node_id)
+                process = self._start(node_id)
+                message = f"replica {node_id} restarted (pid {process.pid})"
+            else:
+                raise ValueError(f"unknown action {action!r}")
+        print(f"replichat: cluster page: {message}", flush=True)
+        return message
 
     def command_line(self, node_id: int) -> str:
         """The exact shell command that starts replica node_id as this launcher does."""

@@ -37,6 +37,7 @@ from replichat.chat.search import compile_pattern
 from replichat.chat.state import Applied, ChatState, ChatStateReader, MessageQueued
 from replichat.chat.state_check import LogBounds, prepare_state
 from replichat.errors import ChatError, Code
+from replichat.metrics.observer import NO_OBSERVER, RuntimeObserver
 from replichat.proto import chat_pb2, command_pb2
 from replichat.raft.core import Config, NotLeader, RaftCore, Role
 from replichat.raft.log import RaftLog
@@ -199,6 +200,8 @@ class Node:
         self.applied_index = 0
         self._known_leader = NO_LEADER
         self._transfer_to = NO_LEADER
+        # Metrics (--metrics) watch through this; the default does nothing.
+        self.observer: RuntimeObserver = NO_OBSERVER
 
     # ----------------------------------------------------------------- lifecycle
 
@@ -318,6 +321,7 @@ class Node:
             proposals, self._proposals = self._proposals, []
             try:
                 core.propose(proposals)
+                self.observer.proposed(len(proposals))
             except NotLeader:
                 pass  # the proposers retry once a leader is known
         if self._read_requests:
@@ -342,19 +346,23 @@ class Node:
             if ready.send_before_persist:
                 self.transport.send(ready.messages)
             if ready.entries or ready.hard_state is not None:
+                started = time.perf_counter()
                 if not ready.send_before_persist and len(ready.entries) <= INLINE_PERSIST_MAX:
                     # A follower: nothing else it does is as urgent as its acknowledgement.
                     self._storage.save(ready.hard_state, ready.entries)
                 else:
                     await self._on_disk(self._storage.save, ready.hard_state, ready.entries)
+                self.observer.persisted(time.perf_counter() - started, len(ready.entries))
             if not ready.send_before_persist:
                 self.transport.send(ready.messages)
             if ready.committed:
                 items = [(e.index, e.data) for e in ready.committed]
+                started = time.perf_counter()
                 if len(items) <= INLINE_APPLY_MAX:
                     applied = self._state.apply_batch(items)
                 else:
                     applied = await self._on_state(self._state.apply_batch, items)
+                self.observer.applied(time.perf_counter() - started, applied)
                 self._after_apply(applied)
             for read in ready.read_states:
                 self._reads.resolve(read.context, read.index)
@@ -364,6 +372,7 @@ class Node:
         if core.leader != self._known_leader:
             self._known_leader = core.leader
             self._announce_leader(core)
+        self.observer.raft_state(core.role.value, core.term, core.leader)
 
     def _announce_leader(self, core: RaftCore) -> None:
         if core.role is Role.LEADER:
@@ -439,7 +448,10 @@ class Node:
             request.request_seq = next(self._request_numbers)
         command.timestamp_ms = int(time.time() * 1000)
         data = command.SerializeToString()
-        return await self._writes.track((request.client_id, request.request_seq), lambda: self._propose(data))
+        started = time.perf_counter()
+        applied = await self._writes.track((request.client_id, request.request_seq), lambda: self._propose(data))
+        self.observer.write_committed(time.perf_counter() - started)
+        return applied
 
     def _propose(self, data: bytes) -> None:
         self._proposals.append(data)
@@ -510,8 +522,11 @@ class Node:
             request.session_id = uuid.uuid4().hex
         subscriber = _Subscriber()
         self._subscribers[name].add(subscriber)
+        opened = False
         try:
             result = await self._write(command_pb2.Command(connect=request))
+            self.observer.session_opened()
+            opened = True
             yield chat_pb2.ServerEvent(connected=chat_pb2.Connected(name=name, queued=result.count))
             last_seq = 0
             while True:
@@ -523,6 +538,7 @@ class Node:
                 for delivery in deliveries:
                     yield chat_pb2.ServerEvent(message=delivery)
                     last_seq = delivery.seq
+                    self.observer.delivered(1)
                 if session is None:
                     yield _ended(chat_pb2.SessionEnded.USER_DELETED, f"user {name} was deleted")
                     return
@@ -532,6 +548,8 @@ class Node:
                 if len(deliveries) < STREAM_BATCH:
                     await subscriber.changed.wait()
         finally:
+            if opened:
+                self.observer.session_closed()
             self._subscribers[name].discard(subscriber)
             if not self._subscribers[name]:
                 del self._subscribers[name]

@@ -52,7 +52,9 @@ def build_parser() -> argparse.ArgumentParser:
         f"  gRPC (clients)         on {defaults.FIRST_GRPC_PORT}+N-1 (--port),\n"
         f"  Raft (its peers)       on {defaults.FIRST_GRPC_PORT + defaults.RAFT_PORT_OFFSET}+N-1 "
         f"(--port + {defaults.RAFT_PORT_OFFSET}),\n"
-        f"  the seed wire protocol on {defaults.FIRST_WIRE_PORT}+N-1 (--wire-port).\n"
+        f"  the seed wire protocol on {defaults.FIRST_WIRE_PORT}+N-1 (--wire-port),\n"
+        f"  metrics and the cluster page on {defaults.FIRST_METRICS_PORT}+N-1 (--metrics-port): "
+        f"http://127.0.0.1:{defaults.FIRST_METRICS_PORT}/\n"
         f"One replica (--id) serves Raft on its --peers address, by default its --cluster port + "
         f"{defaults.RAFT_PORT_OFFSET}.",
     )
@@ -71,6 +73,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--bind", help="one replica: address to serve gRPC on (default: its --cluster address)")
     parser.add_argument("--wire", help="one replica: HOST:PORT for the seed wire protocol (default: none)")
     parser.add_argument("--no-wire", action="store_true", help="do not serve the seed wire protocol")
+    parser.add_argument("--metrics", metavar="HOST:PORT",
+                        help="one replica: serve Prometheus metrics (/metrics) and the live cluster page (/) over "
+                        "HTTP here (default: none)")
+    parser.add_argument("--metrics-port", type=int, default=defaults.FIRST_METRICS_PORT,
+                        help="local cluster: first metrics and cluster-page port (default %(default)s)")
+    parser.add_argument("--no-metrics", action="store_true", help="local cluster: serve no metrics or cluster page")
     parser.add_argument("--tick-ms", type=int, default=50, help="Raft tick (default %(default)s ms; heartbeat every tick)")
     parser.add_argument("--election-ticks", type=int, default=10, help="election timeout in ticks, randomized up to 2x (default %(default)s)")
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
@@ -104,23 +112,32 @@ def _local_cluster(parser: argparse.ArgumentParser, args: argparse.Namespace) ->
     raft_port = args.port + defaults.RAFT_PORT_OFFSET
     # Raft takes the ports RAFT_PORT_OFFSET above gRPC's: a --wire-port or --replicas that
     # collides with them is refused here rather than as some replica's bind error.
-    firsts = [args.port, raft_port] + ([] if args.no_wire else [args.wire_port])
+    firsts = [args.port, raft_port] + ([] if args.no_wire else [args.wire_port]) + (
+        [] if args.no_metrics else [args.metrics_port])
     used = [port for first in firsts for port in range(first, first + args.replicas)]
     if len(set(used)) != len(used) or not all(_valid_port(str(port)) for port in used):
         parser.error(
             f"the local cluster needs {args.replicas} ports each from --port ({args.port}), --port + "
-            f"{defaults.RAFT_PORT_OFFSET} (Raft) and --wire-port ({args.wire_port}), within 1-65535 and not overlapping"
+            f"{defaults.RAFT_PORT_OFFSET} (Raft), --wire-port ({args.wire_port}) and --metrics-port "
+            f"({args.metrics_port}), within 1-65535 and not overlapping"
         )
     cluster = LocalCluster(
         {i: f"{defaults.DEFAULT_HOST}:{args.port + i - 1}" for i in ids},
         args.data_dir or "data",
         peer_addresses={i: f"{defaults.DEFAULT_HOST}:{raft_port + i - 1}" for i in ids},
         wire_addresses=None if args.no_wire else {i: f"{defaults.DEFAULT_HOST}:{args.wire_port + i - 1}" for i in ids},
+        metrics_addresses=None if args.no_metrics else {
+            i: f"{defaults.DEFAULT_HOST}:{args.metrics_port + i - 1}" for i in ids},
         extra_args=_tuning_args(args),
     )
+    if not args.no_metrics:
+        cluster.enable_controls()
     cluster.start_all()
     cluster.print_table()
-    return cluster.supervise()
+    try:
+        return cluster.supervise()
+    finally:
+        cluster.disable_controls()
 
 
 def _one_replica(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
@@ -154,7 +171,8 @@ def _one_replica(parser: argparse.ArgumentParser, args: argparse.Namespace) -> i
     try:
         return _run(
             serve_replica(args.id, args.cluster, data_dir, peers=peers, bind_address=args.bind,
-                          wire_address=None if args.no_wire else args.wire, options=options)
+                          wire_address=None if args.no_wire else args.wire, options=options,
+                          metrics_address=args.metrics)
         )
     except ListenError as error:  # a busy gRPC or Raft port: say which, no traceback
         print(f"replica {args.id}: {error}", file=sys.stderr)

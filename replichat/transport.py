@@ -143,11 +143,13 @@ class _PeerConnection(asyncio.Protocol):
     """One incoming connection: decodes frames and hands their messages to the node."""
 
     def __init__(
-        self, decoder: FrameDecoder, deliver: Callable[[List[Message]], None], connections: Set["_PeerConnection"]
+        self, decoder: FrameDecoder, deliver: Callable[[List[Message]], None], connections: Set["_PeerConnection"],
+        received: List[int],
     ) -> None:
         self._decoder = decoder
         self._deliver = deliver
         self._connections = connections
+        self._received = received  # [bytes], shared by the listener's connections (metrics)
         self._transport: Optional[asyncio.Transport] = None
         self._greeting_timer: Optional[asyncio.TimerHandle] = None
 
@@ -175,6 +177,7 @@ class _PeerConnection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         assert self._transport is not None
+        self._received[0] += len(data)
         try:
             batches = self._decoder.feed(data)
         except FrameError as error:
@@ -194,9 +197,14 @@ class PeerListener:
     Server.close() leaves them open, so peers would not notice a stopped replica until its
     process exits, and from Python 3.12 Server.wait_closed() waits for them to end."""
 
-    def __init__(self, server: "asyncio.base_events.Server", connections: Set[_PeerConnection]) -> None:
+    def __init__(self, server: "asyncio.base_events.Server", connections: Set[_PeerConnection], received: List[int]) -> None:
         self._server = server
         self._connections = connections
+        self._received = received
+
+    @property
+    def bytes_received(self) -> int:
+        return self._received[0]
 
     @property
     def port(self) -> int:
@@ -220,11 +228,12 @@ async def start_peer_listener(
     """Listen for peers on host:port (port 0: any free port, see PeerListener.port); hand
     `deliver` the messages that replicas in `senders` address to replica `self_id`."""
     connections: Set[_PeerConnection] = set()
+    received = [0]
     loop = asyncio.get_event_loop()
     server = await loop.create_server(
-        lambda: _PeerConnection(FrameDecoder(self_id, senders), deliver, connections), host, port
+        lambda: _PeerConnection(FrameDecoder(self_id, senders), deliver, connections, received), host, port
     )
-    return PeerListener(server, connections)
+    return PeerListener(server, connections, received)
 
 
 def split_address(address: str) -> Tuple[str, int]:
@@ -245,6 +254,7 @@ class _PeerLink:
         self.reachable = True
         self._writer: Optional[asyncio.StreamWriter] = None
         self.closing = False
+        self.bytes_sent = 0
 
     async def run(self) -> None:
         while not self.closing:
@@ -262,6 +272,7 @@ class _PeerLink:
             if writer is None or writer.is_closing():
                 writer = self._writer = await self._connect()
             writer.write(frame)
+            self.bytes_sent += len(frame)
             # A peer that stopped reading (SIGSTOP, partition) fills the socket buffers: give
             # up on this connection rather than queue behind it forever.
             await asyncio.wait_for(writer.drain(), WRITE_TIMEOUT_S)
@@ -314,6 +325,10 @@ class PeerTransport:
 
     def reachable(self, peer: int) -> bool:
         return self._links[peer].reachable
+
+    def bytes_sent(self) -> Dict[int, int]:
+        """Bytes written to each peer's connection so far (metrics)."""
+        return {peer: link.bytes_sent for peer, link in self._links.items()}
 
     async def close(self) -> None:
         for link in self._links.values():

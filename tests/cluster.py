@@ -13,16 +13,17 @@ from replichat.proto import chat_pb2, chat_pb2_grpc
 
 class ProcessCluster(LocalCluster):
     def __init__(self, base_dir: str, replicas: int = 5, *, wire: bool = False, tick_ms: int = 50,
-                 election_ticks: int = 10) -> None:
+                 election_ticks: int = 10, metrics: bool = False) -> None:
         os.makedirs(base_dir, exist_ok=True)
-        # gRPC, Raft and wire ports, all free at once (not gRPC + 200, which may be taken).
-        ports = free_ports(replicas * 3)
+        # gRPC, Raft, wire and metrics ports, all free at once (not gRPC + 200, which may be taken).
+        ports = free_ports(replicas * 4)
         ids = range(1, replicas + 1)
         super().__init__(
             {i: f"127.0.0.1:{ports[i - 1]}" for i in ids},
             base_dir,
             peer_addresses={i: f"127.0.0.1:{ports[replicas + i - 1]}" for i in ids},
             wire_addresses={i: f"127.0.0.1:{ports[2 * replicas + i - 1]}" for i in ids} if wire else None,
+            metrics_addresses={i: f"127.0.0.1:{ports[3 * replicas + i - 1]}" for i in ids} if metrics else None,
             extra_args=["--tick-ms", str(tick_ms), "--election-ticks", str(election_ticks)],
             log_dir=base_dir,
         )
