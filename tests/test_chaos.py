@@ -1,6 +1,7 @@
 """A short seeded fault campaign (replichat.chaos) against 5 real replica processes: kill -9 of
 the leader and of other replicas, SIGSTOP/SIGCONT, symmetric / asymmetric / isolate-one
-partitions through per-link proxies. Nothing acknowledged is lost or duplicated, the history is
+partitions through per-link proxies, a flipped byte in a stopped replica's stored log entry
+(it must refuse to start, naming the entry). Nothing acknowledged is lost or duplicated, the history is
 linearizable, and the replicas converge after healing. Longer runs by hand:
 `python -m replichat.chaos --seconds 30 --seed N`."""
 import pytest

@@ -9,6 +9,7 @@ import time
 from typing import Dict, List, NamedTuple, Optional, Set, Tuple
 
 from replichat.chaos.cluster import ChaosCluster
+from replichat.chaos.disk_faults import flip_log_entry, undo_flip
 from replichat.client.api import ChatClient
 from replichat.errors import ChatError
 from replichat.proto import chat_pb2
@@ -48,6 +49,7 @@ class CampaignResult(NamedTuple):
     linearizable: bool
     linearizability: str
     errors: List[str]
+    corruptions_detected: int = 0
 
     @property
     def ok(self) -> bool:
@@ -74,6 +76,7 @@ class CampaignResult(NamedTuple):
             ("longest write pause (s)", f"{self.longest_write_pause:.2f}"),
             ("converged after heal", f"{self.converged} {self.applied_indexes}"),
             ("linearizability", self.linearizability),
+            ("corrupted entries refused at start", self.corruptions_detected),
             ("result", "OK" if self.ok else "FAILED"),
         ]
         width = max(len(k) for k, _ in rows)
@@ -105,6 +108,7 @@ class Campaign:
         self.texts_seen: Dict[str, Set[int]] = {}
         self.conflicts: List[str] = []
         self.errors: List[str] = []
+        self.corruptions_detected = 0
         self.stop = asyncio.Event()
 
     def now(self) -> float:
@@ -221,7 +225,7 @@ class Campaign:
     def heal(self, fault: Fault) -> None:
         self.faults.remove(fault)
         for node in fault.nodes:
-            if fault.kind.startswith("kill"):
+            if fault.kind.startswith("kill") or fault.kind == "corrupt_entry":
                 self.cluster.start(node)
                 self.killed.discard(node)
             elif fault.kind == "pause":
@@ -233,7 +237,7 @@ class Campaign:
         ids = self.cluster.ids
         healthy = [i for i in ids if i not in self.faulty()]
         room = MAX_FAULTY - len(self.faulty())
-        kinds = ["kill_leader", "kill_random", "pause", "isolate", "asym_out", "asym_in", "one_way"]
+        kinds = ["kill_leader", "kill_random", "pause", "isolate", "asym_out", "asym_in", "one_way", "corrupt_entry"]
         if room >= 2:
             kinds.append("split")
         kind = self.rng.choice(kinds)
@@ -263,9 +267,11 @@ class Campaign:
                 links = {(node, j) for j in others}
             elif kind == "asym_in":
                 links = {(j, node) for j in others}
-        if kind.startswith("kill"):
+        if kind.startswith("kill") or kind == "corrupt_entry":
             self.cluster.kill(nodes[0], signal.SIGKILL)
             self.killed.add(nodes[0])
+        if kind == "corrupt_entry":
+            await self.corrupt_and_expect_refusal(nodes[0])
         elif kind == "pause":
             self.cluster.pause(nodes[0])
         fault = Fault(kind, nodes, frozenset(links), time.monotonic() + duration)
@@ -273,6 +279,30 @@ class Campaign:
         self.apply_links()
         self.fault_counts[kind] = self.fault_counts.get(kind, 0) + 1
         self.log(f"[{self.now():6.2f}] inject {kind} {nodes} for {duration:.1f}s")
+
+    async def corrupt_and_expect_refusal(self, node: int) -> None:
+        """Flip a byte in a stored entry of the (killed) replica, start it: it must exit at
+        once naming the entry. Then put the byte back (the operator restores the file); the
+        fault's heal starts it again."""
+        flip = flip_log_entry(self.cluster.replica_dir(node), self.rng)
+        if flip is None:
+            return
+        process = self.cluster.start(node)
+        deadline = time.monotonic() + 30
+        while process.poll() is None and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+        if process.poll() is None:
+            self.cluster.kill(node, signal.SIGKILL)
+        with open(self.cluster.log_path(node), errors="replace") as f:
+            named = f"raft log entry {flip.index} " in f.read()[-20000:]
+        if process.returncode == 3 and named:
+            self.corruptions_detected += 1
+            self.log(f"[{self.now():6.2f}] replica {node} refused to start: entry {flip.index} corrupt")
+        else:
+            self.errors.append(
+                f"replica {node} started with a corrupted entry {flip.index} (exit {process.returncode}, named: {named})"
+            )
+        undo_flip(flip)
 
     async def nemesis(self, until: float) -> None:
         while time.monotonic() < until:
@@ -373,7 +403,8 @@ class Campaign:
             delivered=len(self.deliveries), lost=lost, duplicated=duplicated, phantom=phantom,
             order_violations=order, seq_mismatches=mismatches + self.conflicts, faults=dict(self.fault_counts),
             leader_changes=changes, longest_write_pause=pause, converged=converged, applied_indexes=applied,
-            linearizable=check.ok, linearizability=check.explanation[:300], errors=self.errors)
+            linearizable=check.ok, linearizability=check.explanation[:300], errors=self.errors,
+            corruptions_detected=self.corruptions_detected)
 
 
 async def run_campaign_async(seconds: float, seed: int, base_dir: Optional[str] = None, log=print) -> CampaignResult:
