@@ -10,7 +10,7 @@ Covering index and term, not only the data, also catches an entry stored in the 
 import struct
 import zlib
 
-_INDEX_TERM = struct.Struct(">QQ")
+INDEX_TERM = struct.Struct(">QQ")
 
 
 class CorruptDataError(RuntimeError):
@@ -20,7 +20,7 @@ class CorruptDataError(RuntimeError):
 
 
 def entry_checksum(index: int, term: int, data: bytes) -> int:
-    return zlib.crc32(data, zlib.crc32(_INDEX_TERM.pack(index, term)))
+    return zlib.crc32(data, zlib.crc32(INDEX_TERM.pack(index, term)))
 
 
 def verify_entry(index: int, term: int, data: bytes, checksum: int) -> None:

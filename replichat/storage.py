@@ -25,8 +25,10 @@ import logging
 import os
 import sqlite3
 import urllib.request
+import zlib
 from typing import Iterable, List, NamedTuple, Optional, Sequence, Tuple
 
+from replichat.integrity import INDEX_TERM as _INDEX_TERM
 from replichat.integrity import CorruptDataError, entry_checksum, verify_entry
 from replichat.raft.messages import Entry, HardState
 
@@ -81,10 +83,17 @@ class LogBase(NamedTuple):
     term: int = 0
 
 
-def _row_entry(idx: int, term: int, data: bytes, crc: int) -> Entry:
-    data = bytes(data)
-    verify_entry(idx, term, data, crc)
-    return Entry(term, idx, data)
+def _verified_entries(rows: Iterable[Tuple[int, int, bytes, int]]) -> List[Entry]:
+    """Rows (idx, term, data, crc) as entries, each checked. The loop is inlined because it
+    runs once per stored entry at every start: the checksum must not double the load time."""
+    pack, crc32 = _INDEX_TERM.pack, zlib.crc32
+    entries = []
+    append = entries.append
+    for idx, term, data, crc in rows:
+        if crc32(data, crc32(pack(idx, term))) != crc:
+            verify_entry(idx, term, data, crc)  # raises, with the message
+        append(Entry(term, idx, data))
+    return entries
 
 
 class RaftStorage:
@@ -139,7 +148,7 @@ class RaftStorage:
         row = self._db.execute("SELECT term, vote, commit_index FROM hard_state WHERE id = 0").fetchone()
         hard_state = HardState(*row) if row else HardState()
         base = self.log_base()
-        entries = [_row_entry(*row) for row in self._db.execute("SELECT idx, term, data, crc FROM log ORDER BY idx")]
+        entries = _verified_entries(self._db.execute("SELECT idx, term, data, crc FROM log ORDER BY idx"))
         _check_contiguous(entries, base.index + 1)
         return hard_state, entries
 
@@ -259,7 +268,7 @@ class SqliteLogReader:
         rows = self._db.execute(
             "SELECT idx, term, data, crc FROM log WHERE idx >= ? AND idx < ? ORDER BY idx", (lo, hi)
         ).fetchall()
-        entries = [_row_entry(*row) for row in rows]
+        entries = _verified_entries(rows)
         _check_contiguous(entries, lo)
         if len(entries) != max(0, hi - lo):
             raise CorruptDataError(f"raft log is missing entries in [{lo}, {hi}): found {len(entries)}")
