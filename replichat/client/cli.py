@@ -20,6 +20,7 @@ from replichat.client.types import DEFAULT_DEADLINE, Capability, ChatApi, ChatSe
 from replichat.client.wire_api import STATUS_NOT_OVER_WIRE, WireChatApi
 from replichat.errors import ChatError, Code
 from replichat.proto import chat_pb2
+from replichat.client import terminal
 from replichat.version import version_text
 
 USAGE: Dict[str, str] = {
@@ -293,9 +294,10 @@ def start_stdin_reader(loop: asyncio.AbstractEventLoop) -> "asyncio.Queue[Option
     return queue
 
 
-async def run_shell(api: ChatApi, lines: "asyncio.Queue[Optional[str]]") -> None:
+async def run_shell(api: ChatApi, lines: "asyncio.Queue[Optional[str]]",
+                    emit: Optional[Callable[[str], None]] = None) -> None:
     """Runs commands until EOF or quit, then ends the session cleanly."""
-    shell = Shell(api)
+    shell = Shell(api) if emit is None else Shell(api, emit)
     try:
         while True:
             line = await lines.get()
@@ -388,7 +390,14 @@ async def _main(transport: str, servers: List[str], deadline: float) -> int:
             file=sys.stderr,
             flush=True,
         )
-    await run_shell(api, start_stdin_reader(asyncio.get_running_loop()))
+    if not terminal.is_interactive():  # a script: one answer line per command, no prompt, no color
+        await run_shell(api, start_stdin_reader(asyncio.get_running_loop()))
+        return 0
+    person = terminal.Terminal()
+    try:
+        await run_shell(api, person.start(asyncio.get_running_loop()), person.emit)
+    finally:
+        person.close()
     return 0
 
 
