@@ -93,8 +93,10 @@ def test_completion_history_color_and_a_message_while_typing(process_cluster, tm
         client.expect("create alice")
         client.type("\r")
         client.expect(f"{RED_ERROR} ")
+        client.expect("alice> ")
         client.type("list\r")
         client.expect("user(s): alice")
+        client.expect("alice> ")
         client.type("connect al\t")
         client.expect("connect alice ")  # the user name completed
         client.type("\r")
@@ -112,6 +114,7 @@ def test_completion_history_color_and_a_message_while_typing(process_cluster, tm
         assert "hello while you type" in shown and "\x1b[1m(anonymous)\x1b[0m" in shown
         client.type("ce hi\r")
         client.expect("sent to alice")
+        client.expect("alice> ")  # keys typed before readline reads would meet the terminal's own line mode
         client.type("quit\r")
         assert client.close() == 0
     finally:
@@ -129,6 +132,7 @@ def test_no_color_with_no_color_set(process_cluster, tmp_path) -> None:
         client.expect("> ")
         client.type("create bob\r")
         shown = client.expect("created bob")
+        client.expect("bob> ")
         client.type("\x04")  # Ctrl-D: end of input
         assert client.close() == 0
     finally:
