@@ -21,13 +21,22 @@ from google.protobuf.message import DecodeError
 
 from replichat.proto import raft_pb2
 from replichat.raft.messages import Entry, Message, MsgType
+from replichat.raft.validate import DropCounter, check_message
 
 log = logging.getLogger(__name__)
 
 # Sent once at the start of every connection: a stray client on the Raft port is turned away.
 MAGIC = b"RCR1"
 _LENGTH = struct.Struct(">I")
-MAX_FRAME = 64 << 20
+# Largest frame a receiver accepts: 4x what senders aim for (FRAME_TARGET), so one message
+# over the target still fits. It bounds what one connection may make a replica buffer.
+MAX_FRAME = 16 << 20
+# All half-received frames of one replica's Raft port together: a few real peers sending large
+# batches at once stay far below it; beyond it the connection that grew it is closed.
+MAX_BUFFERED_TOTAL = 64 << 20
+# A frame that started arriving must complete within this: a peer sends a whole frame in one
+# write, so only a stalled or hostile sender takes longer, holding the frame's memory.
+FRAME_TIMEOUT_S = 10.0
 # Senders split batches into frames of about this many bytes (well under MAX_FRAME; the core
 # caps one append at 1 MiB of entries). Overheads are upper bounds of the protobuf encoding.
 FRAME_TARGET = 4 << 20
@@ -41,6 +50,11 @@ MAX_QUEUED = 50_000
 # A connection that has not greeted within this long is not a peer: it is closed, so stray
 # clients cannot hold the Raft port's connections open. Peers greet on connect.
 GREETING_TIMEOUT_S = 5.0
+# A peer's sender connects only when it has messages and writes them right after the greeting:
+# a connection that greeted but brought no valid message from a member by then is closed.
+FIRST_FRAME_TIMEOUT_S = 5.0
+# Connections kept per peer identity (the newest ones: a reconnect replaces a dead one).
+MAX_CONNECTIONS_PER_PEER = 2
 # Peers need one connection each (a reconnect replaces the old one); anything far beyond that
 # is not from peers, and is refused rather than allowed to exhaust the replica's descriptors.
 MAX_CONNECTIONS = 64
@@ -89,20 +103,38 @@ class FrameError(ValueError):
 
 
 class FrameDecoder:
-    """Bytes in, message batches out (sans-IO, so the framing is tested without sockets)."""
+    """Bytes in, message batches out (sans-IO, so the framing is tested without sockets).
 
-    def __init__(self, self_id: int, senders: Collection[int]) -> None:
+    A frame that cannot be decoded, or that does not come from a member of this cluster, is a
+    FrameError (the connection is closed: it is not one of our peers). A well-formed message
+    whose values no correct replica could send (raft/validate.py), or whose claimed sender is
+    not the peer this connection authenticated as, is dropped and logged, and the rest of its
+    frame is delivered."""
+
+    def __init__(self, self_id: int, senders: Collection[int], label: str = "a peer") -> None:
         """senders: the replicas that may send to this one. A message from any other (say, a
         replica of another cluster) would make the core answer a replica the transport does
-        not know, which stops the node."""
+        not know, which stops the node. label: names the connection in log lines."""
         self._self_id = self_id
         self._senders = frozenset(senders) - {self_id}
         self._buffer = bytearray()
         self._greeted = False
+        self.label = label
+        # Set once the connection proved who it is (its TLS certificate): messages claiming
+        # another sender are then forgeries.
+        self.authenticated_peer: Optional[int] = None
+        # The member the first valid frame came from (the authenticated one when known).
+        self.peer: Optional[int] = None
+        self.dropped = DropCounter()
 
     @property
     def greeted(self) -> bool:
         return self._greeted
+
+    @property
+    def buffered(self) -> int:
+        """Bytes held for a frame that has not fully arrived (0 between frames)."""
+        return len(self._buffer)
 
     def feed(self, data: bytes) -> List[List[Message]]:
         buffer = self._buffer
@@ -128,15 +160,42 @@ class FrameDecoder:
             except DecodeError as error:
                 raise FrameError(f"undecodable frame: {error}") from None
             del buffer[:end]
-            messages = []
-            for p in batch.messages:
-                if p.to != self._self_id or p.type not in _MESSAGE_TYPES:
-                    raise FrameError(f"message for replica {p.to} or of unknown type {p.type}")
-                if getattr(p, "from") not in self._senders:
-                    raise FrameError(f"message from replica {getattr(p, 'from')}, not a peer of replica {self._self_id}")
-                messages.append(from_proto(p))
-            batches.append(messages)
+            batches.append(self._messages(batch))
         return batches
+
+    def _messages(self, batch: raft_pb2.MessageBatch) -> List[Message]:
+        messages = []
+        for p in batch.messages:
+            if p.to != self._self_id or p.type not in _MESSAGE_TYPES:
+                raise FrameError(f"message for replica {p.to} or of unknown type {p.type}")
+            sender = getattr(p, "from")
+            if sender not in self._senders:
+                raise FrameError(f"message from replica {sender}, not a peer of replica {self._self_id}")
+            if self.authenticated_peer is not None and sender != self.authenticated_peer:
+                self._drop(p.type, sender, f"claims to come from replica {sender}, but the connection "
+                                           f"authenticated as replica {self.authenticated_peer}")
+                continue
+            m = from_proto(p)
+            reason = check_message(m)
+            if reason is not None:
+                self._drop(p.type, sender, reason)
+                continue
+            if self.peer is None:
+                self.peer = sender
+            messages.append(m)
+        return messages
+
+    def _drop(self, kind: int, sender: int, reason: str) -> None:
+        if self.dropped.record():
+            log.warning("dropped a %s claiming to be from replica %d on Raft connection from %s (drop #%d): %s",
+                        MsgType(kind).name, sender, self.label, self.dropped.count, reason)
+
+
+class _Budget:
+    """Bytes of half-received frames held by all of a listener's connections together."""
+
+    def __init__(self) -> None:
+        self.used = 0
 
 
 class _PeerConnection(asyncio.Protocol):
@@ -144,48 +203,106 @@ class _PeerConnection(asyncio.Protocol):
 
     def __init__(
         self, decoder: FrameDecoder, deliver: Callable[[List[Message]], None], connections: Set["_PeerConnection"],
-        received: List[int],
+        received: List[int], budget: _Budget,
     ) -> None:
         self._decoder = decoder
         self._deliver = deliver
         self._connections = connections
         self._received = received  # [bytes], shared by the listener's connections (metrics)
+        self._budget = budget
+        self._held = 0  # this connection's share of the budget
         self._transport: Optional[asyncio.Transport] = None
-        self._greeting_timer: Optional[asyncio.TimerHandle] = None
+        self._watchdog: Optional[asyncio.TimerHandle] = None
+        self.opened_at = 0.0
+        # When the frame now being received started (None between frames).
+        self._frame_since: Optional[float] = None
+        self.peername: object = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports implement asyncio.Transport without subclassing it.
         self._transport = cast(asyncio.Transport, transport)
+        self.peername = self._transport.get_extra_info("peername")
+        self._decoder.label = str(self.peername)
         if len(self._connections) >= MAX_CONNECTIONS:
-            log.warning("refusing Raft connection from %s: %d open already",
-                        self._transport.get_extra_info("peername"), len(self._connections))
+            log.warning("refusing Raft connection from %s: %d open already", self.peername, len(self._connections))
             self._transport.abort()
             return
         self._connections.add(self)
-        self._greeting_timer = asyncio.get_event_loop().call_later(GREETING_TIMEOUT_S, self._greeting_overdue)
+        loop = asyncio.get_event_loop()
+        self.opened_at = loop.time()
+        self._watchdog = loop.call_later(min(GREETING_TIMEOUT_S, FRAME_TIMEOUT_S), self._check_deadlines)
 
-    def _greeting_overdue(self) -> None:
-        if not self._decoder.greeted and self._transport is not None:
-            log.warning("closing Raft connection from %s: no greeting within %gs",
-                        self._transport.get_extra_info("peername"), GREETING_TIMEOUT_S)
+    def _check_deadlines(self) -> None:
+        """Close a connection that is not behaving as a peer: no greeting, no first frame
+        (a peer's sender writes one right after its greeting), or a frame that started and
+        does not complete (a slow sender holding the frame's memory)."""
+        if self._transport is None or self._transport.is_closing():
+            return
+        loop = asyncio.get_event_loop()
+        now = loop.time()
+        reason = None
+        if not self._decoder.greeted and now - self.opened_at >= GREETING_TIMEOUT_S:
+            reason = f"no greeting within {GREETING_TIMEOUT_S:g}s"
+        elif self._decoder.peer is None and now - self.opened_at >= FIRST_FRAME_TIMEOUT_S:
+            reason = f"no message from a peer within {FIRST_FRAME_TIMEOUT_S:g}s of connecting"
+        elif self._frame_since is not None and now - self._frame_since >= FRAME_TIMEOUT_S:
+            reason = f"a frame did not complete within {FRAME_TIMEOUT_S:g}s ({self._held} bytes held)"
+        if reason is not None:
+            log.warning("closing Raft connection from %s: %s", self.peername, reason)
             self._transport.abort()
+            return
+        self._watchdog = loop.call_later(min(GREETING_TIMEOUT_S, FRAME_TIMEOUT_S) / 2, self._check_deadlines)
 
     def connection_lost(self, exc: Optional[Exception]) -> None:
         self._connections.discard(self)
-        if self._greeting_timer is not None:
-            self._greeting_timer.cancel()
+        self._release()
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+
+    def _release(self) -> None:
+        self._budget.used -= self._held
+        self._held = 0
 
     def data_received(self, data: bytes) -> None:
         assert self._transport is not None
         self._received[0] += len(data)
+        if self._transport.is_closing():
+            return
         try:
             batches = self._decoder.feed(data)
         except FrameError as error:
-            log.warning("closing Raft connection from %s: %s", self._transport.get_extra_info("peername"), error)
+            log.warning("closing Raft connection from %s: %s", self.peername, error)
+            self._release()
             self._transport.abort()
             return
+        held = self._decoder.buffered
+        self._budget.used += held - self._held
+        self._held = held
+        if held == 0:
+            self._frame_since = None
+        elif self._frame_since is None:
+            self._frame_since = asyncio.get_event_loop().time()
+        if self._budget.used > MAX_BUFFERED_TOTAL:
+            log.warning("closing Raft connection from %s: half-received frames of all connections hold "
+                        "%d bytes, more than %d", self.peername, self._budget.used, MAX_BUFFERED_TOTAL)
+            self._release()
+            self._transport.abort()
+            return
+        if self._decoder.peer is not None and not getattr(self, "_counted", False):
+            self._counted = True
+            self._limit_per_peer(self._decoder.peer)
         for messages in batches:
-            self._deliver(messages)
+            if messages:
+                self._deliver(messages)
+
+    def _limit_per_peer(self, peer: int) -> None:
+        """A peer needs one connection (its sender replaces a broken one): keep at most
+        MAX_CONNECTIONS_PER_PEER, closing the oldest, which is the likeliest to be dead."""
+        same = sorted((c for c in self._connections if c._decoder.peer == peer), key=lambda c: c.opened_at)
+        for old in same[:-MAX_CONNECTIONS_PER_PEER]:
+            log.warning("closing an older Raft connection from replica %d (%s): at most %d per peer",
+                     peer, old.peername, MAX_CONNECTIONS_PER_PEER)
+            old.abort()
 
     def abort(self) -> None:
         if self._transport is not None:
@@ -229,9 +346,10 @@ async def start_peer_listener(
     `deliver` the messages that replicas in `senders` address to replica `self_id`."""
     connections: Set[_PeerConnection] = set()
     received = [0]
+    budget = _Budget()
     loop = asyncio.get_event_loop()
     server = await loop.create_server(
-        lambda: _PeerConnection(FrameDecoder(self_id, senders), deliver, connections, received), host, port
+        lambda: _PeerConnection(FrameDecoder(self_id, senders), deliver, connections, received, budget), host, port
     )
     return PeerListener(server, connections, received)
 

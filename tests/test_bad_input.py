@@ -150,3 +150,41 @@ def test_garbage_on_the_raft_port_is_dropped_and_the_cluster_keeps_serving(proce
             assert reason in logs, reason
 
     asyncio.run(scenario())
+
+
+def test_oversized_fields_are_refused_before_anything_is_replicated(process_cluster) -> None:
+    """A request the state machine would refuse must not cost a log entry first (it used to:
+    a 15 MiB session id was written into every replica's log, then answered INVALID_ARGUMENT)."""
+    cluster = process_cluster(1)
+
+    async def scenario() -> None:
+        await cluster.wait_for_leader()
+        async with grpc.aio.insecure_channel(cluster.addresses[1], options=[("grpc.max_send_message_length", 64 << 20)]) as channel:
+            stub = chat_pb2_grpc.ChatStub(channel)
+            await stub.CreateUser(chat_pb2.CreateUserRequest(name="alice", client_id="c", request_seq=1))
+            before = await stub.Status(chat_pb2.StatusRequest())
+            big = "s" * 60_000  # under the request size limit: refused by its field's bound
+            calls = [
+                stub.CreateUser(chat_pb2.CreateUserRequest(name="bob", client_id=big, request_seq=2)),
+                stub.SendMessage(chat_pb2.SendMessageRequest(recipient="alice", text="hi", client_id="c",
+                                                             request_seq=(1 << 64) - 1)),
+                stub.Ack(chat_pb2.AckRequest(name="alice", up_to_seq=1, session_id=big)),
+                stub.DeleteUser(chat_pb2.DeleteUserRequest(name="n" * 200)),
+            ]
+            for call in calls:
+                with pytest.raises(grpc.aio.AioRpcError) as error:
+                    await call
+                assert error.value.code() is grpc.StatusCode.INVALID_ARGUMENT, error.value
+                assert "at most" in error.value.details()
+            connect = stub.Connect(chat_pb2.ConnectRequest(name="alice", session_id=big))
+            with pytest.raises(grpc.aio.AioRpcError) as error:
+                await connect.read()
+            assert error.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+            # 15 MiB: refused by gRPC itself, before it is even decoded.
+            with pytest.raises(grpc.aio.AioRpcError) as error:
+                await stub.CreateUser(chat_pb2.CreateUserRequest(name="bob", client_id="x" * (15 << 20), request_seq=3))
+            assert error.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+            after = await stub.Status(chat_pb2.StatusRequest())
+            assert after.last_index == before.last_index and after.role == "leader"
+
+    asyncio.run(scenario())

@@ -45,7 +45,9 @@ def test_every_field_survives_the_round_trip() -> None:
                    entries=(Entry(6, 40, b"a"), Entry(7, 41, b"")), commit=39, reject=True,
                    reject_hint=12, hint_term=5, context=b"ctx")
     assert from_proto(to_proto(full)) == full
-    assert FrameDecoder(2, PEERS).feed(MAGIC + encode_frame([full])) == [[full]]
+    # The decoder delivers only what a replica could send (no entries or context on a response).
+    valid = [full._replace(entries=(), context=b""), Message(MsgType.READ_INDEX, 4, 2, term=7, context=b"ctx")]
+    assert FrameDecoder(2, PEERS).feed(MAGIC + encode_frame(valid)) == [valid]
 
 
 def test_a_frame_split_byte_by_byte_comes_out_whole_once() -> None:
@@ -250,6 +252,71 @@ def test_a_connection_that_never_greets_is_closed_and_connections_are_capped(mon
             assert inbox.messages == [append(1, 2, 1)]
         finally:
             for _, writer in opened:
+                writer.close()
+            listener.close()
+            await asyncio.wait_for(listener.wait_closed(), WAIT)
+
+    run(scenario())
+
+
+def test_an_invalid_message_is_dropped_and_the_rest_of_its_frame_delivered(caplog) -> None:
+    decoder = FrameDecoder(2, PEERS)
+    bad = Message(MsgType.HEARTBEAT, 1, 2, term=(1 << 63) - 1)
+    wrong_index = append(1, 2, 5)._replace(entries=(Entry(3, 9, b"x"),))
+    good = append(1, 2, 5)
+    assert decoder.feed(MAGIC + encode_frame([bad, good, wrong_index])) == [[good]]
+    assert decoder.dropped.count == 2
+    assert "term 9223372036854775807 out of range" in caplog.text and "expected 5" in caplog.text
+
+
+def test_a_message_claiming_another_sender_than_the_authenticated_peer_is_dropped() -> None:
+    decoder = FrameDecoder(2, PEERS)
+    decoder.authenticated_peer = 3
+    forged = append(1, 2, 1)
+    real = append(3, 2, 1)
+    assert decoder.feed(MAGIC + encode_frame([forged, real])) == [[real]]
+    assert decoder.dropped.count == 1 and decoder.peer == 3
+
+
+def test_frame_limits_stalled_frames_idle_strangers_and_connections_per_peer(monkeypatch, caplog) -> None:
+    monkeypatch.setattr(transport, "FRAME_TIMEOUT_S", 0.3)
+    monkeypatch.setattr(transport, "FIRST_FRAME_TIMEOUT_S", 0.3)
+    monkeypatch.setattr(transport, "MAX_BUFFERED_TOTAL", 100_000)
+
+    async def scenario() -> None:
+        (port,) = free_ports(1)
+        listener = await start_peer_listener(2, Inbox(1).deliver, "127.0.0.1", port, senders=[1, 3])
+        opened = []
+
+        async def connect(data: bytes) -> asyncio.StreamReader:
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            opened.append(writer)
+            writer.write(data)
+            await writer.drain()
+            return reader
+
+        def half_frame(src: int, held: int) -> bytes:
+            return MAGIC + encode_frame([append(src, 2, 1)]) + struct.pack(">I", 90_000) + bytes(held)
+
+        try:
+            # Greets, then says nothing: not a peer's sender.
+            assert await closed_by_peer(await connect(MAGIC))
+            assert "no message from a peer within 0.3s" in caplog.text
+            # Starts a frame and stalls: its memory is not held beyond FRAME_TIMEOUT_S.
+            assert await closed_by_peer(await connect(half_frame(1, 10)))
+            assert "a frame did not complete within 0.3s" in caplog.text
+            # Two half frames that together pass the listener's total: the second is closed.
+            await connect(half_frame(3, 60_000))
+            assert await closed_by_peer(await connect(half_frame(3, 60_000)))
+            assert "half-received frames of all connections hold" in caplog.text
+            # A third connection from replica 1 closes the oldest: at most two per peer.
+            oldest = await connect(MAGIC + encode_frame([append(1, 2, 1)]))
+            for _ in range(2):
+                await connect(MAGIC + encode_frame([append(1, 2, 1)]))
+            assert await closed_by_peer(oldest)
+            assert "at most 2 per peer" in caplog.text
+        finally:
+            for writer in opened:
                 writer.close()
             listener.close()
             await asyncio.wait_for(listener.wait_closed(), WAIT)

@@ -13,6 +13,8 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from replichat.api.backend import ChatBackend
 from replichat.api.reflection import enable_server_reflection
+from replichat.api.validated import ValidatedBackend
+from replichat.chat.limits import MAX_REQUEST_BYTES
 from replichat.errors import ChatError, Code
 from replichat.proto import chat_pb2, chat_pb2_grpc
 
@@ -21,13 +23,13 @@ T = TypeVar("T")
 
 CHAT_SERVICE_NAME = chat_pb2.DESCRIPTOR.services_by_name["Chat"].full_name
 
-# Chat requests are small (a text is at most 4 KiB). The limit dates from when Raft peers
-# shared this server; 16 MiB still bounds what one request can make a replica buffer.
+# Answers may be large (a `list` of every user); requests are small and bounded field by
+# field (replichat/chat/limits.py): gRPC refuses a larger one before decoding it.
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 
 SERVER_OPTIONS: List[Tuple[str, int]] = [
     ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.max_receive_message_length", MAX_REQUEST_BYTES),
     # Clients hold Connect streams open for hours and ping to detect a dead replica; without
     # these the server answers frequent pings with GOAWAY("too_many_pings").
     ("grpc.keepalive_permit_without_calls", 1),
@@ -158,7 +160,7 @@ def create_grpc_server(backend: ChatBackend, bind_address: str) -> Tuple[grpc.ai
     the node has started its other parts. (Raft peers do not use gRPC: see transport.py.)
     """
     server = grpc.aio.server(options=SERVER_OPTIONS)
-    chat_pb2_grpc.add_ChatServicer_to_server(ChatServicer(backend), server)
+    chat_pb2_grpc.add_ChatServicer_to_server(ChatServicer(ValidatedBackend(backend)), server)
     health_pb2_grpc.add_HealthServicer_to_server(_HealthServicer(["", CHAT_SERVICE_NAME]), server)
     enable_server_reflection([CHAT_SERVICE_NAME, health.SERVICE_NAME], server)
     try:

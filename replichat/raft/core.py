@@ -19,6 +19,7 @@ leadership transfer, and snapshots (§7): the runtime takes them and tells the c
 follower installs a snapshot only if it is newer than its commit index (`Ready.snapshot`).
 """
 import enum
+import logging
 import random
 from typing import Dict, List, NamedTuple, Optional, Sequence, Set, Tuple
 
@@ -35,6 +36,9 @@ from replichat.raft.messages import (
     SnapshotMeta,
 )
 from replichat.raft.progress import Progress, ProgressState
+from replichat.raft.validate import DropCounter
+
+log = logging.getLogger(__name__)
 
 
 class Role(enum.Enum):
@@ -134,6 +138,7 @@ class RaftCore:
             raise ValueError(f"snapshot at {self.snapshot.index} is older than the log's base {self.log.base_index}")
         self._snapshot_to_install: Optional[SnapshotMeta] = None
         self._regressions: List[LogRegression] = []
+        self.dropped = DropCounter()
 
     # ----------------------------------------------------------------- inputs
 
@@ -192,6 +197,15 @@ class RaftCore:
             self._send_append(target)
 
     def step(self, m: Message) -> None:
+        """Feed one peer message. A message that no correct peer could send in this replica's
+        state is dropped and logged, never raised: the stateless checks ran already
+        (raft/validate.py, in the transport); these need the core's own state."""
+        reason = self._refusal(m)
+        if reason is not None:
+            if self.dropped.record():
+                log.warning("replica %d dropped a %s from replica %d (drop #%d): %s",
+                            self.id, m.type.name, m.src, self.dropped.count, reason)
+            return
         if m.term > self.term:
             if m.type in (MsgType.VOTE, MsgType.PRE_VOTE) and self._in_lease() and m.context != TRANSFER_CONTEXT:
                 # We heard from a live leader recently: a disruptive candidate (say, a replica
@@ -219,6 +233,18 @@ class RaftCore:
             self._step_candidate(m)
         else:
             self._step_follower(m)
+
+    def _refusal(self, m: Message) -> Optional[str]:
+        if m.dst != self.id or m.src not in self.peers:
+            return f"addressed from {m.src} to {m.dst}, not from a peer to replica {self.id}"
+        if m.type is MsgType.APPEND_RESP and self.role is Role.LEADER and m.term == self.term:
+            if m.index > self.log.last_index:
+                # Counting it would commit entries nobody holds (and index past our log).
+                return f"claims index {m.index}, past this leader's last index {self.log.last_index}"
+        elif m.type is MsgType.TIMEOUT_NOW and (m.term != self.term or m.src != self.leader):
+            # Only the leader hands over its leadership, and only in its own term.
+            return f"TIMEOUT_NOW at term {m.term} from a replica that is not this term's leader ({self.leader})"
+        return None
 
     # ----------------------------------------------------------------- outputs
 

@@ -12,6 +12,7 @@ import uuid
 from typing import AsyncIterator, Dict, Optional
 
 from replichat.api.backend import ChatBackend
+from replichat.api.validated import ValidatedBackend
 from replichat.errors import ChatError, Code
 from replichat.proto import chat_pb2
 from replichat.wire import codec
@@ -273,7 +274,8 @@ class WireListener:
     def __init__(
         self, backend: ChatBackend, idle_timeout: float, max_connections: int, write_timeout: float
     ) -> None:
-        self._backend = backend
+        # Every request's fields are bounded before the backend proposes anything.
+        self._backend = ValidatedBackend(backend)
         self._idle_timeout = idle_timeout
         self._max_connections = max_connections
         self._write_timeout = write_timeout
