@@ -7,6 +7,10 @@ class Code(enum.Enum):
     ALREADY_EXISTS = "already exists"
     NOT_FOUND = "not found"
     STALE_REQUEST = "stale request"
+    # A credential is missing or wrong for what the request does as a user.
+    UNAUTHENTICATED = "unauthenticated"
+    # Too many failed logins, creates or streams from this client: wait, do not retry elsewhere.
+    RATE_LIMITED = "rate limited"
     # No quorum reachable in time, or this replica is shutting down: retry elsewhere or later.
     UNAVAILABLE = "unavailable"
 

@@ -32,7 +32,8 @@ import uuid
 from typing import Any, AsyncIterator, Callable, Deque, Dict, Hashable, List, Optional, Set, Tuple, TypeVar
 
 from replichat import defaults
-from replichat.chat.names import normalize_name, validate_text
+from replichat.chat.auth import Account, Authenticator, AuthLimits
+from replichat.chat.names import normalize_name, quote, validate_text
 from replichat.chat.search import compile_pattern
 from replichat.chat.state import Applied, ChatState, ChatStateReader, MessageQueued
 from replichat.chat.state_check import LogBounds, prepare_state
@@ -53,6 +54,7 @@ _RESULT_ERRORS = {
     command_pb2.CommandResult.ALREADY_EXISTS: Code.ALREADY_EXISTS,
     command_pb2.CommandResult.NOT_FOUND: Code.NOT_FOUND,
     command_pb2.CommandResult.STALE_REQUEST: Code.STALE_REQUEST,
+    command_pb2.CommandResult.UNAUTHENTICATED: Code.UNAUTHENTICATED,
 }
 # Deliveries read from the state per wake-up of a connect stream.
 STREAM_BATCH = 256
@@ -69,6 +71,8 @@ class NodeOptions:
         election_ticks: int = 10,
         request_timeout_s: float = 8.0,
         retry_interval_s: float = 2.0,
+        auth_enabled: bool = True,
+        auth_limits: AuthLimits = AuthLimits(),
     ) -> None:
         self.tick_s = tick_s
         self.election_ticks = election_ticks
@@ -76,6 +80,9 @@ class NodeOptions:
         self.request_timeout_s = request_timeout_s
         # How long to wait for a commit before proposing again (same request id, applied once).
         self.retry_interval_s = retry_interval_s
+        # False only with --insecure-no-auth: the brief's open service (chat/auth.py).
+        self.auth_enabled = auth_enabled
+        self.auth_limits = auth_limits
 
 
 class _Subscriber:
@@ -202,6 +209,9 @@ class Node:
         self._transfer_to = NO_LEADER
         # Metrics (--metrics) watch through this; the default does nothing.
         self.observer: RuntimeObserver = NO_OBSERVER
+        self._auth = Authenticator(
+            self._account_of, self._catch_up, enabled=self.options.auth_enabled, limits=self.options.auth_limits
+        )
 
     # ----------------------------------------------------------------- lifecycle
 
@@ -270,6 +280,7 @@ class Node:
             await self._on_state(self._state.close)
         self._disk.shutdown()
         self._sm.shutdown()
+        self._auth.close()
         self.stopped.set()
 
     @property
@@ -394,7 +405,7 @@ class Node:
             op = item.command.WhichOneof("op") if item.command is not None else None
             if op is not None:
                 request = getattr(item.command, op)
-                self._writes.resolve((request.client_id, request.request_seq), item)
+                self._writes.resolve((item.command.principal, request.client_id, request.request_seq), item)
             for event in item.events:
                 user = event.delivery.recipient if isinstance(event, MessageQueued) else event.user
                 for subscriber in self._subscribers.get(user, ()):
@@ -448,8 +459,11 @@ class Node:
             request.request_seq = next(self._request_numbers)
         command.timestamp_ms = int(time.time() * 1000)
         data = command.SerializeToString()
+        # Keyed like the state's exactly-once table: another user's request with the same
+        # (client_id, request_seq) is a different request.
+        key = (command.principal, request.client_id, request.request_seq)
         started = time.perf_counter()
-        applied = await self._writes.track((request.client_id, request.request_seq), lambda: self._propose(data))
+        applied = await self._writes.track(key, lambda: self._propose(data))
         self.observer.write_committed(time.perf_counter() - started)
         return applied
 
@@ -482,16 +496,37 @@ class Node:
         self._applied_waiters.append((index, future))
         await future
 
+    # ----------------------------------------------------------------- credentials
+
+    def _account_of(self, name: str) -> Optional[Account]:
+        assert self._reader is not None
+        account = self._reader.account_of(name)
+        return None if account is None else Account(*account)
+
+    async def _catch_up(self) -> None:
+        await self._wait_applied(await self._linearizable_index())
+
+    async def _stamped(self, command: command_pb2.Command, name: str, token: str, action: str) -> command_pb2.Command:
+        """`command` (whose request no longer holds `token`) with its verified principal."""
+        await self._auth.stamp(command, name, token, action)
+        return command
+
     # ----------------------------------------------------------------- ChatBackend
+    # Each request's credential is taken out before the command is built: it is checked
+    # here (chat/auth.py) and never enters the log.
 
     async def create_user(self, request: chat_pb2.CreateUserRequest) -> chat_pb2.CreateUserResponse:
         request.name = normalize_name(request.name)
-        result = await self._write(command_pb2.Command(create=request))
+        token, request.credential = request.credential, ""
+        credential_hash = await self._auth.new_credential(token)
+        result = await self._write(command_pb2.Command(create=request, credential_hash=credential_hash))
         return chat_pb2.CreateUserResponse(name=result.name)
 
     async def delete_user(self, request: chat_pb2.DeleteUserRequest) -> chat_pb2.DeleteUserResponse:
-        request.name = normalize_name(request.name)
-        result = await self._write(command_pb2.Command(delete=request))
+        name = request.name = normalize_name(request.name)
+        token, request.credential = request.credential, ""
+        command = await self._stamped(command_pb2.Command(delete=request), name, token, f"delete {name}")
+        result = await self._write(command)
         return chat_pb2.DeleteUserResponse(dropped_messages=result.count)
 
     async def send_message(self, request: chat_pb2.SendMessageRequest) -> chat_pb2.SendMessageResponse:
@@ -499,12 +534,42 @@ class Node:
         if request.sender:
             request.sender = normalize_name(request.sender)
         validate_text(request.text)
-        result = await self._write(command_pb2.Command(send=request))
+        token, request.credential = request.credential, ""
+        command = command_pb2.Command(send=request)
+        if request.sender:
+            await self._stamped(command, request.sender, token, f"send as {request.sender}")
+        # No sender: an anonymous message, delivered with an empty sender, which every client
+        # shows as "(anonymous)" (a name cannot contain parentheses, so nobody can pose as it).
+        result = await self._write(command)
         return chat_pb2.SendMessageResponse(seq=result.seq)
 
     async def ack(self, request: chat_pb2.AckRequest) -> None:
-        request.name = normalize_name(request.name)
-        await self._write(command_pb2.Command(ack=request))
+        name = request.name = normalize_name(request.name)
+        token, request.credential = request.credential, ""
+        command = await self._stamped(command_pb2.Command(ack=request), name, token, f"ack for {name}")
+        await self._check_current_session(name, request.session_id)
+        await self._write(command)
+
+    async def authenticate(self, name: str, credential: str) -> str:
+        name = normalize_name(name)
+        if await self._auth.authenticate(name, credential, f"auth {name}") is None:
+            raise ChatError(Code.NOT_FOUND, f"no such user {quote(name)}")
+        return name
+
+    async def _check_current_session(self, name: str, session_id: str) -> None:
+        """An ack must name the session its user's connect opened (the newest)."""
+        assert self._reader is not None
+        if self._reader.session_of(name) == session_id:
+            return
+        await self._catch_up()  # the connect may have been applied elsewhere a moment ago
+        current = self._reader.session_of(name)
+        if current is None:
+            raise ChatError(Code.NOT_FOUND, f"no such user {quote(name)}")
+        if current != session_id:
+            raise ChatError(
+                Code.INVALID_ARGUMENT,
+                f"ack for {name} names session {quote(session_id)}, not {name}'s current session",
+            )
 
     async def list_users(self, pattern: str) -> List[str]:
         matcher = compile_pattern(pattern)  # a bad pattern fails before any cluster work
@@ -520,11 +585,13 @@ class Node:
         name = request.name = normalize_name(request.name)
         if not request.session_id:
             request.session_id = uuid.uuid4().hex
+        token, request.credential = request.credential, ""
+        command = await self._stamped(command_pb2.Command(connect=request), name, token, f"connect {name}")
         subscriber = _Subscriber()
         self._subscribers[name].add(subscriber)
         opened = False
         try:
-            result = await self._write(command_pb2.Command(connect=request))
+            result = await self._write(command)
             self.observer.session_opened()
             opened = True
             yield chat_pb2.ServerEvent(connected=chat_pb2.Connected(name=name, queued=result.count))

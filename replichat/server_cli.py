@@ -18,6 +18,7 @@ from typing import Any, Coroutine, Dict, List, Optional, TypeVar
 
 from replichat import defaults
 from replichat.version import version_text
+from replichat.chat.auth import AuthLimits
 
 T = TypeVar("T")
 
@@ -82,6 +83,19 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--tick-ms", type=int, default=50, help="Raft tick (default %(default)s ms; heartbeat every tick)")
     parser.add_argument("--election-ticks", type=int, default=10, help="election timeout in ticks, randomized up to 2x (default %(default)s)")
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    parser.add_argument(
+        "--insecure-no-auth",
+        action="store_true",
+        help="serve the brief's open service: anyone may connect, send, ack or delete as any user "
+        "(for classroom use; every replica warns at start). Give it to every replica alike",
+    )
+    parser.add_argument(
+        "--max-creates-per-minute",
+        type=int,
+        default=AuthLimits().creates_per_minute,
+        metavar="N",
+        help="creates accepted per client address and minute by each replica (default %(default)s)",
+    )
     parser.add_argument("--servers", help="status: replicas to ask (default: the local cluster)")
     parser.add_argument("command", nargs="?", choices=["status"], help="status: show every replica's role, term and indexes")
     return parser
@@ -98,7 +112,11 @@ def main(argv: Optional[List[str]] = None) -> None:
 
 
 def _tuning_args(args: argparse.Namespace) -> List[str]:
-    return ["--tick-ms", str(args.tick_ms), "--election-ticks", str(args.election_ticks), "--log-level", args.log_level]
+    return (
+        ["--tick-ms", str(args.tick_ms), "--election-ticks", str(args.election_ticks), "--log-level", args.log_level]
+        + ["--max-creates-per-minute", str(args.max_creates_per_minute)]
+        + (["--insecure-no-auth"] if args.insecure_no_auth else [])
+    )
 
 
 def _local_cluster(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
@@ -166,7 +184,19 @@ def _one_replica(parser: argparse.ArgumentParser, args: argparse.Namespace) -> i
         format=f"%(asctime)s replica-{args.id} %(levelname)s %(message)s",
         stream=sys.stderr,
     )
-    options = NodeOptions(tick_s=args.tick_ms / 1000.0, election_ticks=args.election_ticks)
+    if args.max_creates_per_minute < 1:
+        parser.error("--max-creates-per-minute must be at least 1")
+    if args.insecure_no_auth:
+        logging.warning(
+            "replica %d runs with --insecure-no-auth: anyone can read, acknowledge, delete and send as "
+            "any user; do not use it where people other than a class share the service", args.id,
+        )
+    options = NodeOptions(
+        tick_s=args.tick_ms / 1000.0,
+        election_ticks=args.election_ticks,
+        auth_enabled=not args.insecure_no_auth,
+        auth_limits=AuthLimits(creates_per_minute=args.max_creates_per_minute),
+    )
     data_dir = args.data_dir or os.path.join("data", f"replica-{args.id}")
     try:
         return _run(

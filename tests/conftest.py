@@ -1,4 +1,5 @@
 """Shared fixtures: real replica processes on 127.0.0.1, stopped and (on failure) shown."""
+import os
 from typing import Callable, Iterator, List
 
 import pytest
@@ -11,6 +12,15 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Itera
     outcome = yield
     report = outcome.get_result()
     setattr(item, "rep_" + report.when, report)
+
+
+@pytest.fixture(autouse=True)
+def private_credentials(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every test's clients (in-process and client.py children) keep credentials in a fresh
+    config directory: never the developer's own, never another test's."""
+    config = str(tmp_path_factory.mktemp("xdg-config"))
+    monkeypatch.setenv("XDG_CONFIG_HOME", config)
+    return os.path.join(config, "replichat", "credentials.json")
 
 
 @pytest.fixture

@@ -25,7 +25,7 @@ def test_bad_requests_are_refused_clearly_and_change_nothing(process_cluster) ->
         await cluster.wait_for_leader()
         async with ChatClient(cluster.servers, deadline=5) as client:
             await client.create("alice")
-            await client.send("alice", "first")
+            await client.send("alice", "first", sender="alice")
             before = await cluster.status(1)
 
             async def refused(code: Code, call) -> str:
@@ -44,7 +44,7 @@ def test_bad_requests_are_refused_clearly_and_change_nothing(process_cluster) ->
             await refused(Code.ALREADY_EXISTS, client.create(unicodedata.normalize("NFD", "jos\u00e9")))
             assert "4096" in await refused(Code.INVALID_ARGUMENT, client.send("alice", "x" * 4097))
             await refused(Code.INVALID_ARGUMENT, client.send("alice", ""))
-            await refused(Code.NOT_FOUND, client.send("nobody", "hello?"))
+            await refused(Code.NOT_FOUND, client.send("nobody", "hello?", sender="alice"))
             await refused(Code.NOT_FOUND, client.connect("nobody"))
             await refused(Code.NOT_FOUND, client.delete("nobody"))
             await refused(Code.INVALID_ARGUMENT, client.list("("))
@@ -59,8 +59,10 @@ def test_bad_requests_are_refused_clearly_and_change_nothing(process_cluster) ->
             after = await cluster.status(1)
             # Malformed requests never reach the log. Refusals that depend on the state (exists,
             # not found) are decided by the state machine, so they are entries that change
-            # nothing: 6 of them, plus create josé and create/delete gone.
-            assert after.last_index == before.last_index + 9
+            # nothing: 3 of them (create alice, create josé again, send to nobody), plus create
+            # josé and create/delete gone. connect/delete of a missing user stop earlier: the
+            # credential check finds no such user.
+            assert after.last_index == before.last_index + 6
             session = await client.connect("alice")
             first = await session.__anext__()
             assert isinstance(first, chat_pb2.Connected) and first.queued == 1
@@ -143,7 +145,7 @@ def test_garbage_on_the_raft_port_is_dropped_and_the_cluster_keeps_serving(proce
                 await refused(address, MAGIC + encode_frame([Message(MsgType.HEARTBEAT, 99, node_id, term=0)]))
             # Every replica still runs, replication works and nobody lost the leader over it.
             assert cluster.alive() == [1, 2, 3]
-            assert await client.send("alice", "still here") == 1
+            assert await client.send("alice", "still here", sender="alice") == 1
             assert await cluster.wait_for_leader() == leader
         logs = cluster.logs()
         for reason in ("bad greeting", "undecodable frame", "exceeds the limit", "message for replica", "from replica 99"):

@@ -20,6 +20,7 @@ from typing import AsyncIterator, Awaitable, List, Optional, Sequence, Set, Type
 import pytest
 
 from replichat.client.api import ChatClient
+from replichat.client.credentials import FileCredentials
 from replichat.client import wire_api
 from replichat.client.wire_api import WireChatApi, WireSession, split_address
 from replichat.errors import ChatError, Code
@@ -127,7 +128,9 @@ def test_a_wire_session_survives_the_kill_of_its_replica(process_cluster) -> Non
         )
         others = [cluster.addresses[i] for i in sorted(cluster.addresses) if i != leader]
         try:
-            async with ChatClient(others, deadline=20) as carol:
+            # carol's client shares the credentials file of the client.py processes (the
+            # test's XDG config directory), so it may look into dave's mailbox below.
+            async with ChatClient(others, deadline=20, credentials=FileCredentials()) as carol:
                 await carol.create("carol")
                 assert await wire.ask("create dave") == ["ok: created dave; you are now dave"]
                 await carol.send("dave", "queued before", sender="carol")
@@ -382,6 +385,8 @@ class ScriptedReplica:
             return [codec.Acked(request.name, request.up_to_seq)]
         if isinstance(request, codec.Ping):
             return [codec.Pong()]
+        if isinstance(request, codec.Auth):
+            return [codec.Authed(request.name)]
         if isinstance(request, codec.Connect):
             backlog = [d for d in self.mailbox if d.seq > self.acked]
             return [codec.Connected(request.name, len(backlog)), *backlog]
@@ -421,19 +426,21 @@ def test_a_write_whose_connection_dies_is_reported_not_retried() -> None:
                 f"connection to {a.address} lost before the answer; the request may or may not have been applied"
             )
             assert (a.count(codec.Send), b.count(codec.Send)) == (1, 0)  # not retried
-            # The next request goes to the next replica, where nobody is alice yet: a send as
-            # alice is refused rather than sent anonymously.
-            with pytest.raises(ChatError) as refused:
-                await api.send("bob", "hi again", sender="alice")
-            assert "connect alice to send as alice again" in refused.value.message
-            assert b.count(codec.Send) == 0
+            # The next request goes to the next replica, where nobody is alice yet: the client
+            # holds alice's credential, so it logs the new connection in as alice first.
+            assert await api.send("bob", "hi again", sender="alice") == 1
+            token = api.credentials.get("alice")
+            assert token and b.received[-2:] == [codec.Auth("alice", token), codec.Send("bob", "hi again")]
             assert await api.list() == ["alice", "bob"]
-            assert await api.send("bob", "anonymous is honest", sender="") == 1
-            assert b.received[-1] == codec.Send("bob", "anonymous is honest")
-            # Once connected as alice on this connection, alice is the sender again.
-            session = await api.connect("alice")
-            assert await api.send("bob", "as alice", sender="alice") == 1
-            await session.close()
+            # A client without alice's credential cannot make a connection send as alice.
+            api.credentials.forget("alice")
+            b.received.clear()
+            await api._link.client.create("carol", "c" * 20)  # type: ignore[union-attr]
+            api._link.identity = "carol"  # type: ignore[union-attr]
+            with pytest.raises(ChatError) as refused:
+                await api.send("bob", "as alice?", sender="alice")
+            assert "a message goes out as carol" in refused.value.message
+            assert b.count(codec.Send) == 0
 
     run_bounded(scenario())
 

@@ -31,6 +31,10 @@ class ChatBackend(Protocol):
         ends after a SessionEnded event. Raises ChatError before the first event if the user
         does not exist."""
 
+    async def authenticate(self, name: str, credential: str) -> str:
+        """The canonical name if `credential` is `name`'s (wire `auth`); raises
+        ChatError(UNAUTHENTICATED | RATE_LIMITED | NOT_FOUND)."""
+
     async def ack(self, request: chat_pb2.AckRequest) -> None:
         """Removes the user's messages with seq <= up_to_seq (a replicated write)."""
 

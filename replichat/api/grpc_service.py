@@ -15,6 +15,7 @@ from replichat.api.backend import ChatBackend
 from replichat.api.reflection import enable_server_reflection
 from replichat.api.validated import ValidatedBackend
 from replichat.chat.limits import MAX_REQUEST_BYTES
+from replichat.chat.auth import CLIENT_ADDRESS
 from replichat.errors import ChatError, Code
 from replichat.proto import chat_pb2, chat_pb2_grpc
 
@@ -51,7 +52,23 @@ STATUS_FOR_CODE: Dict[Code, grpc.StatusCode] = {
     # The request_seq is older than one already applied for this client: retrying cannot help.
     Code.STALE_REQUEST: grpc.StatusCode.FAILED_PRECONDITION,
     Code.UNAVAILABLE: grpc.StatusCode.UNAVAILABLE,
+    Code.UNAUTHENTICATED: grpc.StatusCode.UNAUTHENTICATED,
+    Code.RATE_LIMITED: grpc.StatusCode.RESOURCE_EXHAUSTED,
 }
+
+
+def client_host(peer: str) -> str:
+    """The address part of grpc's peer string ("ipv4:127.0.0.1:5000", "ipv6:[::1]:5000")."""
+    kind, _, rest = peer.partition(":")
+    if kind in ("ipv4", "ipv6"):
+        host = rest.rpartition(":")[0]
+        return host[1:-1] if host.startswith("[") else host
+    return peer  # unix sockets and the like: the whole string names the client
+
+
+def _note_client(context: grpc.aio.ServicerContext) -> None:
+    """Tells the backend (rate limits per address) who is asking, for this RPC's task."""
+    CLIENT_ADDRESS.set(client_host(context.peer() or ""))
 
 
 async def _abort(context: grpc.aio.ServicerContext, error: ChatError) -> NoReturn:
@@ -71,6 +88,7 @@ async def _abort_internal(context: grpc.aio.ServicerContext, method: str) -> NoR
 async def _answer(context: grpc.aio.ServicerContext, method: str, call: Awaitable[T]) -> T:
     """The backend's answer, or the status its ChatError maps to. Anything else is a bug:
     logged with its traceback here, answered INTERNAL (no Python internals sent to clients)."""
+    _note_client(context)
     try:
         return await call
     except ChatError as error:
@@ -110,6 +128,7 @@ class ChatServicer(chat_pb2_grpc.ChatServicer):
         self, request: chat_pb2.ConnectRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[chat_pb2.ServerEvent]:
         events: Optional[AsyncIterator[chat_pb2.ServerEvent]] = None
+        _note_client(context)
         try:
             events = self._backend.connect(request)
             async for event in events:

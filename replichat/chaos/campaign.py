@@ -11,6 +11,7 @@ from typing import Dict, List, NamedTuple, Optional, Set, Tuple
 from replichat.chaos.cluster import ChaosCluster
 from replichat.chaos.disk_faults import flip_log_entry, undo_flip
 from replichat.client.api import ChatClient
+from replichat.client.credentials import MemoryCredentials
 from replichat.errors import ChatError
 from replichat.proto import chat_pb2
 from replichat.sim.chat_model import OK, Create, ListUsers, Send
@@ -110,6 +111,7 @@ class Campaign:
         self.errors: List[str] = []
         self.corruptions_detected = 0
         self.stop = asyncio.Event()
+        self.credentials = MemoryCredentials()
 
     def now(self) -> float:
         return time.monotonic() - self.t0
@@ -119,7 +121,11 @@ class Campaign:
     def client(self, k: int, deadline: float = 8.0) -> ChatClient:
         servers = self.cluster.servers
         k %= len(servers)
-        return ChatClient(servers[k:] + servers[:k], deadline=deadline, attempt_timeout=2.0)
+        # One credential store for the campaign's clients: the users are the campaign's, made
+        # by one client and used by others (authentication stays on in the cluster).
+        return ChatClient(
+            servers[k:] + servers[:k], deadline=deadline, attempt_timeout=2.0, credentials=self.credentials
+        )
 
     async def sender(self, k: int, name: str) -> None:
         client = self.client(k)

@@ -19,11 +19,19 @@ recognised and is applied again.
 Schema (SQLite, all WITHOUT ROWID so rows live in primary-key order):
 
     users     name PK, next_seq (the seq the next message will get, from 1),
-              session_id ('' when none), created_index (log index of the create)
+              session_id ('' when none), created_index (log index of the create: the
+              account's generation), credential (salted scrypt hash; '' when created
+              with authentication off)
     messages  recipient, seq, sender ('' = anonymous), text, sent_at_ms;
               PK (recipient, seq): the mailbox, oldest first; a message is deleted when acked
     clients   client_id PK, request_seq, result (serialized CommandResult),
-              last_index (log index of that request)
+              last_index (log index of that request). The key is namespaced by the
+              user the request acted as ("alice\0" + client id; a bare client id for
+              anonymous requests), so one user cannot disturb another's request numbers.
+
+Authorization. The proposing replica verifies credentials (chat/auth.py) and stamps the
+command with the user it acts as (principal) and that account's generation. Apply refuses a
+command whose principal is not the user it acts as, or whose account was re-created since.
     meta      key PK, value: 'last_applied', written in the same transaction as the effects
 """
 import hashlib
@@ -36,6 +44,7 @@ from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence, Tu
 
 from google.protobuf.message import DecodeError
 
+from replichat.chat.credentials import is_stored_form
 from replichat.chat.names import normalize_name, quote, validate_text
 from replichat.errors import ChatError, Code
 from replichat.proto import chat_pb2, command_pb2
@@ -50,14 +59,15 @@ MAX_TOKEN_CHARS = 128
 # SQLite integers are signed 64-bit; protobuf's uint64 fields may exceed that.
 _SQL_INT_MAX = 2**63 - 1
 
-_SCHEMA_VERSION = 1
+_SCHEMA_VERSION = 2
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS users (
     name TEXT PRIMARY KEY,
     next_seq INTEGER NOT NULL,
     session_id TEXT NOT NULL,
-    created_index INTEGER NOT NULL
+    created_index INTEGER NOT NULL,
+    credential TEXT NOT NULL DEFAULT ''
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS messages (
     recipient TEXT NOT NULL,
@@ -84,7 +94,7 @@ INSERT OR IGNORE INTO meta (key, value) VALUES ('last_applied', 0);
 # on how SQLite happened to lay out pages.
 _DUMP_QUERIES = (
     ("meta", "SELECT key, value FROM meta ORDER BY key"),
-    ("users", "SELECT name, next_seq, session_id, created_index FROM users ORDER BY name"),
+    ("users", "SELECT name, next_seq, session_id, created_index, credential FROM users ORDER BY name"),
     (
         "messages",
         "SELECT recipient, seq, sender, text, sent_at_ms FROM messages ORDER BY recipient, seq",
@@ -150,6 +160,7 @@ _RESULT_CODES = {
     Code.ALREADY_EXISTS: CommandResult.ALREADY_EXISTS,
     Code.NOT_FOUND: CommandResult.NOT_FOUND,
     Code.STALE_REQUEST: CommandResult.STALE_REQUEST,
+    Code.UNAUTHENTICATED: CommandResult.UNAUTHENTICATED,
 }
 
 
@@ -167,6 +178,13 @@ class _StateQueries:
     def names(self) -> List[str]:
         # SQLite's default collation compares UTF-8 bytes, which orders like Python's str.
         return [name for (name,) in self._db.execute("SELECT name FROM users ORDER BY name")]
+
+    def account_of(self, name: str) -> Optional[Tuple[int, str]]:
+        """(created_index, stored credential hash) of a user; None if there is none."""
+        row = self._db.execute(
+            "SELECT created_index, credential FROM users WHERE name = ?", (_nfc(name),)
+        ).fetchone()
+        return None if row is None else (int(row[0]), str(row[1]))
 
     def session_of(self, name: str) -> Optional[str]:
         """The user's current session id ('' before any connect); None if no such user."""
@@ -237,6 +255,7 @@ class ChatState(_StateQueries):
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._check_schema_version()
         self._db.executescript(_SCHEMA)
+        self._migrate()
         self._db.execute(f"PRAGMA user_version={_SCHEMA_VERSION}")
         self._handlers: Dict[str, Callable[[int, Command, _Request], _Outcome]] = {
             "create": self._create,
@@ -255,6 +274,13 @@ class ChatState(_StateQueries):
             raise RuntimeError(
                 f"chat state database has schema version {version}, expected {_SCHEMA_VERSION}"
             )
+
+    def _migrate(self) -> None:
+        """Version 1 had no credentials: its users get none (only --insecure-no-auth serves
+        them fully; with authentication on they can be listed, sent to and deleted by nobody)."""
+        columns = [row[1] for row in self._db.execute("PRAGMA table_info(users)")]
+        if "credential" not in columns:
+            self._db.execute("ALTER TABLE users ADD COLUMN credential TEXT NOT NULL DEFAULT ''")
 
     # ---------------------------------------------------------------- applying the log
 
@@ -311,7 +337,7 @@ class ChatState(_StateQueries):
             return _refusal(Code.INVALID_ARGUMENT, "invalid command: no operation"), []
         request = getattr(command, op)
         try:
-            client = _client_of(request)
+            client = _client_of(request, exactly_once_namespace(command))
             if client is not None:
                 earlier = self._earlier_answer(client)
                 if earlier is not None:
@@ -367,16 +393,20 @@ class ChatState(_StateQueries):
 
     def _create(self, index: int, command: Command, request: _Request) -> _Outcome:
         name = normalize_name(request.name)
+        credential = command.credential_hash
+        if credential and not is_stored_form(credential):
+            raise ChatError(Code.INVALID_ARGUMENT, "invalid command: malformed credential hash")
         if self.user_exists(name):
             raise ChatError(Code.ALREADY_EXISTS, f"user {quote(name)} already exists")
         self._db.execute(
-            "INSERT INTO users (name, next_seq, session_id, created_index) VALUES (?, 1, '', ?)",
-            (name, index),
+            "INSERT INTO users (name, next_seq, session_id, created_index, credential)"
+            " VALUES (?, 1, '', ?, ?)",
+            (name, index, credential),
         )
         return CommandResult(name=name), []
 
     def _delete(self, index: int, command: Command, request: _Request) -> _Outcome:
-        name = self._existing_user(request.name)
+        name = self._authorized_user(command, request.name)
         dropped = self._db.execute("DELETE FROM messages WHERE recipient = ?", (name,)).rowcount
         self._db.execute("DELETE FROM users WHERE name = ?", (name,))
         return CommandResult(count=dropped), [UserDeleted(name)]
@@ -385,6 +415,10 @@ class ChatState(_StateQueries):
         recipient = normalize_name(request.recipient)
         sender = normalize_name(request.sender) if request.sender else ""
         text = validate_text(request.text)
+        if sender:
+            self._check_principal(command, sender)
+        elif command.principal:
+            raise ChatError(Code.UNAUTHENTICATED, f"{command.principal} cannot send anonymously")
         seq = self._next_seq(recipient)
         self._db.execute(
             "INSERT INTO messages (recipient, seq, sender, text, sent_at_ms)"
@@ -399,12 +433,12 @@ class ChatState(_StateQueries):
 
     def _connect(self, index: int, command: Command, request: _Request) -> _Outcome:
         session_id = _token(request.session_id, "session id")
-        name = self._existing_user(request.name)
+        name = self._authorized_user(command, request.name)
         self._db.execute("UPDATE users SET session_id = ? WHERE name = ?", (session_id, name))
         return CommandResult(count=self.queued_count(name)), [SessionChanged(name, session_id)]
 
     def _ack(self, index: int, command: Command, request: _Request) -> _Outcome:
-        name = self._existing_user(request.name)
+        name = self._authorized_user(command, request.name)
         # Sequence numbers never come near 2**63, so clamping keeps "everything up to here".
         up_to = min(request.up_to_seq, _SQL_INT_MAX)
         removed = self._db.execute(
@@ -417,6 +451,26 @@ class ChatState(_StateQueries):
         if not self.user_exists(name):
             raise ChatError(Code.NOT_FOUND, f"no such user {quote(name)}")
         return name
+
+    def _authorized_user(self, command: Command, raw: str) -> str:
+        """An existing user the command's principal may act as."""
+        name = self._existing_user(raw)
+        self._check_principal(command, name)
+        return name
+
+    def _check_principal(self, command: Command, name: str) -> None:
+        """The proposer verified `command.principal`; it must be `name`, and (generation
+        given) the same account, not one re-created under that name since."""
+        if not command.principal:
+            return  # not stamped: the simulator's model, or a log written before credentials
+        if _nfc(command.principal) != name:
+            raise ChatError(Code.UNAUTHENTICATED, f"{command.principal} cannot act as {name}")
+        if command.principal_generation:
+            account = self.account_of(name)
+            if account is None or account[0] != command.principal_generation:
+                raise ChatError(
+                    Code.UNAUTHENTICATED, f"the credential for {name} is out of date: {name} was re-created"
+                )
 
     def _next_seq(self, recipient: str) -> int:
         row = self._db.execute(
@@ -442,7 +496,13 @@ class ChatStateReader(_StateQueries):
 # -------------------------------------------------------------------- helpers
 
 
-def _client_of(request: _Request) -> Optional[_Client]:
+def exactly_once_namespace(command: Command) -> str:
+    """The user whose exactly-once table a command's (client_id, request_seq) lives in: the
+    verified principal; '' (the anonymous table) for a create or an unstamped command."""
+    return command.principal
+
+
+def _client_of(request: _Request, namespace: str = "") -> Optional[_Client]:
     """The request's exactly-once identity, or None if the client asked for none."""
     if not request.client_id or request.request_seq == 0:
         return None
@@ -451,7 +511,8 @@ def _client_of(request: _Request) -> Optional[_Client]:
         raise ChatError(
             Code.INVALID_ARGUMENT, f"invalid request number {request.request_seq}: too large"
         )
-    return _Client(client_id, request.request_seq)
+    # NUL separates: neither a name nor a client id can contain one.
+    return _Client(f"{namespace}\x00{client_id}" if namespace else client_id, request.request_seq)
 
 
 def _token(value: str, what: str) -> str:

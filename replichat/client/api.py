@@ -17,6 +17,8 @@ from typing import Any, Dict, FrozenSet, List, Optional, Sequence, Set, Tuple
 
 import grpc
 
+from replichat.chat.credentials import new_token
+from replichat.client.credentials import PROCESS_CREDENTIALS, CredentialStore
 from replichat.client.core import Failover, ReplicaRing, ResumableSession, Retry, Stop, call_with_failover, deleted_on_resume
 from replichat.client.types import (  # noqa: F401 - re-exported: callers import them from here
     DEFAULT_ATTEMPT_TIMEOUT,
@@ -61,6 +63,7 @@ FINAL = frozenset(
         grpc.StatusCode.NOT_FOUND,
         grpc.StatusCode.FAILED_PRECONDITION,
         grpc.StatusCode.RESOURCE_EXHAUSTED,
+        grpc.StatusCode.UNAUTHENTICATED,
     }
 )
 
@@ -70,8 +73,9 @@ CODE_FOR_STATUS: Dict[grpc.StatusCode, Code] = {
     grpc.StatusCode.NOT_FOUND: Code.NOT_FOUND,
     grpc.StatusCode.FAILED_PRECONDITION: Code.STALE_REQUEST,
     grpc.StatusCode.UNAVAILABLE: Code.UNAVAILABLE,
-    # A request over the server's message size limit is the caller's to fix.
-    grpc.StatusCode.RESOURCE_EXHAUSTED: Code.INVALID_ARGUMENT,
+    # A limit: too many failed logins, creates or streams (or a request over the size limit).
+    grpc.StatusCode.RESOURCE_EXHAUSTED: Code.RATE_LIMITED,
+    grpc.StatusCode.UNAUTHENTICATED: Code.UNAUTHENTICATED,
 }
 
 
@@ -137,8 +141,12 @@ class ChatClient:
         client_id: Optional[str] = None,
         deadline: float = DEFAULT_DEADLINE,
         attempt_timeout: float = DEFAULT_ATTEMPT_TIMEOUT,
+        credentials: Optional[CredentialStore] = None,
     ) -> None:
+        """credentials: where the tokens of users this client creates are kept and found
+        (default: in memory, shared by this process's clients)."""
         self.ring = ReplicaRing(servers, deadline, attempt_timeout)
+        self.credentials: CredentialStore = credentials if credentials is not None else PROCESS_CREDENTIALS
         # Per process by default: request_seq restarts at 1, so an id must not outlive us.
         self.client_id = client_id or uuid.uuid4().hex
         self._lanes = _Lanes(self.client_id)
@@ -195,13 +203,19 @@ class ChatClient:
     # -- the API -------------------------------------------------------------------
 
     async def create(self, name: str) -> str:
-        """Creates user `name`; returns the name as the service stored it."""
-        response = await self._write("CreateUser", chat_pb2.CreateUserRequest(name=name))
-        return response.name or name
+        """Creates user `name` with a fresh credential, which is then remembered in
+        `credentials`; returns the name as the service stored it."""
+        token = new_token()
+        response = await self._write("CreateUser", chat_pb2.CreateUserRequest(name=name, credential=token))
+        created = response.name or name
+        self.credentials.put(created, token)
+        return created
 
     async def delete(self, name: str) -> int:
         """Deletes user `name`; returns how many unread messages were dropped with it."""
-        response = await self._write("DeleteUser", chat_pb2.DeleteUserRequest(name=name))
+        request = chat_pb2.DeleteUserRequest(name=name, credential=self.credentials.get(name))
+        response = await self._write("DeleteUser", request)
+        self.credentials.forget(name)
         return int(response.dropped_messages)
 
     async def list(self, pattern: str = "") -> List[str]:
@@ -211,13 +225,16 @@ class ChatClient:
 
     async def send(self, recipient: str, text: str, sender: str = "") -> int:
         """Sends `text`; returns its per-recipient sequence number once it is committed."""
-        request = chat_pb2.SendMessageRequest(sender=sender, recipient=recipient, text=text)
+        credential = self.credentials.get(sender) if sender else ""
+        request = chat_pb2.SendMessageRequest(sender=sender, recipient=recipient, text=text, credential=credential)
         response = await self._write("SendMessage", request)
         return int(response.seq)
 
     async def ack(self, name: str, up_to_seq: int, session_id: str) -> None:
         """Removes `name`'s messages with seq <= up_to_seq from its mailbox."""
-        request = chat_pb2.AckRequest(name=name, up_to_seq=up_to_seq, session_id=session_id)
+        request = chat_pb2.AckRequest(
+            name=name, up_to_seq=up_to_seq, session_id=session_id, credential=self.credentials.get(name)
+        )
         await self._write("Ack", request)
 
     async def connect(self, name: str) -> "Session":
@@ -378,6 +395,7 @@ class Session(ResumableSession):
         return chat_pb2.ConnectRequest(
             name=self.name,
             session_id=self.session_id,
+            credential=self._client.credentials.get(self.name),
             client_id=lane,
             request_seq=self._client._next_request_seq(),
         )

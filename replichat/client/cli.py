@@ -16,6 +16,7 @@ from typing import Awaitable, Callable, Dict, List, Optional, Sequence, Tuple
 
 from replichat import defaults
 from replichat.client.api import ChatClient
+from replichat.client.credentials import CredentialsFileError, FileCredentials, default_path
 from replichat.client.types import DEFAULT_DEADLINE, Capability, ChatApi, ChatSession
 from replichat.client.wire_api import STATUS_NOT_OVER_WIRE, WireChatApi
 from replichat.errors import ChatError, Code
@@ -149,6 +150,8 @@ class Shell:
             self._emit(f"error: usage: {usage}")
         except ChatError as error:
             self._emit(f"error: {_printable(error.message)}")
+        except CredentialsFileError as error:
+            self._emit(f"error: {_printable(str(error))}")
         return True
 
     async def close(self) -> None:
@@ -315,15 +318,18 @@ class TransportUnavailable(Exception):
 TRANSPORTS = ("grpc", "wire")
 
 
-def make_api(transport: str, servers: List[str], deadline: float = DEFAULT_DEADLINE) -> ChatApi:
+def make_api(
+    transport: str, servers: List[str], deadline: float = DEFAULT_DEADLINE, credentials: Optional[str] = None
+) -> ChatApi:
     """The client for a transport; each provides the same ChatApi the shell uses.
 
     Raises ValueError for a server address the transport cannot use.
     """
+    store = FileCredentials(credentials)
     if transport == "grpc":
-        return ChatClient(servers, deadline=deadline)
+        return ChatClient(servers, deadline=deadline, credentials=store)
     if transport == "wire":
-        return WireChatApi(servers, deadline=deadline)
+        return WireChatApi(servers, deadline=deadline, credentials=store)
     raise TransportUnavailable(f"{transport} transport not available")
 
 
@@ -375,12 +381,20 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help=f"give up on a command when no replica answers within this time (default: {DEFAULT_DEADLINE:g})",
     )
+    parser.add_argument(
+        "--credentials",
+        default=None,
+        metavar="FILE",
+        help="where the credentials of users this client creates are kept (mode 0600); `connect`, "
+        "`delete` and sending as a user need that user's entry "
+        f"(default: {default_path()}, under $XDG_CONFIG_HOME or ~/.config)",
+    )
     return parser
 
 
-async def _main(transport: str, servers: List[str], deadline: float) -> int:
+async def _main(transport: str, servers: List[str], deadline: float, credentials: Optional[str]) -> int:
     try:
-        api = make_api(transport, servers, deadline)
+        api = make_api(transport, servers, deadline, credentials)
     except (TransportUnavailable, ValueError) as error:
         print(f"error: {error}", file=sys.stderr, flush=True)
         return 2
@@ -409,7 +423,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     if not args.deadline > 0:
         build_parser().error("--deadline must be positive")
     try:
-        code = asyncio.run(_main(args.transport, servers, args.deadline))
+        code = asyncio.run(_main(args.transport, servers, args.deadline, args.credentials))
     except KeyboardInterrupt:
         code = 130
     except BrokenPipeError:  # stdout closed (e.g. piped into head): nothing left to say

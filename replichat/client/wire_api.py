@@ -34,6 +34,8 @@ import unicodedata
 import uuid
 from typing import Awaitable, Callable, FrozenSet, List, Optional, Sequence, Set, Tuple, TypeVar
 
+from replichat.chat.credentials import new_token
+from replichat.client.credentials import PROCESS_CREDENTIALS, CredentialStore
 from replichat.client.core import Failover, ReplicaRing, ResumableSession, Retry, Stop, call_with_failover, deleted_on_resume
 from replichat.client.types import DEFAULT_ATTEMPT_TIMEOUT, DEFAULT_DEADLINE, Capability, Event, ReplicaStatus
 from replichat.errors import ChatError, Code
@@ -155,7 +157,10 @@ class WireSession(ResumableSession):
                 return False  # the resume sends it again
             name = self.canonical
             try:
-                await self._api._attempt(link, lambda conn: conn.client.ack(name, target), self._api.attempt_timeout)
+                await self._api._attempt(
+                    link, lambda conn: self._api._as_user(conn, name, lambda: conn.client.ack(name, target)),
+                    self._api.attempt_timeout,
+                )
                 return True
             except ChatError as error:
                 return self._ack_failed(target, error)
@@ -269,8 +274,10 @@ class WireChatApi:
         *,
         deadline: float = DEFAULT_DEADLINE,
         attempt_timeout: float = DEFAULT_ATTEMPT_TIMEOUT,
+        credentials: Optional[CredentialStore] = None,
     ) -> None:
         self.ring = ReplicaRing(servers, deadline, attempt_timeout)
+        self.credentials: CredentialStore = credentials if credentials is not None else PROCESS_CREDENTIALS
         for address in self.ring.servers:
             split_address(address)
         self._link: Optional[_Link] = None
@@ -357,7 +364,9 @@ class WireChatApi:
             session._link = link
             try:
                 connected = await self._attempt(
-                    link, lambda conn: conn.client.connect(session.canonical), failover.attempt_timeout()
+                    link,
+                    lambda conn: self._as_user(conn, session.canonical, lambda: conn.client.connect(session.canonical)),
+                    failover.attempt_timeout(),
                 )
             except ChatError as error:
                 link.session = None
@@ -502,6 +511,15 @@ class WireChatApi:
             if link.retired and link.in_flight == 0:
                 self._close_soon(link)
 
+    async def _as_user(self, link: _Link, name: str, call: Callable[[], Awaitable[_T]]) -> _T:
+        """`call()` on `link` logged in as `name`: an `auth` first when the connection is
+        someone else and this client holds `name`'s credential (with none, the server says
+        what is missing, unless it runs --insecure-no-auth)."""
+        token = self.credentials.get(name)
+        if token and _nfc(name) != _nfc(link.identity):
+            link.identity, link.lost_identity = await link.client.auth(name, token), ""
+        return await call()
+
     async def _write(
         self, call: Callable[[_Link], Awaitable[_T]], check: Callable[[_Link], None] = lambda link: None
     ) -> _T:
@@ -555,11 +573,14 @@ class WireChatApi:
     # -- the API -------------------------------------------------------------------
 
     async def create(self, name: str) -> str:
-        """Creates user `name`, who becomes this connection's sender; returns the stored name."""
+        """Creates user `name` with a fresh credential (remembered in `credentials`); the
+        user becomes this connection's sender. Returns the stored name."""
+        token = new_token()
 
         async def call(link: _Link) -> str:
-            created = await link.client.create(name)
+            created = await link.client.create(name, token)
             link.identity, link.lost_identity = created, ""
+            self.credentials.put(created, token)
             return created
 
         return await self._write(call)
@@ -568,7 +589,8 @@ class WireChatApi:
         """Deletes user `name`; returns how many unread messages went with it."""
 
         async def call(link: _Link) -> int:
-            dropped = await link.client.delete(name)
+            dropped = await self._as_user(link, name, lambda: link.client.delete(name))
+            self.credentials.forget(name)
             if name == link.identity:  # the listener's rule, byte for byte
                 link.identity = ""
             if _nfc(name) == _nfc(link.lost_identity):
@@ -590,7 +612,7 @@ class WireChatApi:
         """
 
         def check(link: _Link) -> None:
-            if _nfc(sender) == _nfc(link.identity):
+            if _nfc(sender) == _nfc(link.identity) or self.credentials.get(sender):
                 return
             if sender and _nfc(sender) == _nfc(link.lost_identity):
                 raise ChatError(
@@ -604,11 +626,16 @@ class WireChatApi:
                 f"(whom this connection last created or connected as), not as {sender or 'anonymous'}",
             )
 
-        return await self._write(lambda link: link.client.send(recipient, text), check)
+        async def call(link: _Link) -> int:
+            if sender:
+                return await self._as_user(link, sender, lambda: link.client.send(recipient, text))
+            return await link.client.send(recipient, text)
+
+        return await self._write(call, check)
 
     async def ack(self, name: str, up_to_seq: int, session_id: str = "") -> None:
         """Removes `name`'s messages up to `up_to_seq`; `session_id` is not a wire notion."""
-        await self._retrying(lambda link: link.client.ack(name, up_to_seq))
+        await self._retrying(lambda link: self._as_user(link, name, lambda: link.client.ack(name, up_to_seq)))
 
     async def connect(self, name: str) -> WireSession:
         """Logs in as `name` (ending this client's previous session); raises ChatError (e.g.
@@ -632,7 +659,10 @@ class WireChatApi:
             link.session = session  # before the request: the first push may beat our wake-up
             session._link = link
             try:
-                connected = await self._attempt(link, lambda conn: conn.client.connect(name), failover.attempt_timeout())
+                connected = await self._attempt(
+                    link, lambda conn: self._as_user(conn, name, lambda: conn.client.connect(name)),
+                    failover.attempt_timeout(),
+                )
             except ChatError as error:
                 link.session = None
                 if fresh:

@@ -7,14 +7,16 @@ from typing import ClassVar as _ClassVar, Iterable as _Iterable, Mapping as _Map
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class CreateUserRequest(_message.Message):
-    __slots__ = ("name", "client_id", "request_seq")
+    __slots__ = ("name", "credential", "client_id", "request_seq")
     NAME_FIELD_NUMBER: _ClassVar[int]
+    CREDENTIAL_FIELD_NUMBER: _ClassVar[int]
     CLIENT_ID_FIELD_NUMBER: _ClassVar[int]
     REQUEST_SEQ_FIELD_NUMBER: _ClassVar[int]
     name: str
+    credential: str
     client_id: str
     request_seq: int
-    def __init__(self, name: _Optional[str] = ..., client_id: _Optional[str] = ..., request_seq: _Optional[int] = ...) -> None: ...
+    def __init__(self, name: _Optional[str] = ..., credential: _Optional[str] = ..., client_id: _Optional[str] = ..., request_seq: _Optional[int] = ...) -> None: ...
 
 class CreateUserResponse(_message.Message):
     __slots__ = ("name",)
@@ -23,14 +25,16 @@ class CreateUserResponse(_message.Message):
     def __init__(self, name: _Optional[str] = ...) -> None: ...
 
 class DeleteUserRequest(_message.Message):
-    __slots__ = ("name", "client_id", "request_seq")
+    __slots__ = ("name", "credential", "client_id", "request_seq")
     NAME_FIELD_NUMBER: _ClassVar[int]
+    CREDENTIAL_FIELD_NUMBER: _ClassVar[int]
     CLIENT_ID_FIELD_NUMBER: _ClassVar[int]
     REQUEST_SEQ_FIELD_NUMBER: _ClassVar[int]
     name: str
+    credential: str
     client_id: str
     request_seq: int
-    def __init__(self, name: _Optional[str] = ..., client_id: _Optional[str] = ..., request_seq: _Optional[int] = ...) -> None: ...
+    def __init__(self, name: _Optional[str] = ..., credential: _Optional[str] = ..., client_id: _Optional[str] = ..., request_seq: _Optional[int] = ...) -> None: ...
 
 class DeleteUserResponse(_message.Message):
     __slots__ = ("dropped_messages",)
@@ -51,18 +55,20 @@ class ListUsersResponse(_message.Message):
     def __init__(self, names: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class SendMessageRequest(_message.Message):
-    __slots__ = ("sender", "recipient", "text", "client_id", "request_seq")
+    __slots__ = ("sender", "recipient", "text", "credential", "client_id", "request_seq")
     SENDER_FIELD_NUMBER: _ClassVar[int]
     RECIPIENT_FIELD_NUMBER: _ClassVar[int]
     TEXT_FIELD_NUMBER: _ClassVar[int]
+    CREDENTIAL_FIELD_NUMBER: _ClassVar[int]
     CLIENT_ID_FIELD_NUMBER: _ClassVar[int]
     REQUEST_SEQ_FIELD_NUMBER: _ClassVar[int]
     sender: str
     recipient: str
     text: str
+    credential: str
     client_id: str
     request_seq: int
-    def __init__(self, sender: _Optional[str] = ..., recipient: _Optional[str] = ..., text: _Optional[str] = ..., client_id: _Optional[str] = ..., request_seq: _Optional[int] = ...) -> None: ...
+    def __init__(self, sender: _Optional[str] = ..., recipient: _Optional[str] = ..., text: _Optional[str] = ..., credential: _Optional[str] = ..., client_id: _Optional[str] = ..., request_seq: _Optional[int] = ...) -> None: ...
 
 class SendMessageResponse(_message.Message):
     __slots__ = ("seq",)
@@ -71,16 +77,18 @@ class SendMessageResponse(_message.Message):
     def __init__(self, seq: _Optional[int] = ...) -> None: ...
 
 class ConnectRequest(_message.Message):
-    __slots__ = ("name", "session_id", "client_id", "request_seq")
+    __slots__ = ("name", "session_id", "credential", "client_id", "request_seq")
     NAME_FIELD_NUMBER: _ClassVar[int]
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    CREDENTIAL_FIELD_NUMBER: _ClassVar[int]
     CLIENT_ID_FIELD_NUMBER: _ClassVar[int]
     REQUEST_SEQ_FIELD_NUMBER: _ClassVar[int]
     name: str
     session_id: str
+    credential: str
     client_id: str
     request_seq: int
-    def __init__(self, name: _Optional[str] = ..., session_id: _Optional[str] = ..., client_id: _Optional[str] = ..., request_seq: _Optional[int] = ...) -> None: ...
+    def __init__(self, name: _Optional[str] = ..., session_id: _Optional[str] = ..., credential: _Optional[str] = ..., client_id: _Optional[str] = ..., request_seq: _Optional[int] = ...) -> None: ...
 
 class Delivery(_message.Message):
     __slots__ = ("recipient", "seq", "sender", "text", "sent_at_ms")
@@ -133,18 +141,20 @@ class ServerEvent(_message.Message):
     def __init__(self, connected: _Optional[_Union[Connected, _Mapping]] = ..., message: _Optional[_Union[Delivery, _Mapping]] = ..., ended: _Optional[_Union[SessionEnded, _Mapping]] = ...) -> None: ...
 
 class AckRequest(_message.Message):
-    __slots__ = ("name", "up_to_seq", "session_id", "client_id", "request_seq")
+    __slots__ = ("name", "up_to_seq", "session_id", "credential", "client_id", "request_seq")
     NAME_FIELD_NUMBER: _ClassVar[int]
     UP_TO_SEQ_FIELD_NUMBER: _ClassVar[int]
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    CREDENTIAL_FIELD_NUMBER: _ClassVar[int]
     CLIENT_ID_FIELD_NUMBER: _ClassVar[int]
     REQUEST_SEQ_FIELD_NUMBER: _ClassVar[int]
     name: str
     up_to_seq: int
     session_id: str
+    credential: str
     client_id: str
     request_seq: int
-    def __init__(self, name: _Optional[str] = ..., up_to_seq: _Optional[int] = ..., session_id: _Optional[str] = ..., client_id: _Optional[str] = ..., request_seq: _Optional[int] = ...) -> None: ...
+    def __init__(self, name: _Optional[str] = ..., up_to_seq: _Optional[int] = ..., session_id: _Optional[str] = ..., credential: _Optional[str] = ..., client_id: _Optional[str] = ..., request_seq: _Optional[int] = ...) -> None: ...
 
 class AckResponse(_message.Message):
     __slots__ = ()

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from replichat.proto import chat_pb2 as replichat_dot_proto_dot_chat__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dreplichat/proto/command.proto\x12\x0creplichat.v1\x1a\x1areplichat/proto/chat.proto\"\x97\x02\n\x07\x43ommand\x12\x14\n\x0ctimestamp_ms\x18\x01 \x01(\x03\x12\x31\n\x06\x63reate\x18\n \x01(\x0b\x32\x1f.replichat.v1.CreateUserRequestH\x00\x12\x31\n\x06\x64\x65lete\x18\x0b \x01(\x0b\x32\x1f.replichat.v1.DeleteUserRequestH\x00\x12\x30\n\x04send\x18\x0c \x01(\x0b\x32 .replichat.v1.SendMessageRequestH\x00\x12/\n\x07\x63onnect\x18\r \x01(\x0b\x32\x1c.replichat.v1.ConnectRequestH\x00\x12\'\n\x03\x61\x63k\x18\x0e \x01(\x0b\x32\x18.replichat.v1.AckRequestH\x00\x42\x04\n\x02op\"\xd4\x01\n\rCommandResult\x12.\n\x04\x63ode\x18\x01 \x01(\x0e\x32 .replichat.v1.CommandResult.Code\x12\r\n\x05\x65rror\x18\x02 \x01(\t\x12\x0b\n\x03seq\x18\x03 \x01(\x04\x12\r\n\x05\x63ount\x18\x04 \x01(\x04\x12\x0c\n\x04name\x18\x05 \x01(\t\"Z\n\x04\x43ode\x12\x06\n\x02OK\x10\x00\x12\x14\n\x10INVALID_ARGUMENT\x10\x01\x12\x12\n\x0e\x41LREADY_EXISTS\x10\x02\x12\r\n\tNOT_FOUND\x10\x03\x12\x11\n\rSTALE_REQUEST\x10\x04\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dreplichat/proto/command.proto\x12\x0creplichat.v1\x1a\x1areplichat/proto/chat.proto\"\xe1\x02\n\x07\x43ommand\x12\x14\n\x0ctimestamp_ms\x18\x01 \x01(\x03\x12\x11\n\tprincipal\x18\x02 \x01(\t\x12\x1c\n\x14principal_generation\x18\x03 \x01(\x04\x12\x17\n\x0f\x63redential_hash\x18\x04 \x01(\t\x12\x31\n\x06\x63reate\x18\n \x01(\x0b\x32\x1f.replichat.v1.CreateUserRequestH\x00\x12\x31\n\x06\x64\x65lete\x18\x0b \x01(\x0b\x32\x1f.replichat.v1.DeleteUserRequestH\x00\x12\x30\n\x04send\x18\x0c \x01(\x0b\x32 .replichat.v1.SendMessageRequestH\x00\x12/\n\x07\x63onnect\x18\r \x01(\x0b\x32\x1c.replichat.v1.ConnectRequestH\x00\x12\'\n\x03\x61\x63k\x18\x0e \x01(\x0b\x32\x18.replichat.v1.AckRequestH\x00\x42\x04\n\x02op\"\xe9\x01\n\rCommandResult\x12.\n\x04\x63ode\x18\x01 \x01(\x0e\x32 .replichat.v1.CommandResult.Code\x12\r\n\x05\x65rror\x18\x02 \x01(\t\x12\x0b\n\x03seq\x18\x03 \x01(\x04\x12\r\n\x05\x63ount\x18\x04 \x01(\x04\x12\x0c\n\x04name\x18\x05 \x01(\t\"o\n\x04\x43ode\x12\x06\n\x02OK\x10\x00\x12\x14\n\x10INVALID_ARGUMENT\x10\x01\x12\x12\n\x0e\x41LREADY_EXISTS\x10\x02\x12\r\n\tNOT_FOUND\x10\x03\x12\x11\n\rSTALE_REQUEST\x10\x04\x12\x13\n\x0fUNAUTHENTICATED\x10\x05\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,9 +33,9 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'replichat.proto.command_pb2
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_COMMAND']._serialized_start=76
-  _globals['_COMMAND']._serialized_end=355
-  _globals['_COMMANDRESULT']._serialized_start=358
-  _globals['_COMMANDRESULT']._serialized_end=570
-  _globals['_COMMANDRESULT_CODE']._serialized_start=480
-  _globals['_COMMANDRESULT_CODE']._serialized_end=570
+  _globals['_COMMAND']._serialized_end=429
+  _globals['_COMMANDRESULT']._serialized_start=432
+  _globals['_COMMANDRESULT']._serialized_end=665
+  _globals['_COMMANDRESULT_CODE']._serialized_start=554
+  _globals['_COMMANDRESULT_CODE']._serialized_end=665
 # @@protoc_insertion_point(module_scope)

@@ -190,9 +190,18 @@ class WireClient:
 
     # The service's operations, raising ChatError as the gRPC client does.
 
-    async def create(self, name: str) -> str:
-        """Create `name`; this connection then sends as `name`. Returns the canonical name."""
-        return (await self._call(codec.Create(name), codec.Created)).name
+    async def create(self, name: str, credential: str = "") -> str:
+        """Create `name` with `credential`; this connection is then logged in as `name`.
+        Returns the canonical name."""
+        return (await self._call(codec.Create(name, credential), codec.Created)).name
+
+    async def create_with_token(self, name: str, credential: str = "") -> codec.Created:
+        """Like create(), with the whole answer (a credential the server made, if any)."""
+        return await self._call(codec.Create(name, credential), codec.Created)
+
+    async def auth(self, name: str, credential: str) -> str:
+        """Log this connection in as `name`; returns the canonical name."""
+        return (await self._call(codec.Auth(name, credential), codec.Authed)).name
 
     async def connect(self, name: str) -> codec.Connected:
         """Start the session of `name`: its queued messages, then live ones, via events()."""

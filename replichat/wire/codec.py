@@ -69,7 +69,18 @@ class Direction(enum.Enum):
 
 @dataclasses.dataclass(frozen=True)
 class Create:
+    """`credential`: the new user's (the server makes one when it is empty)."""
+
     name: str
+    credential: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
+class Auth:
+    """Log this connection in as `name`: later requests act as `name` (docs/wire-protocol.md)."""
+
+    name: str
+    credential: str
 
 
 @dataclasses.dataclass(frozen=True)
@@ -112,6 +123,14 @@ class Ping:
 
 @dataclasses.dataclass(frozen=True)
 class Created:
+    """`credential`: set only when the server made the new user's credential itself."""
+
+    name: str
+    credential: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
+class Authed:
     name: str
 
 
@@ -179,8 +198,8 @@ class Error:
     message: str
 
 
-Request = Union[Create, Connect, Delete, ListUsers, Send, Ack, Ping]
-Response = Union[Created, Deleted, Users, Sent, Acked, Pong, Connected, Delivery, Ended, Error]
+Request = Union[Create, Auth, Connect, Delete, ListUsers, Send, Ack, Ping]
+Response = Union[Created, Authed, Deleted, Users, Sent, Acked, Pong, Connected, Delivery, Ended, Error]
 Message = Union[Request, Response]
 # Sent by the server whenever a session has news, not in answer to a request.
 Push = Union[Delivery, Ended]
@@ -205,11 +224,14 @@ class _Schema:
     data: Optional[str] = None
     # All fields are one tuple of texts (the `users` answer).
     variadic: Optional[str] = None
+    # An empty data field is left out (no trailing comma): `create user2` stays the seed's.
+    optional_data: bool = False
 
 
 _S = _Kind.TEXT
 _REQUEST_SCHEMAS = (
-    _Schema("create", Create, (("name", _S),)),
+    _Schema("create", Create, (("name", _S),), data="credential", optional_data=True),
+    _Schema("auth", Auth, (("name", _S),), data="credential"),
     _Schema("connect", Connect, (("name", _S),)),
     _Schema("delete", Delete, (("name", _S),)),
     _Schema("list", ListUsers, data="pattern"),
@@ -218,7 +240,8 @@ _REQUEST_SCHEMAS = (
     _Schema("ping", Ping),
 )
 _RESPONSE_SCHEMAS = (
-    _Schema("created", Created, (("name", _S),)),
+    _Schema("created", Created, (("name", _S),), data="credential", optional_data=True),
+    _Schema("authed", Authed, (("name", _S),)),
     _Schema("deleted", Deleted, (("name", _S), ("dropped_messages", _Kind.U64))),
     _Schema("users", Users, variadic="names"),
     _Schema("sent", Sent, (("recipient", _S), ("seq", _Kind.U64))),
@@ -327,9 +350,11 @@ def _encode_payload(schema: _Schema, message: object) -> str:
         value = getattr(message, name)
         fields.append(_escape(_text(name, value)) if kind is _Kind.TEXT else _format_int(name, kind, value))
     if schema.data is not None:
-        fields.append(_escape_data(_text(schema.data, getattr(message, schema.data))))
+        data = _text(schema.data, getattr(message, schema.data))
+        if data or not schema.optional_data:
+            fields.append(_escape_data(data))
     payload = ",".join(fields)
-    if not payload and len(schema.args) == 1 and schema.data is None:
+    if not payload and len(schema.args) == 1 and (schema.data is None or schema.optional_data):
         # An empty payload reads as "no fields": the one arg would go missing.
         raise WireError(f"{schema.command}: {schema.args[0][0]} must not be empty")
     return payload

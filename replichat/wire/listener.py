@@ -8,11 +8,14 @@ that connection: the other connections and the replica's event loop never wait o
 """
 import asyncio
 import logging
+import unicodedata
 import uuid
 from typing import AsyncIterator, Dict, Optional
 
 from replichat.api.backend import ChatBackend
 from replichat.api.validated import ValidatedBackend
+from replichat.chat.auth import CLIENT_ADDRESS
+from replichat.chat.credentials import new_token
 from replichat.errors import ChatError, Code
 from replichat.proto import chat_pb2
 from replichat.wire import codec
@@ -85,13 +88,17 @@ class _Connection:
         self._client_id = uuid.uuid4().hex
         self._request_seq = 0
         self._session_id = uuid.uuid4().hex
-        # Who `send` is from: the user this connection last created or connected as.
+        # Who the connection is logged in as (`send` is from): the user it last created,
+        # authenticated or connected as, and that user's credential ('' if none was given).
         self._acting_as = ""
+        self._credential = ""
         self._write_lock = asyncio.Lock()
         self._session: Optional["asyncio.Future[None]"] = None
         self._reassembler = Reassembler(Direction.REQUEST)
 
     async def serve(self) -> None:
+        peer = self._writer.get_extra_info("peername")
+        CLIENT_ADDRESS.set(str(peer[0]) if isinstance(peer, tuple) and peer else "")
         try:
             while True:
                 frame = await self._read_frame()
@@ -142,6 +149,8 @@ class _Connection:
         try:
             response = await self._call(request)
         except ChatError as exc:
+            if exc.code is Code.UNAUTHENTICATED and not self._credential:
+                exc = ChatError(exc.code, f"{exc.message}; log in first with `auth NAME,CREDENTIAL`")
             response = error_frame(exc)
         if response is not None:
             await self._send(response)
@@ -154,6 +163,7 @@ class _Connection:
             sent = await backend.send_message(
                 chat_pb2.SendMessageRequest(
                     sender=self._acting_as,
+                    credential=self._credential,
                     recipient=request.recipient,
                     text=request.text,
                     client_id=client_id,
@@ -167,6 +177,7 @@ class _Connection:
                     name=request.name,
                     up_to_seq=request.up_to_seq,
                     session_id=self._session_id,
+                    credential=self._credential_for(request.name),
                     client_id=client_id,
                     request_seq=self._next_seq(),
                 )
@@ -177,21 +188,42 @@ class _Connection:
         if isinstance(request, codec.ListUsers):
             return codec.Users(tuple(await backend.list_users(request.pattern)))
         if isinstance(request, codec.Create):
+            # A client that brings no credential (one written from the brief) gets one made
+            # here, in the answer: it is the only way to log in as the new user later.
+            made = "" if request.credential else new_token()
+            credential = request.credential or made
             created = await backend.create_user(
-                chat_pb2.CreateUserRequest(name=request.name, client_id=client_id, request_seq=self._next_seq())
+                chat_pb2.CreateUserRequest(
+                    name=request.name, credential=credential, client_id=client_id, request_seq=self._next_seq()
+                )
             )
-            self._acting_as = created.name or request.name
-            return codec.Created(self._acting_as)
+            self._acting_as, self._credential = created.name or request.name, credential
+            return codec.Created(self._acting_as, made)
+        if isinstance(request, codec.Auth):
+            name = await backend.authenticate(request.name, request.credential)
+            self._acting_as, self._credential = name, request.credential
+            return codec.Authed(name)
         if isinstance(request, codec.Delete):
             deleted = await backend.delete_user(
-                chat_pb2.DeleteUserRequest(name=request.name, client_id=client_id, request_seq=self._next_seq())
+                chat_pb2.DeleteUserRequest(
+                    name=request.name,
+                    credential=self._credential_for(request.name),
+                    client_id=client_id,
+                    request_seq=self._next_seq(),
+                )
             )
             if request.name == self._acting_as:
-                self._acting_as = ""
+                self._acting_as, self._credential = "", ""
             return codec.Deleted(request.name, deleted.dropped_messages)
         if isinstance(request, codec.Ping):
             return codec.Pong()
         raise AssertionError(f"unhandled request {request!r}")  # the codec decodes nothing else
+
+    def _credential_for(self, name: str) -> str:
+        """The connection's credential if it is logged in as `name`, else none."""
+        if self._acting_as and unicodedata.normalize("NFC", name) == unicodedata.normalize("NFC", self._acting_as):
+            return self._credential
+        return ""
 
     async def _connect(self, request: codec.Connect) -> Optional[codec.Response]:
         """Answer with the session's first event, then push the rest from another task.
@@ -204,6 +236,7 @@ class _Connection:
         events = self._backend.connect(
             chat_pb2.ConnectRequest(
                 name=request.name,
+                credential=self._credential_for(request.name),
                 session_id=self._session_id,
                 client_id=self._client_id,
                 request_seq=self._next_seq(),
@@ -220,6 +253,8 @@ class _Connection:
         if not isinstance(message, codec.Connected):
             await _aclose(events)
             return codec.Error(Code.UNAVAILABLE.name.lower(), "the session ended before it started")
+        if self._credential_for(message.name) == "":
+            self._credential = ""  # connected without one (--insecure-no-auth)
         self._acting_as = message.name
         try:
             await self._send(message)

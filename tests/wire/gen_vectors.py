@@ -23,6 +23,8 @@ OUT = ROOT / "tests" / "data" / "wire_vectors.json"
 REQUESTS: List[Tuple[str, codec.Message]] = [
     ("brief: create user2", codec.Create("user2")),
     ("brief: create user3", codec.Create("user3")),
+    ("create with the credential the client made", codec.Create("user2", "q3Xh7Lr0S2mNwV9cY4tB1eA8uKdPz6Gf5jHoRiE-Tx_")),
+    ("auth: log the connection in as a user", codec.Auth("user3", "q3Xh7Lr0S2mNwV9cY4tB1eA8uKdPz6Gf5jHoRiE-Tx_")),
     ("brief: list", codec.ListUsers()),
     ("brief: send user3 hello", codec.Send("user3", "hello")),
     ("brief: connect user3", codec.Connect("user3")),
@@ -43,6 +45,8 @@ REQUESTS: List[Tuple[str, codec.Message]] = [
 
 RESPONSES: List[Tuple[str, codec.Message]] = [
     ("created", codec.Created("user2")),
+    ("created: with the credential the server made", codec.Created("user2", "q3Xh7Lr0S2mNwV9cY4tB1eA8uKdPz6Gf5jHoRiE-Tx_")),
+    ("authed", codec.Authed("user3")),
     ("deleted", codec.Deleted("user2", 3)),
     ("users: none", codec.Users(())),
     ("users", codec.Users(("user2", "user3"))),
@@ -74,7 +78,7 @@ INVALID_REQUESTS: List[Tuple[str, List[str], str]] = [
     ("invalid UTF-8 in the payload", [_frame(b"create", b"us\xc3er")], "UTF-8"),
     ("missing argument", [_frame(b"send", b"")], "missing argument recipient"),
     ("missing integer argument", [_frame(b"ack", b"user3")], "missing argument up_to_seq"),
-    ("too many arguments", [_frame(b"create", b"a,b")], "takes 1 argument"),
+    ("too many arguments", [_frame(b"delete", b"a,b")], "takes 1 argument"),
     ("not an integer", [_frame(b"ack", b"user3,two")], "decimal integer"),
     ("negative sequence number", [_frame(b"ack", b"user3,-1")], "decimal integer"),
     ("sequence number past 2**64-1", [_frame(b"ack", b"user3,18446744073709551616")], "out of range"),
