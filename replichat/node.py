@@ -520,6 +520,7 @@ class Node:
         token, request.credential = request.credential, ""
         credential_hash = await self._auth.new_credential(token)
         result = await self._write(command_pb2.Command(create=request, credential_hash=credential_hash))
+        self._auth.created(result.name, token, credential_hash)
         return chat_pb2.CreateUserResponse(name=result.name)
 
     async def delete_user(self, request: chat_pb2.DeleteUserRequest) -> chat_pb2.DeleteUserResponse:

@@ -3,7 +3,7 @@ what the replicas report about themselves (their Status RPC)."""
 import asyncio
 import os
 import time
-from typing import List, Optional
+from typing import Sequence, List, Optional
 
 import grpc
 
@@ -13,7 +13,7 @@ from replichat.proto import chat_pb2, chat_pb2_grpc
 
 class ProcessCluster(LocalCluster):
     def __init__(self, base_dir: str, replicas: int = 5, *, wire: bool = False, tick_ms: int = 50,
-                 election_ticks: int = 10, metrics: bool = False) -> None:
+                 election_ticks: int = 10, metrics: bool = False, server_args: Sequence[str] = ()) -> None:
         os.makedirs(base_dir, exist_ok=True)
         # gRPC, Raft, wire and metrics ports, all free at once (not gRPC + 200, which may be taken).
         ports = free_ports(replicas * 4)
@@ -24,7 +24,7 @@ class ProcessCluster(LocalCluster):
             peer_addresses={i: f"127.0.0.1:{ports[replicas + i - 1]}" for i in ids},
             wire_addresses={i: f"127.0.0.1:{ports[2 * replicas + i - 1]}" for i in ids} if wire else None,
             metrics_addresses={i: f"127.0.0.1:{ports[3 * replicas + i - 1]}" for i in ids} if metrics else None,
-            extra_args=["--tick-ms", str(tick_ms), "--election-ticks", str(election_ticks)],
+            extra_args=["--tick-ms", str(tick_ms), "--election-ticks", str(election_ticks), *server_args],
             log_dir=base_dir,
         )
 

@@ -142,6 +142,13 @@ class Authenticator:
         self._creates.record(address)
         return await self._hash_off_loop(hash_token, token)
 
+    def created(self, name: str, token: str, credential: str) -> None:
+        """The create of `name` with `token` (stored as `credential`) was applied: its
+        creator's requests are then cheap here at once, and immune to a lock-out by others'
+        failed guesses."""
+        if token and credential:
+            self._remember((name, fingerprint(token)), credential)
+
     # ----------------------------------------------------------------- everything else
 
     async def stamp(self, command: command_pb2.Command, name: str, token: str, action: str) -> None:
