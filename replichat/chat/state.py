@@ -270,7 +270,7 @@ class ChatState(_StateQueries):
 
     def _check_schema_version(self) -> None:
         (version,) = self._db.execute("PRAGMA user_version").fetchone()
-        if version not in (0, _SCHEMA_VERSION):
+        if version not in (0, 1, _SCHEMA_VERSION):  # 1: before credentials, see _migrate
             raise RuntimeError(
                 f"chat state database has schema version {version}, expected {_SCHEMA_VERSION}"
             )
