@@ -50,7 +50,11 @@ async def _real_frames(address: str) -> Dict[str, bytes]:
     a, b, c = await _open(address), await _open(address), await _open(address)
     try:
         await a.request(codec.Create("user3"))
-        await a.frame_of("created")
+        created = codec.decode_response(await a.frame_of("created"))
+        assert isinstance(created, codec.Created) and created.credential  # the server made it
+        for other in (b, c):  # log them in as user3: connect and delete need its credential
+            await other.request(codec.Auth("user3", created.credential))
+            await other.frame_of("authed")
         await a.request(codec.Send("bob", "hi"))
         not_found = await a.frame_of("error")
         await a.request(codec.Connect("user3"))
