@@ -25,7 +25,7 @@ import logging
 import time
 from typing import Awaitable, Callable, Deque, Dict, NamedTuple, Optional, Tuple
 
-from replichat.chat.credentials import fingerprint, hash_token, validate_token, verify_token
+from replichat.chat.credentials import MAX_TOKEN_CHARS, fingerprint, hash_token, validate_token, verify_token
 from replichat.chat.names import quote
 from replichat.errors import ChatError, Code
 from replichat.proto import command_pb2
@@ -177,6 +177,8 @@ class Authenticator:
                 Code.UNAUTHENTICATED,
                 f"{action} needs {name}'s credential (only the client that created {name} has it)",
             )
+        if len(token) > MAX_TOKEN_CHARS:  # no credential is that long: not worth a hash
+            raise ChatError(Code.UNAUTHENTICATED, f"{action}: wrong credential for {name}")
         key = (name, fingerprint(token))
         if self._verified.get(key) == account.credential:
             self._verified.move_to_end(key)

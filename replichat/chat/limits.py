@@ -17,6 +17,7 @@ from typing import Dict
 from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 
+from replichat.chat.credentials import MAX_TOKEN_CHARS as MAX_CREDENTIAL_CHARS
 from replichat.chat.names import MAX_NAME_CHARS, MAX_PATTERN_CHARS, MAX_TEXT_BYTES, quote
 from replichat.chat.state import MAX_TOKEN_CHARS
 from replichat.errors import ChatError, Code
@@ -33,7 +34,10 @@ FIELD_CHARS: Dict[str, int] = {
     "pattern": MAX_PATTERN_CHARS,
     "client_id": MAX_TOKEN_CHARS,
     "session_id": MAX_TOKEN_CHARS,
+    "credential": MAX_CREDENTIAL_CHARS,
 }
+# Fields whose value an error must never repeat (it would put a secret on a screen or in a log).
+SECRET_FIELDS = frozenset({"credential"})
 # Request numbers are stored in SQLite INTEGER columns.
 MAX_REQUEST_SEQ = (1 << 63) - 1
 # The largest request any client needs to send, with room to spare: gRPC refuses anything
@@ -48,7 +52,10 @@ def check_request(request: Message) -> None:
         if field.type in (FieldDescriptor.TYPE_STRING, FieldDescriptor.TYPE_BYTES):
             limit = FIELD_CHARS.get(field.name, DEFAULT_STRING_CHARS)
             if len(value) > limit:
-                shown = quote(value) if isinstance(value, str) else f"of {len(value)} bytes"
+                if field.name in SECRET_FIELDS:
+                    shown = "(not shown)"
+                else:
+                    shown = quote(value) if isinstance(value, str) else f"of {len(value)} bytes"
                 raise ChatError(
                     Code.INVALID_ARGUMENT,
                     f"invalid {field.name.replace('_', ' ')} {shown}: {len(value)} characters, at most {limit}",
