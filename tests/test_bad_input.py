@@ -163,7 +163,7 @@ def test_oversized_fields_are_refused_before_anything_is_replicated(process_clus
         await cluster.wait_for_leader()
         async with grpc.aio.insecure_channel(cluster.addresses[1], options=[("grpc.max_send_message_length", 64 << 20)]) as channel:
             stub = chat_pb2_grpc.ChatStub(channel)
-            await stub.CreateUser(chat_pb2.CreateUserRequest(name="alice", client_id="c", request_seq=1))
+            await stub.CreateUser(chat_pb2.CreateUserRequest(name="alice", credential="k" * 43, client_id="c", request_seq=1))
             before = await stub.Status(chat_pb2.StatusRequest())
             big = "s" * 60_000  # under the request size limit: refused by its field's bound
             calls = [
