@@ -71,6 +71,13 @@ def test_pip_install_gives_both_commands_and_requirements_txt_dependencies(tmp_p
     located = subprocess.run([python, "-c", "import replichat, replichat.proto.chat_pb2; print(replichat.__file__)"],
                              capture_output=True, text=True, timeout=60, cwd=str(tmp_path), check=True).stdout
     assert str(env_dir) in located, f"imported from {located}, not from the environment"
+    # The cluster page's files are in the package, and the launcher starts replicas through the
+    # package's module (there is no server.py beside an installed package).
+    installed = subprocess.run(
+        [python, "-c", "from replichat.metrics.site import _load_static; from replichat.launcher import server_command;"
+         " print(sorted(_load_static())); print(server_command()[1:])"],
+        capture_output=True, text=True, timeout=60, cwd=str(tmp_path), check=True).stdout.splitlines()
+    assert installed == ["['/', '/page.css', '/page.js']", "['-m', 'replichat.server_cli']"]
     metadata = subprocess.run(
         [python, "-c", "import importlib.metadata as m; print('\\n'.join(m.requires('replichat')))"],
         capture_output=True, text=True, timeout=60, cwd=str(tmp_path), check=True).stdout
