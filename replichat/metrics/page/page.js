@@ -76,6 +76,7 @@ function renderRates(history) {
     `${(600 - (now - t) * 2).toFixed(1)},${(155 - v / top * 150).toFixed(1)}`).join(" ");
   document.getElementById("writes-line").setAttribute("points", points(writes));
   document.getElementById("deliveries-line").setAttribute("points", points(deliveries));
+  document.getElementById("chart-top").textContent = `${top.toFixed(0)}/s`;
   const last = series => series.length ? `${series[series.length - 1][1].toFixed(0)}/s` : "";
   document.getElementById("writes-rate").textContent = last(writes);
   document.getElementById("deliveries-rate").textContent = last(deliveries);
