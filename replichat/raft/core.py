@@ -199,13 +199,27 @@ class RaftCore:
     def step(self, m: Message) -> None:
         """Feed one peer message. A message that no correct peer could send in this replica's
         state is dropped and logged, never raised: the stateless checks ran already
-        (raft/validate.py, in the transport); these need the core's own state."""
-        reason = self._refusal(m)
+        (raft/validate.py, in the transport); these need the core's own state. A SNAPSHOT
+        never comes from the network as such: the leader's runtime streams the file, and the
+        receiving runtime steps the message once it holds it (snapshot_received)."""
+        if m.type is MsgType.SNAPSHOT:
+            reason: Optional[str] = "a SNAPSHOT message comes only with its file, through snapshot_received"
+        else:
+            reason = self._refusal(m)
         if reason is not None:
             if self.dropped.record():
                 log.warning("replica %d dropped a %s from replica %d (drop #%d): %s",
                             self.id, m.type.name, m.src, self.dropped.count, reason)
             return
+        self._step(m)
+
+    def snapshot_received(self, m: Message) -> None:
+        """The runtime holds the whole, verified snapshot file that the leader's SNAPSHOT
+        message `m` describes: step it (the core decides whether to install it)."""
+        if m.type is MsgType.SNAPSHOT and self._refusal(m) is None:
+            self._step(m)
+
+    def _step(self, m: Message) -> None:
         if m.term > self.term:
             if m.type in (MsgType.VOTE, MsgType.PRE_VOTE) and self._in_lease() and m.context != TRANSFER_CONTEXT:
                 # We heard from a live leader recently: a disruptive candidate (say, a replica

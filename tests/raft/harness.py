@@ -116,7 +116,11 @@ class Cluster:
                     sender.core.report_snapshot(sent.dst, delivered)
                 if m is None or not delivered:
                     continue
-                self.replicas[m.dst].core.step(m)
+                receiver = self.replicas[m.dst].core
+                if m.type is MsgType.SNAPSHOT:
+                    receiver.snapshot_received(m)
+                else:
+                    receiver.step(m)
         raise AssertionError("cluster did not settle")
 
     def tick(self, n: int = 1, only: Optional[List[int]] = None) -> None:

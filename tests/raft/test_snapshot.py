@@ -82,7 +82,7 @@ def test_a_failed_transfer_is_retried() -> None:
 def test_an_older_snapshot_is_never_installed() -> None:
     log = RaftLog([Entry(1, i) for i in range(1, 11)], committed=8, applied=8)
     core = RaftCore(Config(2, (1, 2, 3)), log, HardState(term=1, commit=8))
-    core.step(Message(MsgType.SNAPSHOT, 1, 2, 1, log_term=1, index=5))
+    core.snapshot_received(Message(MsgType.SNAPSHOT, 1, 2, 1, log_term=1, index=5))
     ready = core.ready()
     assert ready.snapshot is None
     assert [(m.type, m.index, m.reject) for m in ready.messages] == [(MsgType.APPEND_RESP, 8, False)]
@@ -92,7 +92,7 @@ def test_an_older_snapshot_is_never_installed() -> None:
 def test_a_snapshot_the_log_already_holds_commits_instead_of_replacing() -> None:
     log = RaftLog([Entry(1, i) for i in range(1, 11)], committed=3, applied=3)
     core = RaftCore(Config(2, (1, 2, 3)), log, HardState(term=1, commit=3))
-    core.step(Message(MsgType.SNAPSHOT, 1, 2, 1, log_term=1, index=7))
+    core.snapshot_received(Message(MsgType.SNAPSHOT, 1, 2, 1, log_term=1, index=7))
     ready = core.ready()
     assert ready.snapshot is None
     assert [e.index for e in ready.committed] == [4, 5, 6, 7]
@@ -102,7 +102,10 @@ def test_a_snapshot_the_log_already_holds_commits_instead_of_replacing() -> None
 def test_a_newer_snapshot_replaces_a_divergent_log_and_is_persisted_before_the_answer() -> None:
     log = RaftLog([Entry(1, 1), Entry(1, 2), Entry(2, 3)], committed=1, applied=1)
     core = RaftCore(Config(2, (1, 2, 3)), log, HardState(term=2, commit=1))
-    core.step(Message(MsgType.SNAPSHOT, 1, 2, 3, log_term=3, index=9))
+    forged = Message(MsgType.SNAPSHOT, 1, 2, 3, log_term=3, index=9)
+    core.step(forged)  # from the network: a snapshot file that was never received
+    assert not core.has_ready() and core.log.last_index == 3
+    core.snapshot_received(forged)
     ready = core.ready()
     assert ready.snapshot == SnapshotMeta(9, 3)
     assert not ready.send_before_persist and ready.hard_state is not None and ready.hard_state.commit == 9
