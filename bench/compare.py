@@ -249,6 +249,8 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument("--quiet-budget", type=float, default=300.0,
                         help="total seconds spent waiting for other processes to leave the cores (default 300)")
     parser.add_argument("--no-etcd", action="store_true", help="measure replichat only")
+    parser.add_argument("--insecure-peers", action="store_true",
+                        help="replichat peers on plain TCP instead of mutual TLS (to measure what TLS costs)")
     parser.add_argument("--out-dir", default=DEFAULT_OUT, help="where compare.json and compare.png go")
     parser.add_argument("--no-snapshot", action="store_true",
                         help="run the replicas from the working tree instead of a copy made at start")

@@ -120,9 +120,9 @@ class ReplichatSystem(System):
     RECIPIENT = "sink"
 
     def __init__(self, base_dir: str, replicas: int, payload_bytes: int, library_client: bool = False,
-                 metrics: bool = False) -> None:
+                 metrics: bool = False, peer_tls: bool = True) -> None:
         super().__init__(base_dir, replicas, payload_bytes)
-        self.cluster = BenchCluster(base_dir, replicas, metrics=metrics)
+        self.cluster = BenchCluster(base_dir, replicas, metrics=metrics, peer_tls=peer_tls)
         self.addresses = dict(self.cluster.addresses)
         self.library_client = library_client
         self._clients: Dict[str, ChatClient] = {}

@@ -143,7 +143,8 @@ async def main_async(args: Any, results: Dict[str, Any], save: Callable[[], None
 
         def make_replichat(base: str) -> System:
             return ReplichatSystem(base, replicas, args.payload, library_client=args.replichat_client == "library",
-                                   metrics=args.replichat_metrics)
+                                   metrics=args.replichat_metrics,
+                                   peer_tls=not getattr(args, "insecure_peers", False))
 
         def make_etcd(base: str) -> System:
             assert etcd_binary is not None

@@ -1,4 +1,5 @@
 """Ports and addresses of the default local cluster, shared by server.py and client.py."""
+import os
 from typing import Dict, List
 
 DEFAULT_HOST = "127.0.0.1"
@@ -31,3 +32,7 @@ def raft_addresses(cluster: Dict[int, str]) -> Dict[int, str]:
         host, _, port = address.rpartition(":")
         derived[node_id] = f"{host}:{int(port) + RAFT_PORT_OFFSET}"
     return derived
+
+# The CA certificate server.py's local cluster creates in its default data folder (./data):
+# the stock client uses it by default to verify the local replicas (TLS on gRPC).
+LOCAL_CA_FILE = os.path.join("data", "certs", "ca.crt")

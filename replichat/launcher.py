@@ -10,7 +10,7 @@ import threading
 import time
 from typing import Dict, List, Optional, Sequence, Set
 
-from replichat.defaults import local_cluster, raft_addresses
+from replichat.defaults import LOCAL_CA_FILE, local_cluster, raft_addresses
 from replichat.metrics.control import ControlServer
 
 STOP_GRACE_S = 5.0
@@ -61,6 +61,8 @@ class LocalCluster:
         metrics_addresses: Optional[Dict[int, str]] = None,
         extra_args: Sequence[str] = (),
         log_dir: Optional[str] = None,
+        client_tls: bool = False,
+        peer_tls: bool = True,
     ) -> None:
         """addresses: each replica's gRPC address (clients); peer_addresses: its Raft address
         (default: the gRPC port + defaults.RAFT_PORT_OFFSET); log_dir: write each replica's
@@ -73,6 +75,11 @@ class LocalCluster:
         self.controls: Optional[ControlServer] = None
         self.extra_args = list(extra_args)
         self.log_dir = log_dir
+        # Certificates (security/certs.py) are created in DATA/certs at the first start:
+        # peers always use mutual TLS (peer_tls=False: --insecure-peers, for benchmarks of
+        # its cost); clients use TLS on gRPC with client_tls (server.py's local cluster).
+        self.client_tls = client_tls
+        self.peer_tls = peer_tls
         self.processes: Dict[int, subprocess.Popen] = {}
         self.paused: Set[int] = set()
         # Process table changes come from the supervising loop and (server.py) the cluster
@@ -106,7 +113,37 @@ class LocalCluster:
         args += ["--wire", self.wire_addresses[node_id]] if self.wire_addresses else ["--no-wire"]
         if node_id in self.metrics_addresses:
             args += ["--metrics", self.metrics_addresses[node_id]]
-        return args + self.extra_args
+        return args + self.security_args(node_id) + self.extra_args
+
+    @property
+    def certs_dir(self) -> str:
+        return os.path.join(self.data_dir, "certs")
+
+    @property
+    def ca_file(self) -> Optional[str]:
+        """The CA clients verify replicas with (None: clients connect without TLS)."""
+        return os.path.join(self.certs_dir, "ca.crt") if self.client_tls else None
+
+    def security_args(self, node_id: int) -> List[str]:
+        if not self.peer_tls and not self.client_tls:
+            return ["--insecure-peers"]
+        self._ensure_certs()
+        args = ["--certs-dir", self.certs_dir] if self.peer_tls else ["--insecure-peers"]
+        if self.client_tls:
+            cert = os.path.join(self.certs_dir, f"replica-{node_id}")
+            # The wire port stays the brief's plain byte protocol: it listens on this machine only.
+            args += ["--cert", cert + ".crt", "--key", cert + ".key", "--plain-wire"]
+        return args
+
+    def _ensure_certs(self) -> None:
+        from replichat.security.certs import init_certs
+
+        hosts = {
+            i: sorted({a.rpartition(":")[0] for a in (self.addresses[i], self.peer_addresses[i],
+                                                       self.wire_addresses.get(i, ""))} - {""} | {"localhost"})
+            for i in self.addresses
+        }
+        init_certs(self.certs_dir, hosts)
 
     def start(self, node_id: int) -> subprocess.Popen:
         with self.lock:
@@ -172,8 +209,11 @@ class LocalCluster:
             first = self.metrics_addresses[min(self.metrics_addresses)]
             print(f"Cluster page: http://{first}/ (any replica's metrics address; Prometheus: /metrics)", flush=True)
         default = self.addresses == local_cluster()
-        hint = "python3 client.py" if default else f"python3 client.py --servers {','.join(self.servers)}"
-        print(f"Connect with: {hint}    Status: python3 server.py status{'' if default else ' --servers ' + ','.join(self.servers)}"
+        options = "" if default else f" --servers {','.join(self.servers)}"
+        ca = self.ca_file
+        if ca is not None and os.path.abspath(ca) != os.path.abspath(LOCAL_CA_FILE) or not default and ca:
+            options += f" --ca {ca}"  # the clients' default CA is ./data/certs/ca.crt
+        print(f"Connect with: python3 client.py{options}    Status: python3 server.py status{options}"
               f"    Stop: Ctrl-C", flush=True)
 
     def enable_controls(self) -> None:

@@ -3,15 +3,22 @@ TCP, see transport.py) and its wire listener."""
 import asyncio
 import logging
 import signal
-from typing import Dict, Optional
+from typing import Dict, List, Optional
 
 from replichat.api.grpc_service import create_grpc_server
 from replichat.metrics.monitoring import monitoring_or_none
 from replichat.node import Node, NodeOptions
-from replichat.transport import split_address, start_peer_listener
+from replichat.security.options import INSECURE_PEERS_WARNING, Security, is_loopback
+from replichat.identity import FILE_NAME, REPLACED_HELP, IdentityStore, cluster_id_from_ca, cluster_id_from_members
+from replichat.transport import IdentityGuard, PeerTransport, split_address, start_peer_listener
 from replichat.wire.listener import start_wire_listener
 
 log = logging.getLogger(__name__)
+
+
+# The process's exit code when its data directory was replaced (identity.py): the launcher
+# and operators can tell it from a crash.
+REPLACED_EXIT_CODE = 4
 
 
 class ListenError(Exception):
@@ -28,6 +35,7 @@ async def serve_replica(
     wire_address: Optional[str] = None,
     options: Optional[NodeOptions] = None,
     metrics_address: Optional[str] = None,
+    security: Security = Security(),
 ) -> int:
     """Run until SIGTERM/SIGINT (clean stop: exit 0) or an unrecoverable error (exit 1).
 
@@ -35,19 +43,25 @@ async def serve_replica(
     derived from `cluster`, see defaults.raft_addresses). Raises ListenError before anything
     has started if the gRPC or Raft port cannot be bound."""
     node = Node(node_id, cluster, data_dir, options, peers)
-    monitoring = monitoring_or_none(node, cluster, data_dir, metrics_address)
+    monitoring = monitoring_or_none(node, cluster, data_dir, metrics_address, security.grpc_channel_credentials())
     backend = {t: node if monitoring is None else monitoring.backend_for(node, t) for t in ("grpc", "wire")}
+    replaced: "asyncio.Future[str]" = asyncio.get_event_loop().create_future()
+    guard = _identity_guard(node_id, data_dir, cluster, security, replaced)
+    # Peers dial each other with the cluster certificate (mutual TLS) unless --insecure-peers.
+    node.transport = PeerTransport(node_id, node.peers, security.peer_client_context(), guard)
+    _warn_about_plaintext(node_id, security, bind_address or cluster[node_id], wire_address or "")
     grpc_address = bind_address or cluster[node_id]
     raft_address = node.peers[node_id]
     # Bind both ports before the node starts: a busy port fails at once, with nothing to undo.
     # Peer messages that arrive before the node's loop runs wait in its inbox.
     try:
-        server, _ = create_grpc_server(backend["grpc"], grpc_address)
+        server, _ = create_grpc_server(backend["grpc"], grpc_address, security.grpc_key_pair())
     except OSError as error:  # its message already says "cannot listen on ADDRESS: ..."
         raise ListenError(str(error)) from error
     try:
         host, port = split_address(raft_address)
-        peer_listener = await start_peer_listener(node_id, node.deliver, host, port, senders=node.peers)
+        peer_listener = await start_peer_listener(node_id, node.deliver, host, port, senders=node.peers,
+                                                  ssl_context=security.peer_server_context(), guard=guard)
     except OSError as error:
         await server.stop(None)
         raise ListenError(f"cannot listen for peers on {raft_address}: {error}") from error
@@ -65,13 +79,15 @@ async def serve_replica(
     wire = None
     if wire_address:
         host, _, wire_port = wire_address.rpartition(":")
-        wire = await start_wire_listener(backend["wire"], host, int(wire_port))
+        wire = await start_wire_listener(backend["wire"], host, int(wire_port), ssl_context=security.wire_context())
         node.wire_address = f"{host}:{wire.port}"
     if monitoring is not None:
         monitoring.start()
     log.info(
-        "replica %d serving gRPC on %s, Raft (peers) on %s%s, data in %s",
-        node_id, grpc_address, raft_address, f", wire protocol on {node.wire_address}" if wire else "", data_dir,
+        "replica %d serving gRPC%s on %s, Raft (peers, %s) on %s%s, data in %s",
+        node_id, " (TLS)" if security.client_tls else "", grpc_address,
+        "mutual TLS" if security.peer is not None else "PLAIN TCP", raft_address,
+        f", wire protocol{' (TLS)' if security.wire_tls else ''} on {node.wire_address}" if wire else "", data_dir,
     )
 
     stop = asyncio.Event()
@@ -80,9 +96,20 @@ async def serve_replica(
         loop.add_signal_handler(signum, stop.set)
     stop_requested = asyncio.ensure_future(stop.wait())
     node_stopped = asyncio.ensure_future(node.stopped.wait())
-    await asyncio.wait([stop_requested, node_stopped], return_when=asyncio.FIRST_COMPLETED)
+    await asyncio.wait([stop_requested, node_stopped, replaced], return_when=asyncio.FIRST_COMPLETED)
     stop_requested.cancel()
     node_stopped.cancel()
+    if replaced.done():
+        log.critical("replica %d refuses to serve: %s. %s", node_id, replaced.result(),
+                     REPLACED_HELP.format(replica=node_id, file=FILE_NAME))
+        await node.stop(transfer_leadership=False)
+        if wire is not None:
+            await wire.close()
+        await server.stop(None)
+        peer_listener.close()
+        await peer_listener.wait_closed()
+        return REPLACED_EXIT_CODE
+    replaced.cancel()
 
     failure = node.failure
     log.info("replica %d stopping%s", node_id, f" after: {failure!r}" if failure else "")
@@ -100,3 +127,35 @@ async def serve_replica(
     peer_listener.close()
     await peer_listener.wait_closed()
     return 1 if failure else 0
+
+
+def _warn_about_plaintext(node_id: int, security: Security, grpc_address: str, wire_address: str) -> None:
+    """Say loudly at start what an attacker on the network could do to this replica."""
+    if security.peer is None:
+        log.warning("replica %d: %s", node_id, INSECURE_PEERS_WARNING)
+    plain = ([grpc_address] if not security.client_tls else []) + ([wire_address] if not security.wire_tls else [])
+    if plain:
+        exposed = [a for a in plain if a and not is_loopback(split_address(a)[0])]
+        if exposed:
+            log.warning(
+                "replica %d: INSECURE: clients connect to %s without TLS: anyone on the network can read "
+                "and alter their traffic. Give --cert and --key (the certificates of `server.py certs init`).",
+                node_id, ", ".join(exposed),
+            )
+
+
+def _identity_guard(node_id: int, data_dir: str, cluster: Dict[int, str], security: Security,
+                    replaced: "asyncio.Future[str]") -> IdentityGuard:
+    """The data directory's identity (identity.py), created at the first start. Raises
+    IdentityError for a directory of another cluster."""
+    if security.peer is not None:
+        cluster_id = cluster_id_from_ca(security.peer.ca)
+    else:
+        cluster_id = cluster_id_from_members(cluster)  # --cluster: the same on every replica
+    store = IdentityStore(data_dir, node_id, cluster_id)
+
+    def on_replaced(reason: str) -> None:
+        if not replaced.done():
+            replaced.set_result(reason)
+
+    return IdentityGuard(store, on_replaced)

@@ -14,13 +14,16 @@ import asyncio
 import logging
 import os
 import sys
-from typing import Any, Coroutine, Dict, List, Optional, TypeVar
+from typing import TYPE_CHECKING, Any, Coroutine, Dict, List, Optional, TypeVar
 
 from replichat import defaults
 from replichat.version import version_text
 from replichat.chat.auth import AuthLimits
 
 T = TypeVar("T")
+
+if TYPE_CHECKING:
+    from replichat.security.options import Security
 
 
 def parse_cluster(text: str) -> Dict[int, str]:
@@ -97,7 +100,35 @@ def build_parser() -> argparse.ArgumentParser:
         help="creates accepted per client address and minute by each replica (default %(default)s)",
     )
     parser.add_argument("--servers", help="status: replicas to ask (default: the local cluster)")
-    parser.add_argument("command", nargs="?", choices=["status"], help="status: show every replica's role, term and indexes")
+    parser.add_argument("--ca", metavar="FILE",
+                        help=f"status: verify the replicas' TLS certificates against this CA (default with the default "
+                        f"--servers: {defaults.LOCAL_CA_FILE} if it exists)")
+    security = parser.add_argument_group(
+        "security (one replica; the local cluster sets all of this up by itself in DATA/certs)",
+        "Replicas authenticate each other with mutual TLS against the cluster CA: give --certs-dir, or the three "
+        "--peer-* files. Clients may use TLS too (--cert/--key); a replica serving clients on a non-loopback "
+        "address without it warns at start.",
+    )
+    security.add_argument("--certs-dir", metavar="DIR",
+                          help="one replica: DIR/replica-ID.crt, DIR/replica-ID.key and DIR/ca.crt as written by "
+                          "`server.py certs init DIR` (peer TLS; for clients give --cert/--key, which may be the "
+                          "same replica-ID files)")
+    security.add_argument("--peer-cert-file", metavar="FILE", help="this replica's certificate for its peers")
+    security.add_argument("--peer-key-file", metavar="FILE", help="its key")
+    security.add_argument("--peer-trusted-ca-file", metavar="FILE", help="the cluster CA peers' certificates must be signed by")
+    security.add_argument("--insecure-peers", action="store_true",
+                          help="plain TCP between replicas, no authentication (warns at start: anyone who reaches "
+                          "the Raft port can speak for any replica)")
+    security.add_argument("--cert", metavar="FILE", help="TLS certificate for the gRPC and wire listeners (clients)")
+    security.add_argument("--key", metavar="FILE", help="its key")
+    security.add_argument("--plain-wire", action="store_true",
+                          help="serve the wire protocol without TLS even with --cert (for clients written from the "
+                          "brief's plain byte protocol; warns unless it listens on loopback only)")
+    parser.add_argument("command", nargs="?", choices=["status", "certs"],
+                        help="status: show every replica's role, term and indexes; "
+                        "certs init DIR --cluster ... [--peers ...]: create a cluster CA and a certificate per replica")
+    parser.add_argument("command_args", nargs="*", metavar="ARGS", help=argparse.SUPPRESS)
+    parser.add_argument("--force", action="store_true", help="certs init: issue new replica certificates even where some exist")
     return parser
 
 
@@ -106,6 +137,10 @@ def main(argv: Optional[List[str]] = None) -> None:
     args = parser.parse_args(argv)
     if args.command == "status":
         sys.exit(_status(args))
+    if args.command == "certs":
+        sys.exit(_certs(parser, args))
+    if args.command_args:
+        parser.error(f"unexpected arguments: {' '.join(args.command_args)}")
     if args.id is not None or args.cluster is not None:
         sys.exit(_one_replica(parser, args))
     sys.exit(_local_cluster(parser, args))
@@ -147,6 +182,7 @@ def _local_cluster(parser: argparse.ArgumentParser, args: argparse.Namespace) ->
         metrics_addresses=None if args.no_metrics else {
             i: f"{defaults.DEFAULT_HOST}:{args.metrics_port + i - 1}" for i in ids},
         extra_args=_tuning_args(args),
+        client_tls=True,
     )
     if not args.no_metrics:
         cluster.enable_controls()
@@ -161,6 +197,7 @@ def _local_cluster(parser: argparse.ArgumentParser, args: argparse.Namespace) ->
 def _one_replica(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     from replichat.node import NodeOptions
     from replichat.integrity import CorruptDataError
+    from replichat.identity import IdentityError
     from replichat.replica import ListenError, serve_replica
 
     if args.id is None or args.cluster is None:
@@ -186,6 +223,7 @@ def _one_replica(parser: argparse.ArgumentParser, args: argparse.Namespace) -> i
     )
     if args.max_creates_per_minute < 1:
         parser.error("--max-creates-per-minute must be at least 1")
+    security = _security(parser, args)
     if args.insecure_no_auth:
         logging.warning(
             "replica %d runs with --insecure-no-auth: anyone can read, acknowledge, delete and send as "
@@ -202,14 +240,68 @@ def _one_replica(parser: argparse.ArgumentParser, args: argparse.Namespace) -> i
         return _run(
             serve_replica(args.id, args.cluster, data_dir, peers=peers, bind_address=args.bind,
                           wire_address=None if args.no_wire else args.wire, options=options,
-                          metrics_address=args.metrics)
+                          metrics_address=args.metrics, security=security)
         )
     except ListenError as error:  # a busy gRPC or Raft port: say which, no traceback
         print(f"replica {args.id}: {error}", file=sys.stderr)
         return 2
+    except IdentityError as error:  # a data directory of another cluster
+        print(f"replica {args.id} refuses to start: {error}", file=sys.stderr)
+        return 3
     except CorruptDataError as error:  # stored data failed a check: say what and where
         print(f"replica {args.id} refuses to start: {error}", file=sys.stderr)
         return 3
+
+
+def _security(parser: argparse.ArgumentParser, args: argparse.Namespace) -> "Security":
+    """The TLS files of one replica, checked to exist before anything starts."""
+    from replichat.security.certs import CertificatePaths, replica_paths
+    from replichat.security.options import Security
+
+    peer_files = [args.peer_cert_file, args.peer_key_file, args.peer_trusted_ca_file]
+    peer = None
+    if args.insecure_peers:
+        if args.certs_dir or any(peer_files):
+            parser.error("--insecure-peers contradicts --certs-dir and --peer-*-file")
+    elif args.certs_dir:
+        defaults_ = replica_paths(args.certs_dir, args.id)
+        peer = CertificatePaths(args.peer_cert_file or defaults_.cert, args.peer_key_file or defaults_.key,
+                                args.peer_trusted_ca_file or defaults_.ca)
+    elif all(peer_files):
+        peer = CertificatePaths(*peer_files)
+    else:
+        parser.error(
+            "replicas authenticate each other with TLS: give --certs-dir DIR (create it with `server.py certs init "
+            "DIR --cluster ...`) or all of --peer-cert-file, --peer-key-file and --peer-trusted-ca-file; "
+            "--insecure-peers runs plain TCP instead"
+        )
+    if (args.cert is None) != (args.key is None):
+        parser.error("--cert and --key go together")
+    client_cert, client_key = args.cert, args.key
+    for path in [*(peer or ()), client_cert, client_key]:
+        if path is not None and not os.path.isfile(path):
+            parser.error(f"cannot read {path}: no such file (see `server.py certs init --help`)")
+    return Security(peer, client_cert, client_key, plain_wire=args.plain_wire)
+
+
+def _certs(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    """`server.py certs init DIR --cluster ... [--peers ...] [--wire ...]`."""
+    from replichat.security.certs import init_certs
+
+    if len(args.command_args) != 2 or args.command_args[0] != "init":
+        parser.error("usage: server.py certs init DIR --cluster ID=HOST:PORT,... [--peers ID=HOST:PORT,...] [--force]")
+    directory = args.command_args[1]
+    if args.cluster is None:
+        parser.error("certs init needs --cluster (every replica's address: its certificate names the host)")
+    peers = args.peers if args.peers is not None else defaults.raft_addresses(args.cluster)
+    hosts = {i: {address.rpartition(":")[0], (peers.get(i) or "").rpartition(":")[0], "localhost", "127.0.0.1"}
+             for i, address in args.cluster.items()}
+    written = init_certs(directory, {i: sorted(h - {""}) for i, h in hosts.items()}, force=args.force)
+    for path in written:
+        print(f"wrote {path}")
+    print(f"{directory}/ca.key signs certificates: keep it off the replicas. "
+          f"Give each replica --certs-dir with ca.crt and its own replica-N.crt/.key.")
+    return 0
 
 
 def _run(main: Coroutine[Any, Any, T]) -> T:
@@ -228,9 +320,12 @@ def _status(args: argparse.Namespace) -> int:
     from replichat.client.cli import format_status
 
     servers = args.servers.split(",") if args.servers else list(defaults.local_cluster(args.replicas).values())
+    ca_file = args.ca
+    if ca_file is None and not args.servers and os.path.isfile(defaults.LOCAL_CA_FILE):
+        ca_file = defaults.LOCAL_CA_FILE
 
     async def query() -> int:
-        client = ChatClient(servers)
+        client = ChatClient(servers, ca_file=ca_file or None)
         try:
             rows = await client.status_all()
         finally:

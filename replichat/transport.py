@@ -15,13 +15,16 @@ here costs one `write` and one `data_received`.
 import asyncio
 import logging
 import struct
-from typing import Callable, Collection, Dict, List, Optional, Set, Tuple, cast
+import ssl
+from typing import Callable, Collection, Dict, FrozenSet, List, Optional, Set, Tuple, cast
 
 from google.protobuf.message import DecodeError
 
 from replichat.proto import raft_pb2
+from replichat.identity import ID_BYTES, NO_INCARNATION, IdentityStore
 from replichat.raft.messages import Entry, Message, MsgType
 from replichat.raft.validate import DropCounter, check_message
+from replichat.security.tls import peer_replica_id
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +101,51 @@ def encode_frames(messages: List[Message]) -> bytes:
     return b"".join(frames)
 
 
+# The identity greeting follows MAGIC when replicas run with a data-directory identity
+# (replichat/identity.py): cluster id, the sender's incarnation, and the incarnation the sender
+# knows the receiver by (zeros: never heard of it), 16 bytes each.
+_IDENTITY_BYTES = 3 * ID_BYTES
+
+
+class IdentityGuard:
+    """The identity rules of replichat/identity.py at the transport's edge: what this replica
+    says in its greetings and whom it admits."""
+
+    def __init__(self, store: IdentityStore, on_replaced: Callable[[str], None]) -> None:
+        """on_replaced: called (once) with the reason when a peer knew this replica under
+        another incarnation, i.e. this replica's data directory was replaced."""
+        self._store = store
+        self._on_replaced = on_replaced
+        self._replaced = False
+        self.cluster_id = store.identity.cluster_id
+        self.incarnation = store.identity.incarnation
+
+    def greeting(self, peer: int) -> bytes:
+        return MAGIC + self.cluster_id + self.incarnation + (self._store.known(peer) or NO_INCARNATION)
+
+    def admit(self, peer: int, incarnation: bytes, ours_to_peer: bytes) -> Optional[str]:
+        """None if messages from `peer` (greeting with `incarnation`, knowing us as
+        `ours_to_peer`) may reach the core; else why not."""
+        if ours_to_peer not in (NO_INCARNATION, self.incarnation):
+            reason = (f"replica {peer} knew this replica (id {self._store.replica_id}) with data incarnation "
+                      f"{ours_to_peer.hex()}, but this data directory is incarnation {self.incarnation.hex()}: "
+                      "it was wiped or replaced since this replica last talked to the cluster")
+            if not self._replaced:
+                self._replaced = True
+                self._on_replaced(reason)
+            return reason
+        known = self._store.known(peer)
+        if known is None:
+            self._store.record(peer, incarnation)
+            return None
+        if known != incarnation:
+            log.critical("replica %d's data directory was replaced (incarnation %s, now %s): its votes and "
+                         "acknowledged entries are gone, so its messages are refused; it stops by itself and says "
+                         "how to bring it back", peer, known.hex(), incarnation.hex())
+            return f"replica {peer} greets with data incarnation {incarnation.hex()}, not {known.hex()}"
+        return None
+
+
 class FrameError(ValueError):
     """The bytes from a peer are not a valid stream of frames for this replica."""
 
@@ -111,11 +159,18 @@ class FrameDecoder:
     not the peer this connection authenticated as, is dropped and logged, and the rest of its
     frame is delivered."""
 
-    def __init__(self, self_id: int, senders: Collection[int], label: str = "a peer") -> None:
+    def __init__(self, self_id: int, senders: Collection[int], label: str = "a peer",
+                 cluster_id: Optional[bytes] = None) -> None:
         """senders: the replicas that may send to this one. A message from any other (say, a
         replica of another cluster) would make the core answer a replica the transport does
-        not know, which stops the node. label: names the connection in log lines."""
+        not know, which stops the node. label: names the connection in log lines.
+        cluster_id: expect the identity greeting (see `greeting`) of this cluster; None: the
+        bare MAGIC (tests of the framing alone)."""
         self._self_id = self_id
+        self._cluster_id = cluster_id
+        # From the identity greeting: the sender's incarnation and the one it knows us by.
+        self.peer_incarnation = NO_INCARNATION
+        self.our_incarnation_to_peer = NO_INCARNATION
         self._senders = frozenset(senders) - {self_id}
         self._buffer = bytearray()
         self._greeted = False
@@ -132,6 +187,10 @@ class FrameDecoder:
         return self._greeted
 
     @property
+    def senders(self) -> FrozenSet[int]:
+        return self._senders
+
+    @property
     def buffered(self) -> int:
         """Bytes held for a frame that has not fully arrived (0 between frames)."""
         return len(self._buffer)
@@ -141,11 +200,20 @@ class FrameDecoder:
         buffer += data
         batches: List[List[Message]] = []
         if not self._greeted:
-            if len(buffer) < len(MAGIC):
+            size = len(MAGIC) + (_IDENTITY_BYTES if self._cluster_id is not None else 0)
+            if len(buffer) < min(size, len(MAGIC)):
                 return batches
             if bytes(buffer[:len(MAGIC)]) != MAGIC:
                 raise FrameError("not a replichat peer (bad greeting)")
-            del buffer[:len(MAGIC)]
+            if len(buffer) < size:
+                return batches
+            if self._cluster_id is not None:
+                cluster_id, mine, yours = (bytes(buffer[i:i + ID_BYTES]) for i in range(len(MAGIC), size, ID_BYTES))
+                if cluster_id != self._cluster_id:
+                    raise FrameError(f"a replica of another cluster (cluster id {cluster_id.hex()}, "
+                                     f"ours {self._cluster_id.hex()})")
+                self.peer_incarnation, self.our_incarnation_to_peer = mine, yours
+            del buffer[:size]
             self._greeted = True
         while len(buffer) >= _LENGTH.size:
             (size,) = _LENGTH.unpack_from(buffer)
@@ -203,13 +271,18 @@ class _PeerConnection(asyncio.Protocol):
 
     def __init__(
         self, decoder: FrameDecoder, deliver: Callable[[List[Message]], None], connections: Set["_PeerConnection"],
-        received: List[int], budget: _Budget,
+        received: List[int], budget: _Budget, ssl_context: Optional[ssl.SSLContext] = None,
+        refusals: Optional[DropCounter] = None, guard: Optional["IdentityGuard"] = None,
     ) -> None:
         self._decoder = decoder
+        self._guard = guard
+        self._admitted = guard is None
+        self._ssl = ssl_context
         self._deliver = deliver
         self._connections = connections
         self._received = received  # [bytes], shared by the listener's connections (metrics)
         self._budget = budget
+        self._refusals = refusals if refusals is not None else DropCounter()
         self._held = 0  # this connection's share of the budget
         self._transport: Optional[asyncio.Transport] = None
         self._watchdog: Optional[asyncio.TimerHandle] = None
@@ -217,6 +290,10 @@ class _PeerConnection(asyncio.Protocol):
         # When the frame now being received started (None between frames).
         self._frame_since: Optional[float] = None
         self.peername: object = None
+        self._tls: Optional[ssl.SSLObject] = None
+        self._tls_in = self._tls_out = ssl.MemoryBIO()
+        self._handshaken = False
+        self._counted = False  # toward MAX_CONNECTIONS_PER_PEER, once its peer is known
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports implement asyncio.Transport without subclassing it.
@@ -224,13 +301,85 @@ class _PeerConnection(asyncio.Protocol):
         self.peername = self._transport.get_extra_info("peername")
         self._decoder.label = str(self.peername)
         if len(self._connections) >= MAX_CONNECTIONS:
-            log.warning("refusing Raft connection from %s: %d open already", self.peername, len(self._connections))
+            self._refuse(f"{len(self._connections)} open already")
             self._transport.abort()
             return
+        # Counted and timed from the TCP accept, before any TLS handshake: a flood of
+        # connections that never complete one holds no more than MAX_CONNECTIONS slots.
         self._connections.add(self)
         loop = asyncio.get_event_loop()
         self.opened_at = loop.time()
         self._watchdog = loop.call_later(min(GREETING_TIMEOUT_S, FRAME_TIMEOUT_S), self._check_deadlines)
+        if self._ssl is not None:
+            # TLS runs in memory on this connection (ssl.SSLObject over two MemoryBIOs), not
+            # in the event loop's transport: the connection is then counted and timed from the
+            # TCP accept, handshake included, and no byte can reach the decoder unencrypted
+            # (asyncio's start_tls races the first bytes on uvloop).
+            self._tls_in, self._tls_out = ssl.MemoryBIO(), ssl.MemoryBIO()
+            self._tls = self._ssl.wrap_bio(self._tls_in, self._tls_out, server_side=True)
+
+    def _decrypt(self, data: bytes) -> Optional[bytes]:
+        """Bytes from the socket in, plaintext out (b"" for none yet); None once the
+        connection is refused and aborted."""
+        tls, transport = self._tls, self._transport
+        assert tls is not None and transport is not None
+        self._tls_in.write(data)
+        plain = []
+        try:
+            if not self._handshaken:
+                try:
+                    tls.do_handshake()
+                except ssl.SSLWantReadError:
+                    return b""
+                finally:
+                    self._flush_tls()
+                self._handshaken = True
+                if not self._identify():
+                    return None
+            while True:
+                try:
+                    chunk = tls.read(1 << 16)
+                except ssl.SSLWantReadError:
+                    break
+                if not chunk:
+                    break
+                plain.append(chunk)
+            self._flush_tls()
+        except ssl.SSLZeroReturnError:  # the peer closed TLS cleanly
+            transport.abort()
+            return None
+        except ssl.SSLError as error:
+            self._flush_tls()  # the alert tells the other side why
+            self._refuse(f"TLS {'handshake ' if not self._handshaken else ''}failed: {error}")
+            transport.abort()
+            return None
+        return b"".join(plain)
+
+    def _flush_tls(self) -> None:
+        pending = self._tls_out.read()
+        if pending and self._transport is not None:
+            self._transport.write(pending)
+
+    def _identify(self) -> bool:
+        """After the handshake: the CA vouched for the certificate; the replica it names is
+        who this connection speaks for (messages claiming another sender are dropped)."""
+        assert self._tls is not None and self._transport is not None
+        peer = peer_replica_id(self._tls.getpeercert())
+        if peer is None or peer not in self._decoder.senders:
+            self._refuse(f"its certificate names {f'replica {peer}' if peer is not None else 'no replica'}, "
+                         "not a peer of this replica")
+            self._transport.abort()
+            return False
+        self._decoder.authenticated_peer = peer
+        self._decoder.label = f"replica {peer} at {self.peername}"
+        return True
+
+    def _refuse(self, reason: str, closing: bool = False) -> None:
+        """Log a refused or closed connection: the first ones and then one per power of two
+        (a flood of them must not flood the log), with the running count."""
+        if self._refusals.record():
+            log.warning("%s Raft connection from %s (#%d of the connections refused or closed): %s",
+                        "closing" if closing else "refusing", self._decoder.label, self._refusals.count, reason)
 
     def _check_deadlines(self) -> None:
         """Close a connection that is not behaving as a peer: no greeting, no first frame
@@ -248,7 +397,7 @@ class _PeerConnection(asyncio.Protocol):
         elif self._frame_since is not None and now - self._frame_since >= FRAME_TIMEOUT_S:
             reason = f"a frame did not complete within {FRAME_TIMEOUT_S:g}s ({self._held} bytes held)"
         if reason is not None:
-            log.warning("closing Raft connection from %s: %s", self.peername, reason)
+            self._refuse(reason, closing=True)
             self._transport.abort()
             return
         self._watchdog = loop.call_later(min(GREETING_TIMEOUT_S, FRAME_TIMEOUT_S) / 2, self._check_deadlines)
@@ -268,10 +417,15 @@ class _PeerConnection(asyncio.Protocol):
         self._received[0] += len(data)
         if self._transport.is_closing():
             return
+        if self._tls is not None:
+            decrypted = self._decrypt(data)
+            if not decrypted:
+                return
+            data = decrypted
         try:
             batches = self._decoder.feed(data)
         except FrameError as error:
-            log.warning("closing Raft connection from %s: %s", self.peername, error)
+            self._refuse(str(error), closing=True)
             self._release()
             self._transport.abort()
             return
@@ -283,12 +437,22 @@ class _PeerConnection(asyncio.Protocol):
         elif self._frame_since is None:
             self._frame_since = asyncio.get_event_loop().time()
         if self._budget.used > MAX_BUFFERED_TOTAL:
-            log.warning("closing Raft connection from %s: half-received frames of all connections hold "
-                        "%d bytes, more than %d", self.peername, self._budget.used, MAX_BUFFERED_TOTAL)
+            self._refuse(f"half-received frames of all connections hold {self._budget.used} bytes, "
+                         f"more than {MAX_BUFFERED_TOTAL}", closing=True)
             self._release()
             self._transport.abort()
             return
-        if self._decoder.peer is not None and not getattr(self, "_counted", False):
+        if not self._admitted and self._decoder.peer is not None:
+            assert self._guard is not None
+            reason = self._guard.admit(self._decoder.peer, self._decoder.peer_incarnation,
+                                       self._decoder.our_incarnation_to_peer)
+            if reason is not None:
+                self._refuse(reason)
+                self._release()
+                self._transport.abort()
+                return
+            self._admitted = True
+        if self._decoder.peer is not None and not self._counted:
             self._counted = True
             self._limit_per_peer(self._decoder.peer)
         for messages in batches:
@@ -301,7 +465,7 @@ class _PeerConnection(asyncio.Protocol):
         same = sorted((c for c in self._connections if c._decoder.peer == peer), key=lambda c: c.opened_at)
         for old in same[:-MAX_CONNECTIONS_PER_PEER]:
             log.warning("closing an older Raft connection from replica %d (%s): at most %d per peer",
-                     peer, old.peername, MAX_CONNECTIONS_PER_PEER)
+                        peer, old.peername, MAX_CONNECTIONS_PER_PEER)
             old.abort()
 
     def abort(self) -> None:
@@ -340,16 +504,26 @@ class PeerListener:
 
 
 async def start_peer_listener(
-    self_id: int, deliver: Callable[[List[Message]], None], host: str, port: int, *, senders: Collection[int]
+    self_id: int, deliver: Callable[[List[Message]], None], host: str, port: int, *, senders: Collection[int],
+    ssl_context: Optional[ssl.SSLContext] = None, guard: Optional["IdentityGuard"] = None,
 ) -> PeerListener:
     """Listen for peers on host:port (port 0: any free port, see PeerListener.port); hand
-    `deliver` the messages that replicas in `senders` address to replica `self_id`."""
+    `deliver` the messages that replicas in `senders` address to replica `self_id`.
+    ssl_context: mutual TLS (security/tls.py peer_server_context); None: plain TCP.
+    guard: checks the identity greeting (cluster id, incarnations); None: bare MAGIC."""
     connections: Set[_PeerConnection] = set()
     received = [0]
     budget = _Budget()
+    refusals = DropCounter()
     loop = asyncio.get_event_loop()
+    # TLS runs on each accepted connection (_PeerConnection), not in the server: that way
+    # connections are counted and timed from the accept, handshake included.
     server = await loop.create_server(
-        lambda: _PeerConnection(FrameDecoder(self_id, senders), deliver, connections, received, budget), host, port
+        lambda: _PeerConnection(
+            FrameDecoder(self_id, senders, cluster_id=guard.cluster_id if guard else None),
+            deliver, connections, received, budget, ssl_context, refusals, guard,
+        ),
+        host, port,
     )
     return PeerListener(server, connections, received)
 
@@ -363,9 +537,12 @@ class _PeerLink:
     """The connection to one peer. Writes wait only for the kernel to take the bytes (TCP flow
     control is the only back-pressure), so a heartbeat is never stuck behind a round trip."""
 
-    def __init__(self, peer: int, address: str) -> None:
+    def __init__(self, peer: int, address: str, ssl_context: Optional[ssl.SSLContext] = None,
+                 guard: Optional["IdentityGuard"] = None) -> None:
         self.peer = peer
         self.address = address
+        self._ssl = ssl_context
+        self._guard = guard
         self.queue: List[Message] = []
         self.wake = asyncio.Event()
         self.task: Optional["asyncio.Task[None]"] = None
@@ -397,9 +574,10 @@ class _PeerLink:
             if not self.reachable:
                 log.info("replica %d at %s is reachable again", self.peer, self.address)
                 self.reachable = True
-        except (OSError, asyncio.TimeoutError) as error:
+        except (OSError, asyncio.TimeoutError) as error:  # ssl.SSLError is an OSError
             if self.reachable:
-                log.warning("replica %d at %s unreachable: %s", self.peer, self.address, type(error).__name__)
+                detail = f": {error}" if isinstance(error, (ssl.SSLError, ssl.CertificateError, WrongPeer)) else ""
+                log.warning("replica %d at %s unreachable: %s%s", self.peer, self.address, type(error).__name__, detail)
                 self.reachable = False
             self._drop_connection()
             # Raft resends what matters; pause briefly so a dead peer costs no busy loop.
@@ -407,8 +585,17 @@ class _PeerLink:
 
     async def _connect(self) -> asyncio.StreamWriter:
         host, port = split_address(self.address)
-        _, writer = await asyncio.wait_for(asyncio.open_connection(host, port), CONNECT_TIMEOUT_S)
-        writer.write(MAGIC)
+        if self._ssl is None:
+            _, writer = await asyncio.wait_for(asyncio.open_connection(host, port), CONNECT_TIMEOUT_S)
+        else:
+            _, writer = await asyncio.wait_for(
+                asyncio.open_connection(host, port, ssl=self._ssl, ssl_handshake_timeout=CONNECT_TIMEOUT_S),
+                CONNECT_TIMEOUT_S)
+            reached = peer_replica_id(writer.get_extra_info("peercert"))
+            if reached != self.peer:
+                writer.transport.abort()
+                raise WrongPeer(f"the certificate at {self.address} is replica {reached}'s, not replica {self.peer}'s")
+        writer.write(self._guard.greeting(self.peer) if self._guard is not None else MAGIC)
         return writer
 
     def _drop_connection(self) -> None:
@@ -424,9 +611,18 @@ class _PeerLink:
             await asyncio.wait([self.task], timeout=WRITE_TIMEOUT_S)
 
 
+class WrongPeer(OSError):
+    """The replica at a peer's address is not that peer (its certificate names another)."""
+
+
 class PeerTransport:
-    def __init__(self, self_id: int, addresses: Dict[int, str]) -> None:
-        self._links = {peer: _PeerLink(peer, address) for peer, address in addresses.items() if peer != self_id}
+    def __init__(self, self_id: int, addresses: Dict[int, str], ssl_context: Optional[ssl.SSLContext] = None,
+                 guard: Optional["IdentityGuard"] = None) -> None:
+        """ssl_context: mutual TLS (security/tls.py peer_client_context); None: plain TCP.
+        guard: greet with the identity greeting (cluster id, incarnations); None: bare MAGIC."""
+        self._links = {
+            peer: _PeerLink(peer, address, ssl_context, guard) for peer, address in addresses.items() if peer != self_id
+        }
 
     def start(self) -> None:
         for link in self._links.values():

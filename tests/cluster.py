@@ -13,7 +13,8 @@ from replichat.proto import chat_pb2, chat_pb2_grpc
 
 class ProcessCluster(LocalCluster):
     def __init__(self, base_dir: str, replicas: int = 5, *, wire: bool = False, tick_ms: int = 50,
-                 election_ticks: int = 10, metrics: bool = False, server_args: Sequence[str] = ()) -> None:
+                 election_ticks: int = 10, metrics: bool = False, server_args: Sequence[str] = (),
+                 peer_tls: bool = True, client_tls: bool = False) -> None:
         os.makedirs(base_dir, exist_ok=True)
         # gRPC, Raft, wire and metrics ports, all free at once (not gRPC + 200, which may be taken).
         ports = free_ports(replicas * 4)
@@ -26,6 +27,8 @@ class ProcessCluster(LocalCluster):
             metrics_addresses={i: f"127.0.0.1:{ports[3 * replicas + i - 1]}" for i in ids} if metrics else None,
             extra_args=["--tick-ms", str(tick_ms), "--election-ticks", str(election_ticks), *server_args],
             log_dir=base_dir,
+            peer_tls=peer_tls,
+            client_tls=client_tls,
         )
 
     def logs(self) -> str:

@@ -8,6 +8,7 @@ import pytest
 
 from replichat.client.api import ChatClient
 from replichat.errors import ChatError, Code
+from replichat.identity import cluster_id_from_members
 from replichat.proto import chat_pb2, chat_pb2_grpc
 from replichat.raft.messages import Message, MsgType
 from replichat.transport import MAGIC, encode_frame, split_address
@@ -113,12 +114,15 @@ def test_oversized_grpc_request_is_refused_and_replica_keeps_serving(process_clu
 
 
 def test_garbage_on_the_raft_port_is_dropped_and_the_cluster_keeps_serving(process_cluster) -> None:
-    cluster = process_cluster(3)
+    # Plain TCP peers (--insecure-peers): the frame decoder itself faces the garbage. (With
+    # mutual TLS nothing gets past the handshake: tests/test_peer_attacks.py.)
+    cluster = process_cluster(3, peer_tls=False)
+    hello = MAGIC + cluster_id_from_members(cluster.addresses) + bytes(32)  # the identity greeting
     hostile = {
         "garbage": bytes(range(256)) * 4,
         "bad greeting": b"GET / HTTP/1.1\r\nHost: x\r\n\r\n",
-        "undecodable frame": MAGIC + b"\x00\x00\x00\x03\xff\xff\xff",
-        "oversized frame": MAGIC + b"\xff\xff\xff\xff",
+        "undecodable frame": hello + b"\x00\x00\x00\x03\xff\xff\xff",
+        "oversized frame": hello + b"\xff\xff\xff\xff",
     }
 
     async def refused(address: str, data: bytes) -> None:
@@ -141,14 +145,16 @@ def test_garbage_on_the_raft_port_is_dropped_and_the_cluster_keeps_serving(proce
                 # Well formed, but addressed to another replica, or from a replica that is not a
                 # member (which the replica would answer, to no one: that used to stop it).
                 other = node_id % 3 + 1
-                await refused(address, MAGIC + encode_frame([Message(MsgType.HEARTBEAT, other, other, term=1)]))
-                await refused(address, MAGIC + encode_frame([Message(MsgType.HEARTBEAT, 99, node_id, term=0)]))
+                await refused(address, hello + encode_frame([Message(MsgType.HEARTBEAT, other, other, term=1)]))
+                await refused(address, hello + encode_frame([Message(MsgType.HEARTBEAT, 99, node_id, term=0)]))
+                await refused(address, MAGIC + bytes(48) + encode_frame([Message(MsgType.HEARTBEAT, 99, node_id, term=0)]))
             # Every replica still runs, replication works and nobody lost the leader over it.
             assert cluster.alive() == [1, 2, 3]
             assert await client.send("alice", "still here", sender="alice") == 1
             assert await cluster.wait_for_leader() == leader
         logs = cluster.logs()
-        for reason in ("bad greeting", "undecodable frame", "exceeds the limit", "message for replica", "from replica 99"):
+        for reason in ("bad greeting", "undecodable frame", "exceeds the limit", "message for replica", "from replica 99",
+                       "a replica of another cluster"):
             assert reason in logs, reason
 
     asyncio.run(scenario())

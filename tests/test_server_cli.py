@@ -71,7 +71,7 @@ def test_a_busy_port_is_a_clear_error(busy: str, busy_port: int, tmp_path) -> No
         raft_port = busy_port
     done = subprocess.run(
         [sys.executable, SERVER, "--id", "1", "--cluster", f"1=127.0.0.1:{grpc_port}",
-         "--peers", f"1=127.0.0.1:{raft_port}", "--data-dir", str(tmp_path / "data"), "--no-wire"],
+         "--peers", f"1=127.0.0.1:{raft_port}", "--data-dir", str(tmp_path / "data"), "--no-wire", "--insecure-peers"],
         stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=30, cwd=REPO,
     )
     assert done.returncode == 2, done.stderr

@@ -322,3 +322,69 @@ def test_frame_limits_stalled_frames_idle_strangers_and_connections_per_peer(mon
             await asyncio.wait_for(listener.wait_closed(), WAIT)
 
     run(scenario())
+
+
+# --- mutual TLS ---------------------------------------------------------------------------------
+
+
+def test_peers_with_cluster_certificates_talk_and_everyone_else_is_refused(tmp_path, caplog) -> None:
+    from replichat.security import certs, tls
+
+    ours, theirs = str(tmp_path / "ours"), str(tmp_path / "theirs")
+    certs.init_certs(ours, {1: ["127.0.0.1"], 2: ["127.0.0.1"], 3: ["127.0.0.1"], 9: ["127.0.0.1"]})
+    certs.init_certs(theirs, {1: ["127.0.0.1"]})  # another cluster's CA, same replica id
+
+    def contexts(directory: str, replica: int):
+        paths = certs.replica_paths(directory, replica)
+        return tls.peer_server_context(paths), tls.peer_client_context(paths)
+
+    async def scenario() -> None:
+        ports = free_ports(2)
+        addresses = {1: f"127.0.0.1:{ports[0]}", 2: f"127.0.0.1:{ports[1]}", 3: "127.0.0.1:1"}
+        inbox = Inbox(2)
+        server_2, _ = contexts(ours, 2)
+        listener = await start_peer_listener(2, inbox.deliver, "127.0.0.1", ports[1], senders=addresses,
+                                             ssl_context=server_2)
+        _, client_1 = contexts(ours, 1)
+        _, client_3 = contexts(ours, 3)
+        _, client_9 = contexts(ours, 9)
+        _, stranger = contexts(theirs, 1)
+        senders = {
+            "replica 1": PeerTransport(1, addresses, client_1),
+            "another CA": PeerTransport(1, addresses, stranger),
+            "not a member": PeerTransport(9, {9: "x:1", 2: addresses[2]}, client_9),
+        }
+        # Replica 3's certificate, pretending replica 1 is dialling replica 2 at 1's address:
+        # the dialler notices that the certificate there is not the peer it meant.
+        misdirected = PeerTransport(1, {1: addresses[1], 2: addresses[2], 3: addresses[2]}, client_1)
+        try:
+            for transport in [*senders.values(), misdirected]:
+                transport.start()
+            senders["another CA"].send([append(1, 2, 1)])
+            senders["not a member"].send([Message(MsgType.HEARTBEAT, 9, 2, term=1)])
+            misdirected.send([Message(MsgType.HEARTBEAT, 1, 3, term=1)])
+            # Replica 3 (authenticated) claims to be replica 1: dropped; its own message passes.
+            forger = PeerTransport(3, addresses, client_3)
+            senders["forger"] = forger
+            forger.start()
+            forger.send([append(1, 2, 1), append(3, 2, 1)])
+            senders["replica 1"].send([append(1, 2, 7)])
+            await asyncio.wait_for(inbox.done, WAIT)
+            assert sorted(inbox.messages) == sorted([append(3, 2, 1), append(1, 2, 7)])
+            assert "authenticated as replica 3" in caplog.text
+            assert "its certificate names replica 9, not a peer" in caplog.text
+            assert "is replica 2's, not replica 3's" in caplog.text
+            assert not senders["another CA"].reachable(2)
+            # A plain TCP client cannot even start: the port speaks TLS.
+            reader, writer = await asyncio.open_connection("127.0.0.1", ports[1])
+            writer.write(MAGIC + encode_frame([append(1, 2, 8)]))
+            assert await closed_by_peer(reader)
+            writer.close()
+            assert len(inbox.messages) == 2
+        finally:
+            for transport in [*senders.values(), misdirected]:
+                await asyncio.wait_for(transport.close(), WAIT)
+            listener.close()
+            await asyncio.wait_for(listener.wait_closed(), WAIT)
+
+    run(scenario())

@@ -76,8 +76,12 @@ def test_the_brief_walkthrough_against_a_real_cluster(tmp_path) -> None:
             assert len([line for line in table if re.match(r"\s+\d\s+127\.0\.0\.1:", line)]) == 3
             await read_until(server.stdout, r"is the leader for term")
 
-            terminal2 = await ClientProcess.start("--servers", ",".join(servers))
-            terminal3 = await ClientProcess.start("--servers", ",".join(servers))
+            # server.py serves gRPC with TLS, with the certificates it created in its data folder;
+            # it prints the client's command line with them (the default needs no --ca).
+            ca = str(tmp_path / "data" / "certs" / "ca.crt")
+            assert f"--ca {ca}" in table[-1]
+            terminal2 = await ClientProcess.start("--servers", ",".join(servers), "--ca", ca)
+            terminal3 = await ClientProcess.start("--servers", ",".join(servers), "--ca", ca)
             await brief_walkthrough(terminal2, terminal3)
             for terminal in (terminal2, terminal3):
                 code, rest, _ = await terminal.finish()
@@ -99,7 +103,7 @@ def test_state_survives_a_restart_of_server_py(tmp_path) -> None:
             server, servers = await start_server(data)
             assert server.stdout is not None
             await read_until(server.stdout, r"is the leader for term")
-            client = await ClientProcess.start("--servers", ",".join(servers))
+            client = await ClientProcess.start("--servers", ",".join(servers), "--ca", os.path.join(data, "certs", "ca.crt"))
             if round_ == 0:
                 assert await client.ask("create keeper") == ["ok: created keeper; you are now keeper"]
                 assert await client.ask("send keeper kept across restarts") == ["ok: sent to keeper (#1)"]

@@ -172,7 +172,9 @@ class _HealthServicer(health.aio.HealthServicer):
             self._server_status[service] = health_pb2.HealthCheckResponse.SERVING
 
 
-def create_grpc_server(backend: ChatBackend, bind_address: str) -> Tuple[grpc.aio.Server, int]:
+def create_grpc_server(
+    backend: ChatBackend, bind_address: str, tls_key_pair: Optional[Tuple[bytes, bytes]] = None
+) -> Tuple[grpc.aio.Server, int]:
     """Builds (but does not start) a replica's gRPC server; returns it with the bound port.
 
     Binding happens here, so a busy port fails at once with a clear error instead of after
@@ -183,7 +185,10 @@ def create_grpc_server(backend: ChatBackend, bind_address: str) -> Tuple[grpc.ai
     health_pb2_grpc.add_HealthServicer_to_server(_HealthServicer(["", CHAT_SERVICE_NAME]), server)
     enable_server_reflection([CHAT_SERVICE_NAME, health.SERVICE_NAME], server)
     try:
-        port = server.add_insecure_port(bind_address)
+        if tls_key_pair is None:
+            port = server.add_insecure_port(bind_address)
+        else:  # (PEM key, PEM certificate chain): clients verify us, we do not ask them for one
+            port = server.add_secure_port(bind_address, grpc.ssl_server_credentials([tls_key_pair]))
     except RuntimeError as error:  # grpc raises RuntimeError("Failed to bind to address ...")
         raise OSError(f"cannot listen on {bind_address}: {error}") from error
     if port == 0:  # older grpc releases report a failed bind this way

@@ -125,6 +125,13 @@ class _Lanes:
         self._idle.sort(key=len, reverse=True)
 
 
+def _channel_credentials(ca_file: Optional[str]) -> Optional[grpc.ChannelCredentials]:
+    if ca_file is None:
+        return None
+    with open(ca_file, "rb") as f:
+        return grpc.ssl_channel_credentials(root_certificates=f.read())
+
+
 class ChatClient:
     """Talks to a replichat cluster over gRPC, failing over between `servers` transparently.
 
@@ -142,11 +149,14 @@ class ChatClient:
         deadline: float = DEFAULT_DEADLINE,
         attempt_timeout: float = DEFAULT_ATTEMPT_TIMEOUT,
         credentials: Optional[CredentialStore] = None,
+        ca_file: Optional[str] = None,
     ) -> None:
         """credentials: where the tokens of users this client creates are kept and found
-        (default: in memory, shared by this process's clients)."""
+        (default: in memory, shared by this process's clients). ca_file: connect with TLS,
+        verifying replicas against this CA (None: plaintext)."""
         self.ring = ReplicaRing(servers, deadline, attempt_timeout)
         self.credentials: CredentialStore = credentials if credentials is not None else PROCESS_CREDENTIALS
+        self._channel_credentials = _channel_credentials(ca_file)
         # Per process by default: request_seq restarts at 1, so an id must not outlive us.
         self.client_id = client_id or uuid.uuid4().hex
         self._lanes = _Lanes(self.client_id)
@@ -172,7 +182,10 @@ class ChatClient:
     def _stub(self, address: str) -> chat_pb2_grpc.ChatStub:
         stub = self._stubs.get(address)
         if stub is None:
-            channel = grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
+            if self._channel_credentials is None:
+                channel = grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
+            else:
+                channel = grpc.aio.secure_channel(address, self._channel_credentials, options=CHANNEL_OPTIONS)
             self._channels[address] = channel
             stub = self._stubs[address] = chat_pb2_grpc.ChatStub(channel)
         return stub

@@ -319,17 +319,19 @@ TRANSPORTS = ("grpc", "wire")
 
 
 def make_api(
-    transport: str, servers: List[str], deadline: float = DEFAULT_DEADLINE, credentials: Optional[str] = None
+    transport: str, servers: List[str], deadline: float = DEFAULT_DEADLINE, credentials: Optional[str] = None,
+    ca_file: Optional[str] = None,
 ) -> ChatApi:
     """The client for a transport; each provides the same ChatApi the shell uses.
+    ca_file: use TLS, verifying the replicas against this CA.
 
     Raises ValueError for a server address the transport cannot use.
     """
     store = FileCredentials(credentials)
     if transport == "grpc":
-        return ChatClient(servers, deadline=deadline, credentials=store)
+        return ChatClient(servers, deadline=deadline, credentials=store, ca_file=ca_file)
     if transport == "wire":
-        return WireChatApi(servers, deadline=deadline, credentials=store)
+        return WireChatApi(servers, deadline=deadline, credentials=store, ca_file=ca_file)
     raise TransportUnavailable(f"{transport} transport not available")
 
 
@@ -389,12 +391,28 @@ def build_parser() -> argparse.ArgumentParser:
         "`delete` and sending as a user need that user's entry "
         f"(default: {default_path()}, under $XDG_CONFIG_HOME or ~/.config)",
     )
+    parser.add_argument(
+        "--ca",
+        metavar="FILE",
+        help="connect with TLS, verifying the replicas' certificates against this CA file (default with the "
+        f"default --servers over grpc: {defaults.LOCAL_CA_FILE}, which server.py's local cluster creates, "
+        "if it exists); --ca '' forces plaintext",
+    )
     return parser
 
 
-async def _main(transport: str, servers: List[str], deadline: float, credentials: Optional[str]) -> int:
+def default_ca(transport: str, servers_given: bool) -> Optional[str]:
+    """The local cluster's CA, for the stock client of the local cluster: server.py serves gRPC
+    with TLS (its wire port stays the brief's plain protocol)."""
+    if servers_given or transport != "grpc" or not os.path.isfile(defaults.LOCAL_CA_FILE):
+        return None
+    return defaults.LOCAL_CA_FILE
+
+
+async def _main(transport: str, servers: List[str], deadline: float, credentials: Optional[str],
+                ca_file: Optional[str] = None) -> int:
     try:
-        api = make_api(transport, servers, deadline, credentials)
+        api = make_api(transport, servers, deadline, credentials, ca_file)
     except (TransportUnavailable, ValueError) as error:
         print(f"error: {error}", file=sys.stderr, flush=True)
         return 2
@@ -422,8 +440,11 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         build_parser().error("--servers needs at least one address")
     if not args.deadline > 0:
         build_parser().error("--deadline must be positive")
+    ca_file = default_ca(args.transport, args.servers is not None) if args.ca is None else (args.ca or None)
+    if ca_file is not None and not os.path.isfile(ca_file):
+        build_parser().error(f"--ca {ca_file}: no such file")
     try:
-        code = asyncio.run(_main(args.transport, servers, args.deadline, args.credentials))
+        code = asyncio.run(_main(args.transport, servers, args.deadline, args.credentials, ca_file))
     except KeyboardInterrupt:
         code = 130
     except BrokenPipeError:  # stdout closed (e.g. piped into head): nothing left to say

@@ -41,6 +41,7 @@ from replichat.client.types import DEFAULT_ATTEMPT_TIMEOUT, DEFAULT_DEADLINE, Ca
 from replichat.errors import ChatError, Code
 from replichat.proto import chat_pb2
 from replichat.wire import codec
+from replichat.security.tls import client_context
 from replichat.wire.client import WireClient
 from replichat.wire.codec import WireError
 
@@ -275,11 +276,14 @@ class WireChatApi:
         deadline: float = DEFAULT_DEADLINE,
         attempt_timeout: float = DEFAULT_ATTEMPT_TIMEOUT,
         credentials: Optional[CredentialStore] = None,
+        ca_file: Optional[str] = None,
     ) -> None:
+        """ca_file: connect with TLS, verifying replicas against this CA (None: plain TCP)."""
         self.ring = ReplicaRing(servers, deadline, attempt_timeout)
         self.credentials: CredentialStore = credentials if credentials is not None else PROCESS_CREDENTIALS
         for address in self.ring.servers:
             split_address(address)
+        self._ssl = client_context(ca_file) if ca_file else None
         self._link: Optional[_Link] = None
         self._links: Set[_Link] = set()
         # Made on first use: on Python 3.8 a Lock binds to the loop current at its creation,
@@ -307,7 +311,7 @@ class WireChatApi:
     async def _open(self, address: str, timeout: float) -> _Link:
         host, port = split_address(address)
         # Our own keepalive (below) also notices a replica that stopped answering.
-        client = await asyncio.wait_for(WireClient.open(host, port, keepalive=None), timeout)
+        client = await asyncio.wait_for(WireClient.open(host, port, keepalive=None, ssl_context=self._ssl), timeout)
         link = _Link(address, client)
         loop = asyncio.get_running_loop()
         link.tasks = [loop.create_task(self._pump(link)), loop.create_task(self._keep_alive(link))]

@@ -27,8 +27,11 @@ STATE_COUNT_EVERY = 5
 
 class ClusterView:
     def __init__(self, node_id: int, cluster: Dict[int, str], status: Callable[[], chat_pb2.StatusResponse],
-                 metrics: ReplicaMetrics, data_dir: str) -> None:
-        """cluster: every replica's gRPC address (this one's included)."""
+                 metrics: ReplicaMetrics, data_dir: str,
+                 credentials: Optional[grpc.ChannelCredentials] = None) -> None:
+        """cluster: every replica's gRPC address (this one's included); credentials: TLS for
+        replicas that serve gRPC with TLS (None: plaintext)."""
+        self._credentials = credentials
         self.node_id = node_id
         self.cluster = dict(cluster)
         self._status = status
@@ -80,7 +83,9 @@ class ClusterView:
     async def _probe(self, peer: int) -> Tuple[Optional[chat_pb2.StatusResponse], float]:
         channel = self._channels.get(peer)
         if channel is None:
-            channel = self._channels[peer] = grpc.aio.insecure_channel(self.cluster[peer])
+            channel = self._channels[peer] = (
+                grpc.aio.insecure_channel(self.cluster[peer]) if self._credentials is None
+                else grpc.aio.secure_channel(self.cluster[peer], self._credentials))
         started = time.perf_counter()
         try:
             status = await chat_pb2_grpc.ChatStub(channel).Status(chat_pb2.StatusRequest(), timeout=PROBE_TIMEOUT_S)

@@ -15,14 +15,15 @@ log = logging.getLogger(__name__)
 
 
 class Monitoring:
-    def __init__(self, node: Any, cluster: Dict[int, str], data_dir: str, address: str) -> None:
+    def __init__(self, node: Any, cluster: Dict[int, str], data_dir: str, address: str,
+                 credentials: Any = None) -> None:
         """node: the replica's backend (status(), chat calls) with an `observer` attribute."""
         host, _, port = address.rpartition(":")
         self.host = host.strip("[]")
         self.requested_port = int(port)
         self.metrics = ReplicaMetrics(node.id, node.status)
         node.observer = self.metrics
-        self.view = ClusterView(node.id, cluster, node.status, self.metrics, data_dir)
+        self.view = ClusterView(node.id, cluster, node.status, self.metrics, data_dir, credentials)
         self.control = LauncherControl.from_environment(self.host)
         self.site = MetricsSite(self.metrics, self.view, self.control)
         self._http = HttpServer(self.site.handle)
@@ -50,5 +51,7 @@ class Monitoring:
         await self.view.close()
 
 
-def monitoring_or_none(node: Any, cluster: Dict[int, str], data_dir: str, address: Optional[str]) -> Optional[Monitoring]:
-    return Monitoring(node, cluster, data_dir, address) if address else None
+def monitoring_or_none(node: Any, cluster: Dict[int, str], data_dir: str, address: Optional[str],
+                       credentials: Any = None) -> Optional[Monitoring]:
+    """credentials: grpc channel credentials for replicas serving gRPC with TLS."""
+    return Monitoring(node, cluster, data_dir, address, credentials) if address else None

@@ -7,6 +7,7 @@ answers in order), pushed messages and session notices go to a bounded queue rea
 back on the server instead of growing this process's memory.
 """
 import asyncio
+import ssl
 import collections
 from typing import AsyncIterator, Deque, List, Optional, Type, TypeVar, Union
 
@@ -67,8 +68,14 @@ class WireClient:
         *,
         keepalive: Optional[float] = DEFAULT_KEEPALIVE,
         max_pending_events: int = DEFAULT_MAX_PENDING_EVENTS,
+        ssl_context: Optional[ssl.SSLContext] = None,
     ) -> "WireClient":
-        reader, writer = await asyncio.open_connection(host, port)
+        """ssl_context: TLS to a replica serving the wire protocol with --cert (see
+        security/tls.py client_context); None: the brief's plain TCP."""
+        if ssl_context is None:
+            reader, writer = await asyncio.open_connection(host, port)
+        else:
+            reader, writer = await asyncio.open_connection(host, port, ssl=ssl_context, server_hostname=host)
         return cls(reader, writer, keepalive, max_pending_events)
 
     @property

@@ -9,6 +9,7 @@ that connection: the other connections and the replica's event loop never wait o
 import asyncio
 import logging
 import unicodedata
+import ssl
 import uuid
 from typing import AsyncIterator, Dict, Optional
 
@@ -31,6 +32,8 @@ DEFAULT_MAX_CONNECTIONS = 1000
 # dropped; without it, a client that never reads would make the replica buffer its
 # messages without bound.
 DEFAULT_WRITE_TIMEOUT = 10.0
+# A client that connects but does not finish the TLS handshake holds a connection slot no longer.
+TLS_HANDSHAKE_TIMEOUT_S = 10.0
 
 _REASONS: Dict[int, str] = {
     chat_pb2.SessionEnded.TAKEN_OVER: "taken_over",
@@ -328,8 +331,9 @@ class WireListener:
     def active_connections(self) -> int:
         return len(self._connections)
 
-    async def _start(self, host: str, port: int) -> None:
-        self._server = await asyncio.start_server(self._serve, host, port)
+    async def _start(self, host: str, port: int, ssl_context: Optional[ssl.SSLContext] = None) -> None:
+        extra = {"ssl": ssl_context, "ssl_handshake_timeout": TLS_HANDSHAKE_TIMEOUT_S} if ssl_context else {}
+        self._server = await asyncio.start_server(self._serve, host, port, **extra)
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
@@ -381,8 +385,10 @@ async def start_wire_listener(
     idle_timeout: float = DEFAULT_IDLE_TIMEOUT,
     max_connections: int = DEFAULT_MAX_CONNECTIONS,
     write_timeout: float = DEFAULT_WRITE_TIMEOUT,
+    ssl_context: Optional[ssl.SSLContext] = None,
 ) -> WireListener:
-    """Listen on host:port (port 0: any free port, see `.port`) until `close()`."""
+    """Listen on host:port (port 0: any free port, see `.port`) until `close()`; with
+    `ssl_context`, every connection starts with a TLS handshake (then the same frames)."""
     listener = WireListener(backend, idle_timeout, max_connections, write_timeout)
-    await listener._start(host, port)
+    await listener._start(host, port, ssl_context)
     return listener

@@ -1,0 +1,1 @@
+"""Certificates and TLS settings: peer mutual TLS on the Raft port, TLS for client listeners."""
