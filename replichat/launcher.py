@@ -127,7 +127,6 @@ class LocalCluster:
     def security_args(self, node_id: int) -> List[str]:
         if not self.peer_tls and not self.client_tls:
             return ["--insecure-peers"]
-        self._ensure_certs()
         args = ["--certs-dir", self.certs_dir] if self.peer_tls else ["--insecure-peers"]
         if self.client_tls:
             cert = os.path.join(self.certs_dir, f"replica-{node_id}")
@@ -136,6 +135,8 @@ class LocalCluster:
         return args
 
     def _ensure_certs(self) -> None:
+        """Create the CA and the replicas' certificates in DATA/certs if missing (at a start,
+        never when a command line is only printed)."""
         from replichat.security.certs import init_certs
 
         hosts = {
@@ -154,6 +155,8 @@ class LocalCluster:
         self._reported.discard(node_id)
         self.paused.discard(node_id)
         self._started_at[node_id] = time.monotonic() if now is None else now
+        if self.peer_tls or self.client_tls:
+            self._ensure_certs()
         env = None
         if self.controls is not None:  # how the replicas' pages reach the controls (see metrics/control.py)
             env = dict(os.environ, **self.controls.environment(self.metrics_addresses))

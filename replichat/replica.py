@@ -9,7 +9,9 @@ from replichat.api.grpc_service import create_grpc_server
 from replichat.metrics.monitoring import monitoring_or_none
 from replichat.node import Node, NodeOptions
 from replichat.security.options import INSECURE_PEERS_WARNING, Security, is_loopback
-from replichat.identity import FILE_NAME, REPLACED_HELP, IdentityStore, cluster_id_from_ca, cluster_id_from_members
+from replichat.identity import (
+    FILE_NAME, REPLACED_HELP, IdentityError, IdentityStore, cluster_id_from_ca, cluster_id_from_members,
+)
 from replichat.transport import IdentityGuard, PeerTransport, split_address, start_peer_listener
 from replichat.wire.listener import start_wire_listener
 
@@ -46,7 +48,7 @@ async def serve_replica(
     monitoring = monitoring_or_none(node, cluster, data_dir, metrics_address, security.grpc_channel_credentials())
     backend = {t: node if monitoring is None else monitoring.backend_for(node, t) for t in ("grpc", "wire")}
     replaced: "asyncio.Future[str]" = asyncio.get_event_loop().create_future()
-    guard = _identity_guard(node_id, data_dir, cluster, security, replaced)
+    guard = _identity_guard(cluster, security, replaced)
     # Peers dial each other with the cluster certificate (mutual TLS) unless --insecure-peers.
     node.transport = PeerTransport(node_id, node.peers, security.peer_client_context(), guard)
     _warn_about_plaintext(node_id, security, bind_address or cluster[node_id], wire_address or "")
@@ -73,6 +75,13 @@ async def serve_replica(
             peer_listener.close()
             raise ListenError(f"cannot listen for metrics on {metrics_address}: {error}") from error
         monitoring.watch_peer_traffic(node.transport, peer_listener)
+    try:
+        # Written at the first start (identity.py); a directory of another cluster is refused.
+        guard.open(IdentityStore(data_dir, node_id, guard.cluster_id))
+    except IdentityError:
+        await server.stop(None)
+        peer_listener.close()
+        raise
 
     await node.start()
     await server.start()
@@ -144,18 +153,16 @@ def _warn_about_plaintext(node_id: int, security: Security, grpc_address: str, w
             )
 
 
-def _identity_guard(node_id: int, data_dir: str, cluster: Dict[int, str], security: Security,
-                    replaced: "asyncio.Future[str]") -> IdentityGuard:
-    """The data directory's identity (identity.py), created at the first start. Raises
-    IdentityError for a directory of another cluster."""
+def _identity_guard(cluster: Dict[int, str], security: Security, replaced: "asyncio.Future[str]") -> IdentityGuard:
+    """The identity rules at the Raft port (identity.py); the data directory's identity is
+    opened once the ports are bound (a busy port must leave no trace in the data folder)."""
     if security.peer is not None:
         cluster_id = cluster_id_from_ca(security.peer.ca)
     else:
         cluster_id = cluster_id_from_members(cluster)  # --cluster: the same on every replica
-    store = IdentityStore(data_dir, node_id, cluster_id)
 
     def on_replaced(reason: str) -> None:
         if not replaced.done():
             replaced.set_result(reason)
 
-    return IdentityGuard(store, on_replaced)
+    return IdentityGuard(cluster_id, on_replaced)

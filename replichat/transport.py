@@ -109,34 +109,44 @@ _IDENTITY_BYTES = 3 * ID_BYTES
 
 class IdentityGuard:
     """The identity rules of replichat/identity.py at the transport's edge: what this replica
-    says in its greetings and whom it admits."""
+    says in its greetings and whom it admits. Made before the ports are bound (the decoder
+    needs the cluster id); `open` gives it the data directory's identity once they are."""
 
-    def __init__(self, store: IdentityStore, on_replaced: Callable[[str], None]) -> None:
+    def __init__(self, cluster_id: bytes, on_replaced: Callable[[str], None]) -> None:
         """on_replaced: called (once) with the reason when a peer knew this replica under
         another incarnation, i.e. this replica's data directory was replaced."""
-        self._store = store
+        self.cluster_id = cluster_id
         self._on_replaced = on_replaced
         self._replaced = False
-        self.cluster_id = store.identity.cluster_id
+        self._store: Optional[IdentityStore] = None
+        self.incarnation = NO_INCARNATION
+
+    def open(self, store: IdentityStore) -> None:
+        assert store.identity.cluster_id == self.cluster_id
+        self._store = store
         self.incarnation = store.identity.incarnation
 
     def greeting(self, peer: int) -> bytes:
-        return MAGIC + self.cluster_id + self.incarnation + (self._store.known(peer) or NO_INCARNATION)
+        known = self._store.known(peer) if self._store is not None else None
+        return MAGIC + self.cluster_id + self.incarnation + (known or NO_INCARNATION)
 
     def admit(self, peer: int, incarnation: bytes, ours_to_peer: bytes) -> Optional[str]:
         """None if messages from `peer` (greeting with `incarnation`, knowing us as
         `ours_to_peer`) may reach the core; else why not."""
+        store = self._store
+        if store is None:
+            return "this replica is still starting (its data directory is not open yet)"
         if ours_to_peer not in (NO_INCARNATION, self.incarnation):
-            reason = (f"replica {peer} knew this replica (id {self._store.replica_id}) with data incarnation "
+            reason = (f"replica {peer} knew this replica (id {store.replica_id}) with data incarnation "
                       f"{ours_to_peer.hex()}, but this data directory is incarnation {self.incarnation.hex()}: "
                       "it was wiped or replaced since this replica last talked to the cluster")
             if not self._replaced:
                 self._replaced = True
                 self._on_replaced(reason)
             return reason
-        known = self._store.known(peer)
+        known = store.known(peer)
         if known is None:
-            self._store.record(peer, incarnation)
+            store.record(peer, incarnation)
             return None
         if known != incarnation:
             log.critical("replica %d's data directory was replaced (incarnation %s, now %s): its votes and "

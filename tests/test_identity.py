@@ -28,7 +28,9 @@ def test_the_identity_is_created_once_and_another_clusters_directory_is_refused(
 
 def test_greetings_admit_known_peers_record_new_ones_and_refuse_replaced_ones(tmp_path) -> None:
     replaced = []
-    guard = IdentityGuard(IdentityStore(str(tmp_path), 1, CLUSTER), replaced.append)
+    guard = IdentityGuard(CLUSTER, replaced.append)
+    assert "still starting" in (guard.admit(2, b"\x02" * 16, NO_INCARNATION) or "")
+    guard.open(IdentityStore(str(tmp_path), 1, CLUSTER))
     me = guard.incarnation
     assert guard.admit(2, b"\x02" * 16, NO_INCARNATION) is None     # first contact: recorded
     assert guard.admit(2, b"\x02" * 16, me) is None                 # the same life again
