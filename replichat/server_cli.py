@@ -255,7 +255,7 @@ def _one_replica(parser: argparse.ArgumentParser, args: argparse.Namespace) -> i
 
 def _security(parser: argparse.ArgumentParser, args: argparse.Namespace) -> "Security":
     """The TLS files of one replica, checked to exist before anything starts."""
-    from replichat.security.certs import CertificatePaths, replica_paths
+    from replichat.security.paths import CertificatePaths, replica_paths
     from replichat.security.options import Security
 
     peer_files = [args.peer_cert_file, args.peer_key_file, args.peer_trusted_ca_file]

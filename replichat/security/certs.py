@@ -12,8 +12,8 @@ A replica's identity is in its certificate as the URI `urn:replichat:replica:N` 
 common name `replica-N`): peers learn who is on the other end of a Raft connection from the
 certificate the CA signed, never from what the messages claim. The certificate also names the
 replica's host names and IP addresses (subject alternative names), so gRPC and wire clients can
-verify the replica they dialled; the same certificate serves the client listeners unless
-`--cert/--key` give another.
+verify the replica they dialled; it can serve the client listeners too (`--cert/--key`, which
+the local cluster sets to it).
 
 Keys are ECDSA P-256: small, and a TLS handshake with them is cheap for the peer connections
 and for each client.
@@ -21,38 +21,21 @@ and for each client.
 import datetime
 import ipaddress
 import os
-from typing import Dict, Iterable, List, NamedTuple, Optional, Tuple
+from typing import Dict, Iterable, List, Tuple
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-CA_CERT = "ca.crt"
-CA_KEY = "ca.key"
-REPLICA_URI_PREFIX = "urn:replichat:replica:"
+from replichat.security.paths import CA_CERT, CA_KEY, CertificatePaths, replica_paths, replica_uri
+
+__all__ = ["CA_CERT", "CA_KEY", "CertificatePaths", "replica_paths", "init_certs", "create_ca", "issue_replica_cert"]
+
 CA_VALIDITY = datetime.timedelta(days=3650)
 CERT_VALIDITY = datetime.timedelta(days=825)
 # Clock skew between the machine that issued a certificate and those that check it.
 _BACKDATE = datetime.timedelta(hours=1)
-
-
-class CertificatePaths(NamedTuple):
-    cert: str
-    key: str
-    ca: str
-
-
-def replica_paths(directory: str, replica_id: int) -> CertificatePaths:
-    return CertificatePaths(
-        os.path.join(directory, f"replica-{replica_id}.crt"),
-        os.path.join(directory, f"replica-{replica_id}.key"),
-        os.path.join(directory, CA_CERT),
-    )
-
-
-def replica_uri(replica_id: int) -> str:
-    return f"{REPLICA_URI_PREFIX}{replica_id}"
 
 
 def _now() -> datetime.datetime:
@@ -188,12 +171,3 @@ def init_certs(directory: str, replicas: Dict[int, Iterable[str]], *, name: str 
         _write(paths.cert, _cert_bytes(cert), private=False)
         written += [paths.cert, paths.key]
     return written
-
-
-def replica_id_from_uris(uris: Iterable[str]) -> Optional[int]:
-    """The replica id named by a certificate's URI subject alternative names, if exactly one."""
-    ids = {uri[len(REPLICA_URI_PREFIX):] for uri in uris if uri.startswith(REPLICA_URI_PREFIX)}
-    if len(ids) != 1:
-        return None
-    (text,) = ids
-    return int(text) if text.isdigit() and 0 < int(text) < 1 << 63 else None

@@ -13,7 +13,7 @@ import ssl
 from typing import Any, NamedTuple, Optional
 
 from replichat.security import tls
-from replichat.security.certs import CertificatePaths
+from replichat.security.paths import CertificatePaths
 
 log = logging.getLogger(__name__)
 

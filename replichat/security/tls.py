@@ -10,7 +10,7 @@ accepting side takes the id from the certificate and drops messages claiming any
 import ssl
 from typing import Any, Dict, Optional
 
-from replichat.security.certs import CertificatePaths, replica_id_from_uris
+from replichat.security.paths import CertificatePaths, replica_id_from_uris
 
 
 def _base(purpose_server: bool, paths: CertificatePaths) -> ssl.SSLContext:
