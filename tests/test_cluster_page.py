@@ -49,10 +49,15 @@ def _free_port_ranges(width: int) -> List[int]:
     raise RuntimeError("no free port ranges")
 
 
-async def _statuses(addresses: Dict[int, str]) -> Dict[int, Optional[chat_pb2.StatusResponse]]:
-    out: Dict[int, Optional[chat_pb2.StatusResponse]] = {}
+async def _statuses(addresses: Dict[int, str], ca_file: str) -> Dict[int, Optional[chat_pb2.StatusResponse]]:
+    """server.py serves gRPC with TLS, with the CA it creates in its data folder at its start."""
+    out: Dict[int, Optional[chat_pb2.StatusResponse]] = {i: None for i in addresses}
+    if not os.path.exists(ca_file):
+        return out
+    with open(ca_file, "rb") as f:
+        credentials = grpc.ssl_channel_credentials(root_certificates=f.read())
     for node_id, address in addresses.items():
-        async with grpc.aio.insecure_channel(address) as channel:
+        async with grpc.aio.secure_channel(address, credentials) as channel:
             try:
                 out[node_id] = await chat_pb2_grpc.ChatStub(channel).Status(chat_pb2.StatusRequest(), timeout=0.5)
             except grpc.aio.AioRpcError:
@@ -60,10 +65,10 @@ async def _statuses(addresses: Dict[int, str]) -> Dict[int, Optional[chat_pb2.St
     return out
 
 
-def agreed_leader(addresses: Dict[int, str]) -> int:
+def agreed_leader(addresses: Dict[int, str], ca_file: str) -> int:
     deadline = time.monotonic() + WAIT
     while time.monotonic() < deadline:
-        statuses = asyncio.run(_statuses(addresses))
+        statuses = asyncio.run(_statuses(addresses, ca_file))
         leaders = {s.leader_id for s in statuses.values() if s is not None}
         if len(leaders) == 1 and all(statuses.values()) and leaders != {0}:
             return leaders.pop()
@@ -89,8 +94,9 @@ def test_the_page_shows_a_new_leader_after_its_kill_button_kills_the_leader(tmp_
     browser = None
     try:
         addresses = {i: f"127.0.0.1:{grpc_port + i - 1}" for i in range(1, REPLICAS + 1)}
-        leader = agreed_leader(addresses)
-        asyncio.run(_some_traffic(addresses[leader]))
+        ca_file = str(tmp_path / "data" / "certs" / "ca.crt")
+        leader = agreed_leader(addresses, ca_file)
+        asyncio.run(_some_traffic(addresses[leader], ca_file))
         shown_on = min(i for i in addresses if i != leader)
         browser = Browser(f"http://127.0.0.1:{metrics_port + shown_on - 1}/")
         browser.wait_for(f"document.getElementById('leader').dataset.leader === '{leader}'", WAIT, f"leader {leader}")
@@ -108,7 +114,7 @@ def test_the_page_shows_a_new_leader_after_its_kill_button_kills_the_leader(tmp_
         browser.wait_for(f"document.querySelector('tr[data-replica=\"{leader}\"]').classList.contains('down')", WAIT,
                          "the killed replica unreachable")
         survivors = {i: a for i, a in addresses.items() if i != leader}
-        assert agreed_leader(survivors) == new_leader
+        assert agreed_leader(survivors, ca_file) == new_leader
         assert f"cluster page: replica {leader} (pid" in log_path.read_text()
         print(f"the page showed leader {new_leader} {took:.1f} s after its kill button killed leader {leader}")
         browser.wait_for("document.getElementById('timeline').children.length >= 2", WAIT, "the leader change")
@@ -133,11 +139,11 @@ def test_the_page_shows_a_new_leader_after_its_kill_button_kills_the_leader(tmp_
             launcher.wait()
 
 
-async def _some_traffic(address: str) -> None:
+async def _some_traffic(address: str, ca_file: str) -> None:
     """Writes and deliveries, so the page's rate chart has something to show."""
     from replichat.client.api import ChatClient
 
-    async with ChatClient([address]) as client:
+    async with ChatClient([address], ca_file=ca_file) as client:
         await client.create("reader")
         for k in range(30):
             await client.send("reader", f"hello {k}")
