@@ -21,12 +21,17 @@ and for each client.
 import datetime
 import ipaddress
 import os
+import warnings
 from typing import Dict, Iterable, List, Tuple
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+with warnings.catch_warnings():
+    # cryptography 47 is pinned as the last release for Python 3.8, which it says on import
+    # there; that is known and not for the operator's screen.
+    warnings.filterwarnings("ignore", message="Python 3.8 is no longer supported")
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from replichat.security.paths import CA_CERT, CA_KEY, CertificatePaths, replica_paths, replica_uri
 
