@@ -71,3 +71,16 @@ def test_the_wire_protocol_over_tls(pki) -> None:
             await listener.close()
 
     run(scenario())
+
+
+def test_the_stock_client_finds_the_local_clusters_ca_by_itself(tmp_path, monkeypatch) -> None:
+    """server.py's local cluster writes ./data/certs/ca.crt; client.py run beside it with the
+    default --servers uses it (gRPC only: the local wire port stays plaintext)."""
+    from replichat.client.cli import default_ca
+
+    monkeypatch.chdir(tmp_path)
+    assert default_ca("grpc", servers_given=False) is None  # no local cluster here yet
+    certs.init_certs(str(tmp_path / "data" / "certs"), {1: ["127.0.0.1"]})
+    assert default_ca("grpc", servers_given=False) == os.path.join("data", "certs", "ca.crt")
+    assert default_ca("grpc", servers_given=True) is None
+    assert default_ca("wire", servers_given=False) is None
