@@ -77,11 +77,14 @@ async def serve_replica(
         monitoring.watch_peer_traffic(node.transport, peer_listener)
     try:
         # Written at the first start (identity.py); a directory of another cluster is refused.
-        guard.open(IdentityStore(data_dir, node_id, guard.cluster_id))
+        store = IdentityStore(data_dir, node_id, guard.cluster_id)
+        guard.open(store)
     except IdentityError:
         await server.stop(None)
         peer_listener.close()
         raise
+    log.info("replica %d data identity: cluster %s, incarnation %s%s", node_id, guard.cluster_id.hex(),
+             guard.incarnation.hex(), " (a new data directory)" if store.identity.fresh else "")
 
     await node.start()
     await server.start()
