@@ -59,3 +59,19 @@ def test_certs_init_and_a_replica_without_tls_flags(tmp_path) -> None:
     missing = run_server("--id", "1", "--cluster", "1=127.0.0.1:1", "--certs-dir", "nowhere", cwd=str(tmp_path))
     assert missing.returncode == 2 and "no such file" in missing.stderr
     assert not (tmp_path / "data").exists()
+
+
+def test_plaintext_is_warned_about_where_it_matters(caplog) -> None:
+    from replichat.replica import _warn_about_plaintext
+    from replichat.security.options import Security
+    from replichat.security.paths import CertificatePaths
+
+    tls_peers = CertificatePaths("c", "k", "ca")
+    _warn_about_plaintext(1, Security(tls_peers), "127.0.0.1:50051", "127.0.0.1:50151")
+    assert caplog.text == ""  # loopback only, peers on TLS: nothing to warn about
+    _warn_about_plaintext(1, Security(tls_peers, "c", "k", plain_wire=True), "10.0.0.1:50051", "0.0.0.0:50151")
+    assert "INSECURE: clients connect to 0.0.0.0:50151 without TLS" in caplog.text
+    assert "10.0.0.1:50051" not in caplog.text  # gRPC has TLS
+    caplog.clear()
+    _warn_about_plaintext(2, Security(None), "[::1]:50051", "")
+    assert "replicas talk plain TCP (--insecure-peers)" in caplog.text and "clients connect" not in caplog.text
