@@ -59,6 +59,7 @@ def test_metrics_of_a_real_cluster_move_as_it_works(process_cluster) -> None:
         assert value(before, "replichat_raft_leader_id") == leader
         assert value(before, "replichat_elections_won_total") >= 1
         assert value(before, "replichat_raft_term") >= 1
+        assert value(before, "replichat_raft_first_index") >= 1
         for peer in cluster.addresses:
             if peer != leader:
                 await until(at_leader, lambda s, p=str(peer): value(s, "replichat_peer_up", peer=p) == 1, f"peer {peer} up")

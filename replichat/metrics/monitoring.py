@@ -23,6 +23,7 @@ class Monitoring:
         self.requested_port = int(port)
         self.metrics = ReplicaMetrics(node.id, node.status)
         node.observer = self.metrics
+        self.metrics.first_index = lambda: _first_index(node)
         self.view = ClusterView(node.id, cluster, node.status, self.metrics, data_dir, credentials)
         self.control = LauncherControl.from_environment(self.host)
         self.site = MetricsSite(self.metrics, self.view, self.control)
@@ -49,6 +50,11 @@ class Monitoring:
     async def close(self) -> None:
         await self._http.close()
         await self.view.close()
+
+
+def _first_index(node: Any) -> Optional[int]:
+    core = getattr(node, "core", None)
+    return None if core is None else int(core.log.first_index)
 
 
 def monitoring_or_none(node: Any, cluster: Dict[int, str], data_dir: str, address: Optional[str],

@@ -95,6 +95,8 @@ class ReplicaMetrics(RuntimeObserver):
         self.peer_bytes_received: Optional[Callable[[], int]] = None
         self.state_counts: Dict[str, int] = {}
         self.state_count_error = ""
+        # The first index the log still holds (entries before it are in the snapshot); None: unknown.
+        self.first_index: Callable[[], Optional[int]] = lambda: None
         self.registry.register(_ScrapeTimeCollector(self))
 
     # ----------------------------------------------------------------- RuntimeObserver
@@ -184,6 +186,11 @@ class _ScrapeTimeCollector:
             ("replichat_connect_sessions", m.sessions, "Live connect sessions served by this replica"),
         ):
             yield GaugeMetricFamily(name, help_text, value=float(value))
+        first_index = m.first_index()
+        if first_index is not None:
+            yield GaugeMetricFamily("replichat_raft_first_index",
+                                    "First index the log still holds (earlier entries are in the snapshot)",
+                                    value=float(first_index))
         for key, help_text in (("users", "Users in the chat state"),
                                ("messages", "Messages queued for their recipients and not yet acknowledged")):
             if key in m.state_counts:
