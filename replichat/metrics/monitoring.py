@@ -53,7 +53,8 @@ class Monitoring:
 
 
 def _first_index(node: Any) -> Optional[int]:
-    core = getattr(node, "core", None)
+    runtime = getattr(node, "node", node)  # a chat service on top of the runtime's node, or the node
+    core = getattr(runtime, "core", None)
     return None if core is None else int(core.log.first_index)
 
 
