@@ -7,9 +7,11 @@ from typing import Any, Dict, List, Optional
 
 import grpc
 
+from bench.cluster import BENCH_CREDENTIAL
 from bench.common import QuietGuard, dir_bytes, percentile, progress, rss_kib
 from bench.loadgen import Channels, EtcdSystem, ReplichatSystem, System, first_write_after, rss_by_member, store, wait_until
 from replichat.client.api import CHANNEL_OPTIONS, ChatClient
+from replichat.client.credentials import MemoryCredentials
 from replichat.proto import chat_pb2, chat_pb2_grpc
 
 
@@ -38,7 +40,7 @@ async def e2e_delivery(system: ReplichatSystem, seconds: float, payload_bytes: i
     send_latencies: List[float] = []
     try:
         for key, (name, address) in where.items():
-            client = ChatClient([address])
+            client = ChatClient([address], credentials=MemoryCredentials({name: BENCH_CREDENTIAL}))
             clients.append(client)
             session = await client.connect(name)
             readers.append(asyncio.ensure_future(receive(session, key)))
@@ -126,7 +128,7 @@ async def _queued(system: ReplichatSystem, name: str) -> int:
     """How many messages `connect` reports queued for `name` (then the stream is dropped)."""
     leader = await system.wait_for_leader()
     stub = system.channels.stub(system.addresses[leader], chat_pb2_grpc.ChatStub)
-    call = stub.Connect(chat_pb2.ConnectRequest(name=name, session_id=uuid.uuid4().hex, client_id=uuid.uuid4().hex,
+    call = stub.Connect(chat_pb2.ConnectRequest(name=name, session_id=uuid.uuid4().hex, credential=BENCH_CREDENTIAL, client_id=uuid.uuid4().hex,
                                                 request_seq=1), wait_for_ready=True)
     try:
         # wait_for_ready: the channel may still be backing off from the refused connections of
@@ -176,7 +178,7 @@ async def connect_streams(system: ReplichatSystem, cap: int, batch: int = 100, o
 
     async def open_one(k: int) -> None:
         stub = chat_pb2_grpc.ChatStub(channels[k // per_channel])
-        call = stub.Connect(chat_pb2.ConnectRequest(name=names[k], session_id=uuid.uuid4().hex,
+        call = stub.Connect(chat_pb2.ConnectRequest(name=names[k], session_id=uuid.uuid4().hex, credential=BENCH_CREDENTIAL,
                                                     client_id=f"{tag}s{k}", request_seq=1))
         calls.append(call)
         event = await asyncio.wait_for(call.read(), open_timeout)

@@ -14,7 +14,7 @@ from typing import Any, Awaitable, Callable, Dict, List, Optional
 
 import grpc
 
-from bench.cluster import BenchCluster
+from bench.cluster import BENCH_CREDENTIAL, BenchCluster
 from bench.common import cpu_seconds, machine_busy_seconds, percentile, progress, rss_kib
 from bench.etcd import rpc_pb2, rpc_pb2_grpc
 from bench.etcd.cluster import EtcdCluster
@@ -159,7 +159,9 @@ class ReplichatSystem(System):
 
     async def create_user(self, name: str, address: Optional[str] = None) -> None:
         stub = self.channels.stub(address or self.addresses[await self.wait_for_leader()], chat_pb2_grpc.ChatStub)
-        request = chat_pb2.CreateUserRequest(name=name, client_id=uuid.uuid4().hex, request_seq=1)
+        request = chat_pb2.CreateUserRequest(
+            name=name, credential=BENCH_CREDENTIAL, client_id=uuid.uuid4().hex, request_seq=1
+        )
         try:
             await stub.CreateUser(request, timeout=10)
         except grpc.aio.AioRpcError as error:

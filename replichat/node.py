@@ -34,7 +34,7 @@ from typing import Any, AsyncIterator, Callable, Deque, Dict, Hashable, List, Op
 from replichat import defaults
 from replichat.chat.auth import Account, Authenticator, AuthLimits
 from replichat.chat.names import normalize_name, quote, validate_text
-from replichat.chat.search import compile_pattern
+from replichat.chat.search import compile_pattern, scan
 from replichat.chat.state import Applied, ChatState, ChatStateReader, MessageQueued
 from replichat.chat.state_check import LogBounds, prepare_state
 from replichat.errors import ChatError, Code
@@ -58,6 +58,8 @@ _RESULT_ERRORS = {
 }
 # Deliveries read from the state per wake-up of a connect stream.
 STREAM_BATCH = 256
+# `list` requests queued or running per replica (each may take up to search.SCAN_BUDGET_S).
+MAX_PENDING_SEARCHES = 8
 # Committed batches of at most this many entries are applied on the event loop (module doc).
 INLINE_APPLY_MAX = 2
 # A follower persists batches of at most this many entries on the event loop (module doc).
@@ -198,6 +200,8 @@ class Node:
         self.stopped = asyncio.Event()
         self._disk = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix=f"raft-log-{node_id}")
         self._sm = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix=f"chat-state-{node_id}")
+        self._search = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix=f"list-{node_id}")
+        self._searches = 0
         self.peers = dict(peers) if peers is not None else defaults.raft_addresses(cluster)
         self.transport = PeerTransport(node_id, self.peers)
         self._storage: Optional[RaftStorage] = None
@@ -280,6 +284,7 @@ class Node:
             await self._on_state(self._state.close)
         self._disk.shutdown()
         self._sm.shutdown()
+        self._search.shutdown()
         self._auth.close()
         self.stopped.set()
 
@@ -579,8 +584,18 @@ class Node:
         assert self._reader is not None
         # Off the loop: the user table may be large. (The reader connection is safe to share:
         # SQLite serializes its use, and it holds no transaction between statements.)
-        names = await self._on_state(self._reader.names)
-        return [name for name in names if matcher(name)]
+        # Reading the names and matching them run on their own thread, with a time budget
+        # (chat/search.py): a costly pattern delays neither the loop nor applying the log.
+        if self._searches >= MAX_PENDING_SEARCHES:
+            raise ChatError(Code.RATE_LIMITED, "too many list requests in progress on this replica; try again shortly")
+        self._searches += 1
+        reader = self._reader
+        try:
+            return await asyncio.get_event_loop().run_in_executor(
+                self._search, lambda: scan(reader.names(), matcher)
+            )
+        finally:
+            self._searches -= 1
 
     async def connect(self, request: chat_pb2.ConnectRequest) -> AsyncIterator[chat_pb2.ServerEvent]:
         name = request.name = normalize_name(request.name)

@@ -6,8 +6,17 @@ enough for followers to depose a healthy leader. RE2 (google-re2) runs in time l
 input instead, and refuses the features that need backtracking (backreferences, look-around)
 rather than falling back to a backtracking engine. That refusal is a feature here: it must
 reach the user as a clear error, never as a silent slow path.
+
+Linear is not cheap, though: `(.*){1000}` compiles to a 9,000-instruction program whose DFA
+does not fit RE2's memory budget, and RE2 then falls back to its NFA at about 1 ms per name
+(two minutes for 10^5 users). So a pattern is also refused when its program has more than
+MAX_PROGRAM_SIZE instructions, and `scan` (which the replica runs on a worker thread, never
+on its event loop) gives up after a time budget with a clear error. Each single match is
+short (well under 20 ms even for the worst pattern allowed), so the worker thread never holds
+the GIL long enough to stall the event loop noticeably; bench/list_stall.py measures it.
 """
 import re
+import time
 import unicodedata
 from typing import Callable, Iterable, List
 
@@ -28,6 +37,13 @@ _OPTIONS.never_capture = True
 # program and DFA: a client cycling through patterns could pin 1 GiB. 2 MiB still fits
 # anything that can match a 32-character name; bigger patterns are refused as too large.
 _OPTIONS.max_mem = 2 << 20
+# Instructions in a compiled program. Anything useful against a 32-character name is far
+# smaller (`\w{32}` is 100, `(.*){100}` is 903); `(.*){1000}` is 9003.
+MAX_PROGRAM_SIZE = 1000
+# How long one `list` may spend matching before it is refused.
+SCAN_BUDGET_S = 2.0
+# Names matched between two looks at the clock.
+_CLOCK_EVERY = 32
 
 # RE2's parse errors that mean "a feature Python's re has but RE2 does not", so the user is
 # told what to avoid rather than that their (valid Python) pattern is malformed. Each rule is
@@ -74,7 +90,40 @@ def compile_pattern(pattern: str) -> Matcher:
         raise ChatError(
             Code.INVALID_ARGUMENT, f"invalid pattern {quote(pattern)}: not valid Unicode"
         ) from None
+    if regexp.programsize > MAX_PROGRAM_SIZE:
+        raise ChatError(
+            Code.INVALID_ARGUMENT,
+            f"pattern {quote(pattern)} is too complex: it compiles to {regexp.programsize} RE2 "
+            f"instructions, at most {MAX_PROGRAM_SIZE}",
+        )
     return lambda name: regexp.search(name) is not None
+
+
+def scan(
+    names: Iterable[str],
+    matches: Matcher,
+    budget_s: float = SCAN_BUDGET_S,
+    clock: Callable[[], float] = time.monotonic,
+) -> List[str]:
+    """The names `matches` finds, in order; ChatError(INVALID_ARGUMENT) when matching takes
+    longer than `budget_s`. Blocking: run it on a worker thread."""
+    deadline = clock() + budget_s
+    found: List[str] = []
+    for count, name in enumerate(names, 1):
+        if matches(name):
+            found.append(name)
+        if count % _CLOCK_EVERY != 0:
+            continue
+        # Hand the GIL over now and then: the event loop of this process must not wait for
+        # this thread's turn to end (sleep(0) releases it at once).
+        time.sleep(0)
+        if clock() > deadline:
+            raise ChatError(
+                Code.INVALID_ARGUMENT,
+                f"pattern too costly: matching stopped after {budget_s:g}s at user {count}; "
+                "use a simpler pattern",
+            )
+    return found
 
 
 def match_names(names: Iterable[str], pattern: str) -> List[str]:

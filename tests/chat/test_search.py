@@ -5,7 +5,7 @@ from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from replichat.chat.names import MAX_PATTERN_CHARS
-from replichat.chat.search import compile_pattern, match_names
+from replichat.chat.search import compile_pattern, match_names, scan
 from replichat.errors import ChatError, Code
 
 NAMES = ["bob", "alice", "user2", "user3", "Zoë", "日本"]
@@ -137,3 +137,21 @@ def test_agrees_with_python_re_on_shared_syntax(pattern, names):
     except ChatError:
         assume(False)
     assert found == expected
+
+
+def test_a_pattern_whose_program_is_too_large_is_refused_clearly() -> None:
+    with pytest.raises(ChatError) as error:
+        compile_pattern("(.*){1000}")
+    assert error.value.code is Code.INVALID_ARGUMENT
+    assert "too complex" in error.value.message and "at most 1000" in error.value.message
+    compile_pattern("(.*){100}")  # 903 instructions: allowed
+
+
+def test_scan_gives_up_after_its_time_budget() -> None:
+    ticks = iter(range(1000))
+    clock = lambda: float(next(ticks))  # noqa: E731 - one second per look at the clock
+    names = [f"user{n}" for n in range(500)]
+    with pytest.raises(ChatError) as error:
+        scan(names, compile_pattern("user"), budget_s=3.0, clock=clock)
+    assert error.value.code is Code.INVALID_ARGUMENT and "too costly" in error.value.message
+    assert scan(names, compile_pattern("user4[0-9]$"), budget_s=1000.0) == [f"user4{n}" for n in range(10)]
