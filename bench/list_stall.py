@@ -20,6 +20,7 @@ from typing import List, Tuple
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from replichat.chat.names import lookalike_key  # noqa: E402
 from replichat.chat.search import compile_pattern  # noqa: E402
 from replichat.chat.state import ChatState  # noqa: E402
 from replichat.errors import ChatError  # noqa: E402
@@ -33,8 +34,9 @@ def fill(path: str, users: int) -> None:
     db = sqlite3.connect(path)
     with db:
         db.executemany(
-            "INSERT INTO users (name, next_seq, session_id, created_index, credential) VALUES (?, 1, '', 0, '')",
-            ((f"user{n:07d}-{'x' * (n % 20)}",) for n in range(users)),
+            "INSERT INTO users (name, next_seq, session_id, created_index, credential, lookalike)"
+            " VALUES (?, 1, '', 0, '', ?)",
+            ((name, lookalike_key(name)) for name in (f"user{n:07d}-{'x' * (n % 20)}" for n in range(users))),
         )
     db.close()
 

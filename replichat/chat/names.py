@@ -96,3 +96,42 @@ def validate_text(text: str) -> str:
 
 def _too_long_message(size: str) -> str:
     return f"invalid message: the text is {size} bytes long in UTF-8, at most {MAX_TEXT_BYTES}"
+
+
+# Characters that look like a Latin letter or digit once a name is NFKC-normalised and
+# case-folded, mapped to the one they imitate: a small, fixed subset of the confusables
+# of Unicode TR39 (UTS #39, "confusables.txt"), chosen for what names may contain (letters
+# and digits). Fixed here rather than taken from a package because apply must give the same
+# answer on every replica and Python version forever: changing this table changes which
+# names may be created, so it may only grow with a new state schema.
+_LOOKALIKES = {
+    # Cyrillic
+    "а": "a", "в": "b", "е": "e", "ё": "e", "һ": "h", "і": "i", "ї": "i", "ј": "j", "к": "k",
+    "ӏ": "l", "м": "m", "н": "h", "о": "o", "р": "p", "с": "c", "ѕ": "s", "т": "t", "у": "y",
+    "х": "x", "ԁ": "d", "ԛ": "q", "ԝ": "w", "ь": "b", "ᴦ": "r",
+    # Greek
+    "α": "a", "β": "b", "γ": "y", "ε": "e", "η": "n", "ι": "i", "κ": "k", "ν": "v", "ο": "o",
+    "ρ": "p", "τ": "t", "υ": "u", "χ": "x", "ω": "w",
+    # Armenian
+    "ա": "w", "հ": "h", "ո": "n", "ս": "u", "օ": "o",
+    # Latin lookalikes of other Latin letters, and digits
+    "ı": "i", "ɩ": "i", "ɑ": "a", "ɡ": "g", "ʏ": "y", "ᴏ": "o", "ꞵ": "b", "ß": "ss",
+    "0": "o", "1": "l", "|": "l",
+}
+# Letter pairs that read as one letter (also from UTS #39).
+_LOOKALIKE_PAIRS = (("rn", "m"), ("vv", "w"))
+_LOOKALIKE_TABLE = str.maketrans(_LOOKALIKES)
+
+
+def lookalike_key(name: str) -> str:
+    """What a name looks like: two names with the same key cannot both exist.
+
+    NFKC folds compatibility forms (fullwidth `ａdmin`, the ligature in `ﬁle`), case-folding
+    makes `Admin` and `admin` one, and the table above maps letters of other scripts that
+    look Latin (Cyrillic `аdmin`) and look-alike digits (`adm1n`) to what they imitate.
+    """
+    key = unicodedata.normalize("NFKC", name).casefold().translate(_LOOKALIKE_TABLE)
+    for pair, letter in _LOOKALIKE_PAIRS:
+        key = key.replace(pair, letter)
+    return key
+

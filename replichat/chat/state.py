@@ -21,7 +21,8 @@ Schema (SQLite, all WITHOUT ROWID so rows live in primary-key order):
     users     name PK, next_seq (the seq the next message will get, from 1),
               session_id ('' when none), created_index (log index of the create: the
               account's generation), credential (salted scrypt hash; '' when created
-              with authentication off)
+              with authentication off), lookalike (names.lookalike_key(name), indexed: no
+              two users may look alike)
     messages  recipient, seq, sender ('' = anonymous), text, sent_at_ms;
               PK (recipient, seq): the mailbox, oldest first; a message is deleted when acked
     clients   client_id PK, request_seq, result (serialized CommandResult),
@@ -45,7 +46,7 @@ from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence, Tu
 from google.protobuf.message import DecodeError
 
 from replichat.chat.credentials import is_stored_form
-from replichat.chat.names import normalize_name, quote, validate_text
+from replichat.chat.names import lookalike_key, normalize_name, quote, validate_text
 from replichat.errors import ChatError, Code
 from replichat.proto import chat_pb2, command_pb2
 
@@ -59,7 +60,7 @@ MAX_TOKEN_CHARS = 128
 # SQLite integers are signed 64-bit; protobuf's uint64 fields may exceed that.
 _SQL_INT_MAX = 2**63 - 1
 
-_SCHEMA_VERSION = 2
+_SCHEMA_VERSION = 3
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS users (
@@ -67,7 +68,8 @@ CREATE TABLE IF NOT EXISTS users (
     next_seq INTEGER NOT NULL,
     session_id TEXT NOT NULL,
     created_index INTEGER NOT NULL,
-    credential TEXT NOT NULL DEFAULT ''
+    credential TEXT NOT NULL DEFAULT '',
+    lookalike TEXT NOT NULL DEFAULT ''
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS messages (
     recipient TEXT NOT NULL,
@@ -270,7 +272,7 @@ class ChatState(_StateQueries):
 
     def _check_schema_version(self) -> None:
         (version,) = self._db.execute("PRAGMA user_version").fetchone()
-        if version not in (0, 1, _SCHEMA_VERSION):  # 1: before credentials, see _migrate
+        if version not in (0, 1, 2, _SCHEMA_VERSION):  # 1: before credentials, 2: before lookalikes
             raise RuntimeError(
                 f"chat state database has schema version {version}, expected {_SCHEMA_VERSION}"
             )
@@ -281,6 +283,17 @@ class ChatState(_StateQueries):
         columns = [row[1] for row in self._db.execute("PRAGMA table_info(users)")]
         if "credential" not in columns:
             self._db.execute("ALTER TABLE users ADD COLUMN credential TEXT NOT NULL DEFAULT ''")
+        if "lookalike" not in columns:
+            # Version 2 had no lookalike keys: computed once for the users it has (existing
+            # look-alike pairs stay; new ones cannot be created).
+            self._db.execute("ALTER TABLE users ADD COLUMN lookalike TEXT NOT NULL DEFAULT ''")
+            with self._db:
+                self._db.execute("BEGIN")
+                self._db.executemany(
+                    "UPDATE users SET lookalike = ? WHERE name = ?",
+                    [(lookalike_key(name), name) for (name,) in self._db.execute("SELECT name FROM users")],
+                )
+        self._db.execute("CREATE INDEX IF NOT EXISTS users_by_lookalike ON users (lookalike)")
 
     # ---------------------------------------------------------------- applying the log
 
@@ -398,10 +411,17 @@ class ChatState(_StateQueries):
             raise ChatError(Code.INVALID_ARGUMENT, "invalid command: malformed credential hash")
         if self.user_exists(name):
             raise ChatError(Code.ALREADY_EXISTS, f"user {quote(name)} already exists")
+        lookalike = lookalike_key(name)
+        row = self._db.execute("SELECT name FROM users WHERE lookalike = ? LIMIT 1", (lookalike,)).fetchone()
+        if row is not None:
+            raise ChatError(
+                Code.ALREADY_EXISTS,
+                f"user {quote(name)} would look like the existing user {quote(row[0])}; choose another name",
+            )
         self._db.execute(
-            "INSERT INTO users (name, next_seq, session_id, created_index, credential)"
-            " VALUES (?, 1, '', ?, ?)",
-            (name, index, credential),
+            "INSERT INTO users (name, next_seq, session_id, created_index, credential, lookalike)"
+            " VALUES (?, 1, '', ?, ?, ?)",
+            (name, index, credential, lookalike),
         )
         return CommandResult(name=name), []
 

@@ -688,3 +688,41 @@ def test_reader_never_sees_a_batch_while_it_is_being_applied(tmp_path):
     finally:
         reader.close()
         chat.close()
+
+
+# ------------------------------------------------------------------ credentials, lookalikes
+
+
+def test_names_that_look_alike_cannot_coexist(chat):
+    assert result(chat, create("admin")).code == OK
+    for lookalike in ("\uff41dmin", "\u0430dmin", "Admin", "ADMIN", "adm\u0131n"):  # fullwidth, Cyrillic, case, dotless i
+        res = result(chat, create(lookalike))
+        assert res.code == EXISTS and "look like the existing user 'admin'" in res.error, lookalike
+    assert result(chat, create("\ufb01le")).code == OK  # the ligature first: "file" is then taken
+    assert result(chat, create("file")).code == EXISTS
+    assert result(chat, create("user1")).code == OK
+    assert result(chat, create("userl")).code == EXISTS
+    assert chat.names() == ["admin", "user1", "\ufb01le"]
+    assert result(chat, create("user2")).code == OK  # different names stay different
+
+
+def test_a_command_acting_as_another_user_is_refused(bob):
+    assert result(bob, create("eve")).code == OK
+    forged = delete("bob")
+    forged.principal = "eve"
+    res = result(bob, forged)
+    assert res.code == CommandResult.UNAUTHENTICATED and bob.user_exists("bob")
+    stale = send("eve", "hi", sender="bob")
+    stale.principal, stale.principal_generation = "bob", 999  # bob as he was at another create
+    assert result(bob, stale).code == CommandResult.UNAUTHENTICATED
+    assert bob.queued_count("eve") == 0
+
+
+def test_exactly_once_answers_are_kept_per_user(bob):
+    assert result(bob, create("eve")).code == OK
+    mine = send("eve", "from bob", sender="bob", client_id="shared", request_seq=5)
+    mine.principal = "bob"
+    theirs = send("bob", "from eve", sender="eve", client_id="shared", request_seq=1000)
+    theirs.principal = "eve"
+    assert result(bob, theirs).seq == 1
+    assert result(bob, mine).seq == 1  # not "stale": eve's request numbers are eve's
