@@ -17,7 +17,9 @@ class BenchCluster(ProcessCluster):
     lifted."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
-        kwargs.setdefault("server_args", ["--max-creates-per-minute", "100000000"])
+        kwargs.setdefault(
+            "server_args", ["--max-creates-per-minute", "100000000", "--max-streams-per-address", "100000"]
+        )
         super().__init__(*args, **kwargs)
 
     def command(self, node_id: int) -> List[str]:

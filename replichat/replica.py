@@ -5,7 +5,7 @@ import logging
 import signal
 from typing import Dict, List, Optional
 
-from replichat.api.grpc_service import create_grpc_server
+from replichat.api.grpc_service import DEFAULT_MAX_STREAMS_PER_ADDRESS, create_grpc_server
 from replichat.metrics.monitoring import monitoring_or_none
 from replichat.node import Node, NodeOptions
 from replichat.security.options import INSECURE_PEERS_WARNING, Security, is_loopback
@@ -38,6 +38,7 @@ async def serve_replica(
     options: Optional[NodeOptions] = None,
     metrics_address: Optional[str] = None,
     security: Security = Security(),
+    max_streams_per_address: int = DEFAULT_MAX_STREAMS_PER_ADDRESS,
 ) -> int:
     """Run until SIGTERM/SIGINT (clean stop: exit 0) or an unrecoverable error (exit 1).
 
@@ -57,7 +58,7 @@ async def serve_replica(
     # Bind both ports before the node starts: a busy port fails at once, with nothing to undo.
     # Peer messages that arrive before the node's loop runs wait in its inbox.
     try:
-        server, _ = create_grpc_server(backend["grpc"], grpc_address, security.grpc_key_pair())
+        server, _ = create_grpc_server(backend["grpc"], grpc_address, security.grpc_key_pair(), max_streams_per_address)
     except OSError as error:  # its message already says "cannot listen on ADDRESS: ..."
         raise ListenError(str(error)) from error
     try:

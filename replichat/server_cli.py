@@ -99,6 +99,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="creates accepted per client address and minute by each replica (default %(default)s)",
     )
+    parser.add_argument(
+        "--max-streams-per-address",
+        type=int,
+        default=1000,
+        metavar="N",
+        help="concurrent gRPC connect streams one client address may hold on a replica (default %(default)s)",
+    )
     parser.add_argument("--servers", help="status: replicas to ask (default: the local cluster)")
     parser.add_argument("--ca", metavar="FILE",
                         help=f"status: verify the replicas' TLS certificates against this CA (default with the default "
@@ -150,6 +157,7 @@ def _tuning_args(args: argparse.Namespace) -> List[str]:
     return (
         ["--tick-ms", str(args.tick_ms), "--election-ticks", str(args.election_ticks), "--log-level", args.log_level]
         + ["--max-creates-per-minute", str(args.max_creates_per_minute)]
+        + ["--max-streams-per-address", str(args.max_streams_per_address)]
         + (["--insecure-no-auth"] if args.insecure_no_auth else [])
     )
 
@@ -221,8 +229,8 @@ def _one_replica(parser: argparse.ArgumentParser, args: argparse.Namespace) -> i
         format=f"%(asctime)s replica-{args.id} %(levelname)s %(message)s",
         stream=sys.stderr,
     )
-    if args.max_creates_per_minute < 1:
-        parser.error("--max-creates-per-minute must be at least 1")
+    if args.max_creates_per_minute < 1 or args.max_streams_per_address < 1:
+        parser.error("--max-creates-per-minute and --max-streams-per-address must be at least 1")
     security = _security(parser, args)
     if args.insecure_no_auth:
         logging.warning(
@@ -240,7 +248,8 @@ def _one_replica(parser: argparse.ArgumentParser, args: argparse.Namespace) -> i
         return _run(
             serve_replica(args.id, args.cluster, data_dir, peers=peers, bind_address=args.bind,
                           wire_address=None if args.no_wire else args.wire, options=options,
-                          metrics_address=args.metrics, security=security)
+                          metrics_address=args.metrics, security=security,
+                          max_streams_per_address=args.max_streams_per_address)
         )
     except ListenError as error:  # a busy gRPC or Raft port: say which, no traceback
         print(f"replica {args.id}: {error}", file=sys.stderr)

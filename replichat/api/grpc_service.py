@@ -97,11 +97,17 @@ async def _answer(context: grpc.aio.ServicerContext, method: str, call: Awaitabl
         await _abort_internal(context, method)
 
 
+# Concurrent Connect streams from one client address (each holds memory on the replica).
+DEFAULT_MAX_STREAMS_PER_ADDRESS = 1000
+
+
 class ChatServicer(chat_pb2_grpc.ChatServicer):
     """Serves replichat.v1.Chat by delegating every call to a ChatBackend."""
 
-    def __init__(self, backend: ChatBackend) -> None:
+    def __init__(self, backend: ChatBackend, max_streams_per_address: int = DEFAULT_MAX_STREAMS_PER_ADDRESS) -> None:
         self._backend = backend
+        self._max_streams = max_streams_per_address
+        self._streams: Dict[str, int] = {}
 
     async def CreateUser(
         self, request: chat_pb2.CreateUserRequest, context: grpc.aio.ServicerContext
@@ -129,6 +135,12 @@ class ChatServicer(chat_pb2_grpc.ChatServicer):
     ) -> AsyncIterator[chat_pb2.ServerEvent]:
         events: Optional[AsyncIterator[chat_pb2.ServerEvent]] = None
         _note_client(context)
+        address = CLIENT_ADDRESS.get()
+        if self._streams.get(address, 0) >= self._max_streams:
+            await _abort(context, ChatError(
+                Code.RATE_LIMITED, f"too many connect streams from {address} (at most {self._max_streams}); close some first"
+            ))
+        self._streams[address] = self._streams.get(address, 0) + 1
         try:
             events = self._backend.connect(request)
             async for event in events:
@@ -140,6 +152,9 @@ class ChatServicer(chat_pb2_grpc.ChatServicer):
         finally:
             # The client went away (or we aborted): let the backend unregister the session now
             # rather than whenever the garbage collector finalizes its generator.
+            self._streams[address] -= 1
+            if not self._streams[address]:
+                del self._streams[address]
             close = getattr(events, "aclose", None)
             if close is not None:
                 await close()
@@ -173,7 +188,10 @@ class _HealthServicer(health.aio.HealthServicer):
 
 
 def create_grpc_server(
-    backend: ChatBackend, bind_address: str, tls_key_pair: Optional[Tuple[bytes, bytes]] = None
+    backend: ChatBackend,
+    bind_address: str,
+    tls_key_pair: Optional[Tuple[bytes, bytes]] = None,
+    max_streams_per_address: int = DEFAULT_MAX_STREAMS_PER_ADDRESS,
 ) -> Tuple[grpc.aio.Server, int]:
     """Builds (but does not start) a replica's gRPC server; returns it with the bound port.
 
@@ -181,7 +199,7 @@ def create_grpc_server(
     the node has started its other parts. (Raft peers do not use gRPC: see transport.py.)
     """
     server = grpc.aio.server(options=SERVER_OPTIONS)
-    chat_pb2_grpc.add_ChatServicer_to_server(ChatServicer(ValidatedBackend(backend)), server)
+    chat_pb2_grpc.add_ChatServicer_to_server(ChatServicer(ValidatedBackend(backend), max_streams_per_address), server)
     health_pb2_grpc.add_HealthServicer_to_server(_HealthServicer(["", CHAT_SERVICE_NAME]), server)
     enable_server_reflection([CHAT_SERVICE_NAME, health.SERVICE_NAME], server)
     try:

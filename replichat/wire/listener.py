@@ -34,6 +34,11 @@ DEFAULT_MAX_CONNECTIONS = 1000
 DEFAULT_WRITE_TIMEOUT = 10.0
 # A client that connects but does not finish the TLS handshake holds a connection slot no longer.
 TLS_HANDSHAKE_TIMEOUT_S = 10.0
+# Once a frame has begun, the rest of its 1024 bytes must arrive within this: a client that
+# trickles a partial frame (slowloris) holds a connection slot for seconds, not minutes.
+DEFAULT_FRAME_TIMEOUT = 5.0
+# Connections from one client address: one address cannot take every slot of max_connections.
+DEFAULT_MAX_CONNECTIONS_PER_ADDRESS = 64
 
 _REASONS: Dict[int, str] = {
     chat_pb2.SessionEnded.TAKEN_OVER: "taken_over",
@@ -80,12 +85,14 @@ class _Connection:
         writer: asyncio.StreamWriter,
         idle_timeout: float,
         write_timeout: float,
+        frame_timeout: float = DEFAULT_FRAME_TIMEOUT,
     ) -> None:
         self._backend = backend
         self._reader = reader
         self._writer = writer
         self._idle_timeout = idle_timeout
         self._write_timeout = write_timeout
+        self._frame_timeout = frame_timeout
         # A wire connection that dies takes its in-flight request with it, so the pair
         # (connection id, counter) is a sufficient exactly-once key.
         self._client_id = uuid.uuid4().hex
@@ -121,14 +128,23 @@ class _Connection:
             await close_writer(self._writer, self._write_timeout)
 
     async def _read_frame(self) -> Optional[bytes]:
-        """The next frame, or None at EOF (a partial frame is dropped) or after the idle
-        timeout, which bounds a slow sender's whole frame, not each byte."""
+        """The next frame, or None at EOF (a partial frame is dropped), after the idle timeout
+        without its first byte, or when the rest of a begun frame takes longer than the
+        frame timeout."""
         try:
-            return await asyncio.wait_for(self._reader.readexactly(FRAME_SIZE), self._idle_timeout)
+            first = await asyncio.wait_for(self._reader.readexactly(1), self._idle_timeout)
         except asyncio.IncompleteReadError:
             return None
         except asyncio.TimeoutError:
             _log.debug("wire connection idle for %.1fs: closing", self._idle_timeout)
+            return None
+        try:
+            return first + await asyncio.wait_for(self._reader.readexactly(FRAME_SIZE - 1), self._frame_timeout)
+        except asyncio.IncompleteReadError:
+            return None
+        except asyncio.TimeoutError:
+            _log.info("wire connection from %s left a frame incomplete for %.1fs: closing",
+                      CLIENT_ADDRESS.get() or "an unknown address", self._frame_timeout)
             return None
 
     async def _send(self, message: codec.Response) -> None:
@@ -310,13 +326,22 @@ class WireListener:
     """A running wire-protocol server; `close()` ends it and all its connections."""
 
     def __init__(
-        self, backend: ChatBackend, idle_timeout: float, max_connections: int, write_timeout: float
+        self,
+        backend: ChatBackend,
+        idle_timeout: float,
+        max_connections: int,
+        write_timeout: float,
+        frame_timeout: float = DEFAULT_FRAME_TIMEOUT,
+        max_per_address: int = DEFAULT_MAX_CONNECTIONS_PER_ADDRESS,
     ) -> None:
         # Every request's fields are bounded before the backend proposes anything.
         self._backend = ValidatedBackend(backend)
         self._idle_timeout = idle_timeout
         self._max_connections = max_connections
         self._write_timeout = write_timeout
+        self._frame_timeout = frame_timeout
+        self._max_per_address = max_per_address
+        self._per_address: Dict[str, int] = {}
         self._server: Optional["asyncio.base_events.Server"] = None
         self._connections: Dict["asyncio.Task[None]", asyncio.StreamWriter] = {}
         self._closing = False
@@ -338,12 +363,20 @@ class WireListener:
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         assert task is not None
+        peer = writer.get_extra_info("peername")
+        address = str(peer[0]) if isinstance(peer, tuple) and peer else ""
         if self._closing or len(self._connections) >= self._max_connections:
             await self._reject(writer)
             return
+        if self._per_address.get(address, 0) >= self._max_per_address:
+            await self._reject(writer, f"too many connections from {address} (at most {self._max_per_address})")
+            return
         self._connections[task] = writer
+        self._per_address[address] = self._per_address.get(address, 0) + 1
         try:
-            await _Connection(self._backend, reader, writer, self._idle_timeout, self._write_timeout).serve()
+            await _Connection(
+                self._backend, reader, writer, self._idle_timeout, self._write_timeout, self._frame_timeout
+            ).serve()
         except asyncio.CancelledError:
             # close() cancelled us and the connection is closed: end normally, since asyncio's
             # stream callback on Python 3.11 reports a cancelled handler as an error.
@@ -351,9 +384,13 @@ class WireListener:
                 raise
         finally:
             self._connections.pop(task, None)
+            self._per_address[address] -= 1
+            if not self._per_address[address]:
+                del self._per_address[address]
 
-    async def _reject(self, writer: asyncio.StreamWriter) -> None:
-        why = "shutting down" if self._closing else f"too many connections (at most {self._max_connections})"
+    async def _reject(self, writer: asyncio.StreamWriter, why: str = "") -> None:
+        if not why:
+            why = "shutting down" if self._closing else f"too many connections (at most {self._max_connections})"
         writer.write(codec.encode(codec.Error(Code.UNAVAILABLE.name.lower(), f"{why}; try again later")))
         try:
             await asyncio.wait_for(writer.drain(), self._write_timeout)
@@ -386,9 +423,11 @@ async def start_wire_listener(
     max_connections: int = DEFAULT_MAX_CONNECTIONS,
     write_timeout: float = DEFAULT_WRITE_TIMEOUT,
     ssl_context: Optional[ssl.SSLContext] = None,
+    frame_timeout: float = DEFAULT_FRAME_TIMEOUT,
+    max_per_address: int = DEFAULT_MAX_CONNECTIONS_PER_ADDRESS,
 ) -> WireListener:
     """Listen on host:port (port 0: any free port, see `.port`) until `close()`; with
     `ssl_context`, every connection starts with a TLS handshake (then the same frames)."""
-    listener = WireListener(backend, idle_timeout, max_connections, write_timeout)
+    listener = WireListener(backend, idle_timeout, max_connections, write_timeout, frame_timeout, max_per_address)
     await listener._start(host, port, ssl_context)
     return listener

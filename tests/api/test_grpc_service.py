@@ -246,3 +246,37 @@ def test_a_port_held_by_another_socket_fails_loudly() -> None:
         run(scenario())
     finally:
         holder.close()
+
+
+def test_connect_streams_per_client_address_are_capped() -> None:
+    async def scenario() -> None:
+        replica = FakeReplica(FakeCluster())
+        server, port = create_grpc_server(replica, "127.0.0.1:0", max_streams_per_address=2)
+        await server.start()
+        try:
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+                stub = chat_pb2_grpc.ChatStub(channel)
+                names = ["alice", "bob", "carol", "dave"]
+                for n, name in enumerate(names, 1):
+                    await stub.CreateUser(chat_pb2.CreateUserRequest(name=name, client_id="c", request_seq=n))
+                calls = [stub.Connect(chat_pb2.ConnectRequest(name=names[k], session_id=f"s{k}")) for k in range(2)]
+                for call in calls:
+                    assert (await call.read()).WhichOneof("event") == "connected"
+                third = stub.Connect(chat_pb2.ConnectRequest(name="carol", session_id="s3"))
+                error = await _status_of(third.read())
+                assert error.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+                assert "too many connect streams from 127.0.0.1 (at most 2)" in (error.details() or "")
+                calls[0].cancel()  # a slot comes back once a stream ends
+                for _ in range(100):
+                    fourth = stub.Connect(chat_pb2.ConnectRequest(name="dave", session_id="s4"))
+                    try:
+                        if (await fourth.read()).WhichOneof("event") == "connected":
+                            break
+                    except grpc.aio.AioRpcError:
+                        await asyncio.sleep(0.05)  # the server has not seen the cancel yet
+                else:
+                    raise AssertionError("the slot never came back")
+        finally:
+            await server.stop(None)
+
+    run(scenario())

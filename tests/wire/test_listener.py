@@ -9,7 +9,7 @@ import contextlib
 import re
 import socket
 import time
-from typing import AsyncIterator, Awaitable, Dict, List, Optional, TypeVar
+from typing import AsyncIterator, Awaitable, Callable, Dict, List, Optional, TypeVar
 
 import pytest
 
@@ -396,7 +396,7 @@ def test_truncated_frame_closes_the_connection() -> None:
 
 def test_idle_connection_is_closed() -> None:
     async def scenario() -> None:
-        async with serving(idle_timeout=0.2) as listener:
+        async with serving(idle_timeout=0.2, frame_timeout=0.2) as listener:
             raw = await Raw.open(listener)
             started = time.monotonic()
             assert await raw.eof() == b""
@@ -411,9 +411,55 @@ def test_idle_connection_is_closed() -> None:
     run(scenario())
 
 
+def test_a_partial_frame_must_complete_within_the_frame_timeout() -> None:
+    """Slowloris: the idle timeout is long, but a begun frame gets only frame_timeout."""
+
+    async def scenario() -> None:
+        async with serving(idle_timeout=300.0, frame_timeout=0.3) as listener:
+            raw = await Raw.open(listener)
+            await raw.write(b"send\0")
+            started = time.monotonic()
+            assert await raw.eof() == b""
+            assert time.monotonic() - started < 5.0
+            raw.close()
+            assert await _eventually(lambda: listener.active_connections == 0)
+
+    run(scenario())
+
+
+async def _eventually(condition: Callable[[], bool], timeout: float = 5.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        await asyncio.sleep(0.01)
+    return True
+
+
+def test_connections_per_address_are_capped() -> None:
+    async def scenario() -> None:
+        async with serving(max_per_address=2) as listener:
+            async with client(listener) as one, client(listener) as two:
+                await one.ping()
+                await two.ping()
+                raw = await Raw.open(listener)
+                refusal = await raw.response()
+                assert isinstance(refusal, codec.Error) and refusal.code == "unavailable"
+                assert "too many connections from 127.0.0.1 (at most 2)" in refusal.message
+                assert await raw.eof() == b""
+                raw.close()
+                await one.ping()  # the others keep being served
+            # Slots come back when connections close.
+            assert await _eventually(lambda: listener.active_connections == 0)
+            async with client(listener) as three:
+                await three.ping()
+
+    run(scenario())
+
+
 def test_slow_client_works_and_is_bounded_by_the_idle_timeout_per_frame() -> None:
     async def scenario() -> None:
-        async with serving(idle_timeout=1.0) as listener:
+        async with serving(idle_timeout=1.0, frame_timeout=1.0) as listener:
             raw = await Raw.open(listener)
             raw.writer.transport.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             # Fast enough: a whole frame, byte by byte, well inside the idle timeout.
