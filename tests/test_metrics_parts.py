@@ -80,6 +80,20 @@ def test_requests_are_counted_by_method_and_outcome() -> None:
     assert backend.status() == "the backend's own"
 
 
+def test_snapshots_are_counted_and_sized() -> None:
+    from prometheus_client import generate_latest
+
+    m = metrics()
+    assert "replichat_snapshot_bytes" not in generate_latest(m.registry).decode()  # none yet: no size
+    m.snapshot_taken(0.3, 4096)
+    m.snapshot_installed(1.2, 8192)
+    text = generate_latest(m.registry).decode()
+    assert 'replichat_snapshots_total{kind="taken"} 1.0' in text
+    assert 'replichat_snapshots_total{kind="installed"} 1.0' in text
+    assert "replichat_snapshot_bytes 8192.0" in text
+    assert 'replichat_snapshot_seconds_bucket{le="0.5"} 1.0' in text and "replichat_snapshot_seconds_count 1.0" in text
+
+
 def test_http_heads_are_parsed_strictly() -> None:
     request = http_server.parse_head(b"GET /api/cluster?x=1 HTTP/1.1\r\nHost: 127.0.0.1:9\r\nOrigin: http://a")
     assert request == http_server.Request("GET", "/api/cluster", {"host": "127.0.0.1:9", "origin": "http://a"})

@@ -32,5 +32,11 @@ class RuntimeObserver:
     def delivered(self, count: int) -> None:
         """`count` messages were pushed to a connected session."""
 
+    def snapshot_taken(self, seconds: float, size_bytes: int) -> None:
+        """This replica wrote a snapshot of its applied state (how long it took, its size)."""
+
+    def snapshot_installed(self, seconds: float, size_bytes: int) -> None:
+        """This replica installed a snapshot received from the leader."""
+
 
 NO_OBSERVER = RuntimeObserver()

@@ -24,6 +24,8 @@ ROLES = ("follower", "pre-candidate", "candidate", "leader")
 # fsync of a batch takes ~0.3 ms on a good disk, tens of ms on a slow one.
 FSYNC_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+# Writing a snapshot of the chat state: a VACUUM INTO plus fsync, from milliseconds to minutes.
+SNAPSHOT_BUCKETS = (0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0)
 # The page's timeline: the last leader changes this replica saw.
 TIMELINE_LENGTH = 200
 
@@ -72,6 +74,10 @@ class ReplicaMetrics(RuntimeObserver):
         self.propose_to_commit_seconds = Histogram(
             "replichat_propose_to_commit_seconds",
             "Time from a write's proposal on this replica to its commit and apply here", LATENCY_BUCKETS)
+        self.snapshot_seconds = Histogram(
+            "replichat_snapshot_seconds", "Time to write a snapshot of the chat state", SNAPSHOT_BUCKETS)
+        self.snapshots: Dict[str, int] = collections.defaultdict(int)  # taken | installed
+        self.snapshot_bytes: Optional[int] = None
         self.proposals = 0
         self.commits = 0
         self.persisted_entries = 0
@@ -155,6 +161,15 @@ class ReplicaMetrics(RuntimeObserver):
     def delivered(self, count: int) -> None:
         self.messages_delivered += count
 
+    def snapshot_taken(self, seconds: float, size_bytes: int) -> None:
+        self.snapshot_seconds.observe(seconds)
+        self.snapshots["taken"] += 1
+        self.snapshot_bytes = size_bytes
+
+    def snapshot_installed(self, seconds: float, size_bytes: int) -> None:
+        self.snapshots["installed"] += 1
+        self.snapshot_bytes = size_bytes
+
     # ----------------------------------------------------------------- transports
 
     def request_done(self, transport: str, method: str, status: str) -> None:
@@ -170,8 +185,16 @@ class _ScrapeTimeCollector:
 
     def collect(self) -> Iterator[Metric]:
         m = self._m
-        for histogram in (m.fsync_seconds, m.apply_seconds, m.propose_to_commit_seconds):
+        for histogram in (m.fsync_seconds, m.apply_seconds, m.propose_to_commit_seconds, m.snapshot_seconds):
             yield histogram.family()
+        snapshots = CounterMetricFamily("replichat_snapshots", "Snapshots taken here or installed from the leader",
+                                        labels=["kind"])
+        for kind in ("taken", "installed"):
+            snapshots.add_metric([kind], float(m.snapshots.get(kind, 0)))
+        yield snapshots
+        if m.snapshot_bytes is not None:
+            yield GaugeMetricFamily("replichat_snapshot_bytes", "Size of the latest snapshot taken or installed",
+                                    value=float(m.snapshot_bytes))
         status = m._status()
         role = GaugeMetricFamily("replichat_raft_role", "1 for this replica's current Raft role", labels=["role"])
         for name in ROLES:
