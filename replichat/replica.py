@@ -1,13 +1,17 @@
-"""One replica process: the node, its gRPC server (chat API), its Raft listener (peers, plain
-TCP, see transport.py) and its wire listener."""
+"""One replica process: the Raft node, the chat service on it, its gRPC server (chat API), its
+Raft listener (peers, see transport.py) and its wire listener."""
 import asyncio
 import logging
+import os
 import signal
 from typing import Dict, List, Optional
 
+from replichat import defaults
 from replichat.api.grpc_service import DEFAULT_MAX_STREAMS_PER_ADDRESS, create_grpc_server
+from replichat.chat.machine import ChatMachine
+from replichat.chat.service import ChatService
 from replichat.metrics.monitoring import monitoring_or_none
-from replichat.node import Node, NodeOptions
+from replichat.runtime.node import Node, NodeOptions
 from replichat.security.options import INSECURE_PEERS_WARNING, Security, is_loopback
 from replichat.identity import (
     FILE_NAME, REPLACED_HELP, IdentityError, IdentityStore, cluster_id_from_ca, cluster_id_from_members,
@@ -45,9 +49,12 @@ async def serve_replica(
     `cluster`: every replica's gRPC address; `peers`: every replica's Raft address (default:
     derived from `cluster`, see defaults.raft_addresses). Raises ListenError before anything
     has started if the gRPC or Raft port cannot be bound."""
-    node = Node(node_id, cluster, data_dir, options, peers)
-    monitoring = monitoring_or_none(node, cluster, data_dir, metrics_address, security.grpc_channel_credentials())
-    backend = {t: node if monitoring is None else monitoring.backend_for(node, t) for t in ("grpc", "wire")}
+    peers = dict(peers) if peers is not None else defaults.raft_addresses(cluster)
+    state_path = os.path.join(data_dir, "state.db")
+    node = Node(node_id, peers, data_dir, lambda log: ChatMachine.open(state_path, log), options)
+    service = ChatService(node, state_path, address=cluster[node_id])
+    monitoring = monitoring_or_none(service, cluster, data_dir, metrics_address, security.grpc_channel_credentials())
+    backend = {t: service if monitoring is None else monitoring.backend_for(service, t) for t in ("grpc", "wire")}
     replaced: "asyncio.Future[str]" = asyncio.get_event_loop().create_future()
     guard = _identity_guard(cluster, security, replaced)
     # Peers dial each other with the cluster certificate (mutual TLS) unless --insecure-peers.
@@ -87,20 +94,20 @@ async def serve_replica(
     log.info("replica %d data identity: cluster %s, incarnation %s%s", node_id, guard.cluster_id.hex(),
              guard.incarnation.hex(), " (a new data directory)" if store.identity.fresh else "")
 
-    await node.start()
+    await service.start()
     await server.start()
     wire = None
     if wire_address:
         host, _, wire_port = wire_address.rpartition(":")
         wire = await start_wire_listener(backend["wire"], host, int(wire_port), ssl_context=security.wire_context())
-        node.wire_address = f"{host}:{wire.port}"
+        service.wire_address = f"{host}:{wire.port}"
     if monitoring is not None:
         monitoring.start()
     log.info(
         "replica %d serving gRPC%s on %s, Raft (peers, %s) on %s%s, data in %s",
         node_id, " (TLS)" if security.client_tls else "", grpc_address,
         "mutual TLS" if security.peer is not None else "PLAIN TCP", raft_address,
-        f", wire protocol{' (TLS)' if security.wire_tls else ''} on {node.wire_address}" if wire else "", data_dir,
+        f", wire protocol{' (TLS)' if security.wire_tls else ''} on {service.wire_address}" if wire else "", data_dir,
     )
 
     stop = asyncio.Event()
@@ -115,7 +122,7 @@ async def serve_replica(
     if replaced.done():
         log.critical("replica %d refuses to serve: %s. %s", node_id, replaced.result(),
                      REPLACED_HELP.format(replica=node_id, file=FILE_NAME))
-        await node.stop(transfer_leadership=False)
+        await service.stop(transfer_leadership=False)
         if wire is not None:
             await wire.close()
         await server.stop(None)
@@ -127,15 +134,15 @@ async def serve_replica(
     failure = node.failure
     log.info("replica %d stopping%s", node_id, f" after: {failure!r}" if failure else "")
     if failure is None:
-        await node.stop()
+        await service.stop()
     if monitoring is not None:
         await monitoring.close()
     if wire is not None:
         await wire.close()
     await server.stop(grace=0.5)
     if failure is not None:
-        await node.stop(transfer_leadership=False)
-    # Only once the node has stopped: a leader handing over leadership in node.stop() still
+        await service.stop(transfer_leadership=False)
+    # Only once the node has stopped: a leader handing over leadership in service.stop() still
     # needs its peers' answers. Closing drops their connections, so they see this replica go.
     peer_listener.close()
     await peer_listener.wait_closed()

@@ -203,7 +203,7 @@ def _local_cluster(parser: argparse.ArgumentParser, args: argparse.Namespace) ->
 
 
 def _one_replica(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
-    from replichat.node import NodeOptions
+    from replichat.runtime.node import NodeOptions
     from replichat.integrity import CorruptDataError
     from replichat.identity import IdentityError
     from replichat.replica import ListenError, serve_replica

@@ -1,7 +1,7 @@
 """What a client transport (gRPC or the seed wire protocol) needs from a replica.
 
 Both transports are thin: they decode a request, call one of these methods, and encode the
-answer or the ChatError it raised. The replica's Node implements this; tests may fake it.
+answer or the ChatError it raised. The replica's ChatService (replichat.chat.service) implements this; tests may fake it.
 """
 from typing import AsyncIterator, List
 

@@ -1,5 +1,5 @@
-"""Deterministic simulation of a replichat cluster: the real consensus core and the real chat
-state machine, with a simulated network, disk, clock and clients, all driven by one seeded
+"""Deterministic simulation of a replichat cluster: the real runtime driver, the real consensus
+core and the real chat state machine, with a simulated network, disk, clock and clients, all driven by one seeded
 random generator, so that any failing run replays exactly from its seed.
 
 Layout (each module one concern):
@@ -9,7 +9,8 @@ Layout (each module one concern):
     world           what every component shares: the generator, the queue, the checker
     network         replica-to-replica links: latency, loss, duplication, delay, cuts
     disk            durable Raft log + hard state, atomically saved
-    replica         one replica driven like node.py: feed -> Ready -> persist -> send -> apply
+    replica         one replica: the runtime's driver with simulated disk time, crashes, pauses
+    serving         which simulated client waits for which answer of the driver
     requests        client <-> replica request and reply values
     clients         simulated clients: concurrent, retrying, recording their history
     nemesis         the fault injector
@@ -23,7 +24,7 @@ Layout (each module one concern):
     shrink          smaller failing runs from a failing one
     cli             python -m replichat.sim
 
-Recovery after a crash follows node.py: the chat state database survives a process crash (so
+Recovery after a crash is the driver's (recover_core), as in the node: the chat state database survives a process crash (so
 the replica resumes from its last_applied), and a power-loss fault wipes it (so the replica
 re-applies the committed log from index 1); the Raft log and hard state always survive.
 """

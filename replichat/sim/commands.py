@@ -1,7 +1,7 @@
 """Translation between the checker's model operations and what the service really runs.
 
-Writes become `command_pb2.Command`s (the bytes the Raft log carries, exactly as node.py builds
-them: the proposer stamps its clock, so a retry through another replica is different bytes for
+Writes become `command_pb2.Command`s (the bytes the Raft log carries, exactly as the chat service
+builds them: the proposer stamps its clock, so a retry through another replica is different bytes for
 the same request); answers (`CommandResult`s, read results) become model outputs. Real-process
 tests can use `output_of` to record their histories the same way.
 """

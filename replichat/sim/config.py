@@ -61,7 +61,7 @@ class Timing(NamedTuple):
     latency: int = 20  # normal one-way latency: uniform in [1, latency]
     long_delay: int = 1500  # a delayed message: uniform in [tick, long_delay]
     disk: int = 15  # time to persist a Ready: uniform in [0, disk]
-    # Clients and the replica's request handling (as in node.py: re-propose, then give up).
+    # Clients and the replica's request handling (the runtime driver's: re-propose, then give up).
     client_think: int = 300
     client_timeout: int = 2500
     client_backoff: int = 200

@@ -7,9 +7,12 @@ is the code under test.
 """
 from typing import Callable, Dict, NamedTuple
 
-from replichat.raft.core import Config, RaftCore
+from typing import List, Tuple
+
+from replichat.raft.core import Config, RaftCore, Ready
 from replichat.raft.log import RaftLog
-from replichat.raft.messages import NO_LEADER, HardState, ReadState
+from replichat.raft.messages import NO_LEADER, HardState, Message, ReadState
+from replichat.runtime.driver import Driver
 
 
 class CommitsEarlierTerms(RaftCore):
@@ -48,13 +51,21 @@ class ReadsWithoutQuorum(RaftCore):
         self._deliver_read(ReadState(self.log.committed, context), requester)
 
 
+class SendsBeforePersist(Driver):
+    """The runtime sends a Ready's messages before persisting it: acknowledgements can outrun
+    durability, so a crash loses entries a quorum was counted for."""
+
+    def _split(self, ready: Ready) -> Tuple[List[Message], List[Message]]:
+        return ready.messages, []
+
+
 CoreFactory = Callable[[Config, RaftLog, HardState], RaftCore]
+DriverFactory = Callable[..., Driver]
 
 
 class Mutant(NamedTuple):
     make_core: CoreFactory
-    # Runtime bug: send a Ready's messages before it is durable.
-    send_before_persist: bool = False
+    make_driver: DriverFactory = Driver
     description: str = ""
 
 
@@ -63,12 +74,7 @@ MUTANTS: Dict[str, Mutant] = {
     "commit-earlier-terms": Mutant(CommitsEarlierTerms, description=CommitsEarlierTerms.__doc__ or ""),
     "forget-votes": Mutant(ForgetsVotes, description=ForgetsVotes.__doc__ or ""),
     "reads-without-quorum": Mutant(ReadsWithoutQuorum, description=ReadsWithoutQuorum.__doc__ or ""),
-    "send-before-persist": Mutant(
-        RaftCore,
-        send_before_persist=True,
-        description="The runtime sends a Ready's messages before persisting it: acknowledgements can "
-        "outrun durability, so a crash loses entries a quorum was counted for.",
-    ),
+    "send-before-persist": Mutant(RaftCore, SendsBeforePersist, description=SendsBeforePersist.__doc__ or ""),
 }
 
 

@@ -1,43 +1,41 @@
-"""One simulated replica: the real RaftCore and the real ChatState, driven like node.py does.
+"""One simulated replica: the real runtime driver, the real RaftCore and the real ChatState,
+with simulated IO — disk time, crash points, pause, the network — in place of the asyncio node's.
 
-The loop is node.py's, with simulated time in place of awaits:
+The driver (replichat.runtime.driver) is the asyncio node's, so its ordering is what is tested:
 
-    feed queued input to the core -> ready() -> persist (takes disk time)
-    -> send messages -> apply committed entries -> answer waiters -> advance() -> repeat
+    driver.feed() -> next_step() -> send early messages -> persist (takes disk time)
+    -> send the rest -> apply committed entries -> driver.applied() -> driver.advance() -> repeat
 
-While a Ready is being persisted the core is left alone and input queues up, exactly as in the
-runtime; that window is where a crash loses the whole Ready (nothing durable, nothing sent).
-A crash can also be placed after the persist, after the send or after the apply — the points
-where a real process can die between the steps of one Ready.
+While a Step is being persisted the core is left alone and input queues up in the driver,
+exactly as in the node; that window is where a crash loses the whole Ready (nothing durable,
+nothing sent but a leader's early appends). A crash can also be placed after the persist, after
+the send or after the apply — the points where a real process can die between the steps.
 
-Restart rebuilds the core the way node.py does: durable log + hard state from the disk, the
-chat state's last_applied taken as applied *and* committed (the hard state's commit index is
-written lazily and may lag). A plain crash keeps the chat state database (SQLite keeps committed
-transactions across a process crash); a power-loss crash replaces it with an empty one, so the
-replica re-applies the log from index 1 — both recoveries get exercised.
+Restart rebuilds the core with the driver's recover_core, as the node does: a plain crash keeps
+the chat state database (SQLite keeps committed transactions across a process crash); a
+power-loss crash replaces it with an empty one, so the replica re-applies the log from index 1 —
+both recoveries get exercised.
 
-Client requests are served as node.py serves them (serving.py); a stopped process holds them
-until it resumes, a dead one drops them.
+Client requests wait in the driver's tables (serving.py only maps them to simulated clients);
+a stopped process holds them until it resumes, a dead one drops them.
 """
-import collections
 import enum
-from typing import Callable, Deque, List, Optional, Tuple
+from typing import Callable, List, Optional, Tuple, TypeVar
 
+from replichat.chat.machine import ChatMachine
 from replichat.chat.state import Applied, ChatState
-from replichat.raft.core import Config, NotLeader, RaftCore, Ready, Role
-from replichat.raft.log import RaftLog
-from replichat.raft.messages import NO_LEADER, Entry, HardState, Message, MsgType
+from replichat.raft.core import Config, RaftCore, Role
+from replichat.raft.messages import Message, MsgType
+from replichat.runtime.driver import Driver, RecoveryError, Step, recover_core
 from replichat.sim.disk import Disk
 from replichat.sim.invariants import InvariantViolation
+from replichat.sim.mutants import Mutant
 from replichat.sim.network import Network, describe
 from replichat.sim.requests import Reply, Request
-from replichat.sim.serving import RequestServer
+from replichat.sim.serving import ClientDesk
 from replichat.sim.world import World
 
-CoreFactory = Callable[[Config, RaftLog, HardState], RaftCore]
-
-# Inbox items: (kind, payload).
-_MESSAGE, _TICK, _PROPOSE, _READ, _TRANSFER = range(5)
+T = TypeVar("T")
 
 # Where a crash requested during a Ready's persist window strikes.
 CRASH_POINTS = ("before-persist", "after-persist", "after-send", "after-apply")
@@ -58,24 +56,24 @@ class SimReplica:
         world: World,
         network: Network,
         config: Config,
-        make_core: CoreFactory,
+        mutant: Mutant,
         reply: Callable[[Reply], None],
-        send_before_persist: bool = False,
     ) -> None:
         self.id = rid
         self.world = world
         self.network = network
         self.config = config
-        self._make_core = make_core
-        # A deliberately broken runtime (mutants.py): messages leave before their Ready is durable.
-        self._send_before_persist = send_before_persist
+        # The real core and driver, or a deliberately broken one (mutants.py).
+        self._mutant = mutant
+        self._reply = reply
         self.disk = Disk()
         self.state = ChatState(":memory:")
+        self.driver: Optional[Driver] = None
         self.core: Optional[RaftCore] = None
+        self.desk: Optional[ClientDesk] = None
         self.status = Status.DOWN
         self.busy = False
         self.life = 0
-        self.inbox: Deque[Tuple[int, object]] = collections.deque()
         # Work that arrived while the process was stopped (SIGSTOP): runs on resume.
         self._held: List[Callable[[], None]] = []
         self._missed_tick = False
@@ -89,36 +87,35 @@ class SimReplica:
         self.power_loss_pending = False
         self.tick_factor = 1
         self.disk_factor = 1
-        self.server = RequestServer(
-            world, rid, lambda data: self.inbox.append((_PROPOSE, data)), lambda ctx: self.inbox.append((_READ, ctx)), reply
-        )
-        self._known_leader = NO_LEADER
 
     # ----------------------------------------------------------------- lifecycle
 
     def start(self) -> None:
-        """(Re)build the core from what is durable, as node.py does at start."""
+        """(Re)build the core and driver from what is durable, as the node does at start."""
         world = self.world
         hard_state, entries = self.disk.load()
         applied = self.state.last_applied
-        if applied > len(entries):
-            raise InvariantViolation(
-                "durability", f"replica {self.id} chat state applied {applied} entries but its disk holds {len(entries)}"
-            )
-        committed = max(hard_state.commit, applied)
         config = self.config._replace(seed=world.rng.randrange(1 << 30))
-        self.core = self._make_core(config, RaftLog(entries, committed, applied), hard_state)
+        try:
+            core = recover_core(config, hard_state, entries, applied, self._mutant.make_core)
+        except RecoveryError as error:
+            raise InvariantViolation("durability", f"replica {self.id}: {error}") from error
+        self.life += 1
+        self.desk = ClientDesk(world, self.id, self.life, self.state, self._reply)
+        timing = world.timing
+        self.driver = self._mutant.make_driver(
+            core, ChatMachine.request_key, self.desk, timing.server_retry, timing.server_timeout
+        )
+        self.core = core
         self.status = Status.UP
         self.busy = False
-        self.life += 1
-        self._known_leader = NO_LEADER
         self._seen_role: Tuple[Role, int] = (Role.FOLLOWER, -1)
         self.trap = None
-        self._commit_seen = self.core.log.committed
+        self._commit_seen = core.log.committed
         world.checker.new_life(self.id)
         world.log(
             f"r{self.id} start life {self.life}: term {hard_state.term} vote {hard_state.vote} "
-            f"log {len(entries)} commit {committed} applied {applied}"
+            f"log {len(entries)} commit {core.log.committed} applied {applied}"
         )
         self._observe()
         self.kick()
@@ -137,11 +134,11 @@ class SimReplica:
         self.status = Status.DOWN
         self.busy = False
         self.core = None
+        self.driver = None  # its queued input and pending requests die with the process
+        self.desk = None
         self.crash_point = None
         self.trap = None
-        self.inbox.clear()
         self._held.clear()
-        self.server.forget()
         if self.power_loss_pending:
             self.power_loss_pending = False
             self.state.close()
@@ -162,20 +159,13 @@ class SimReplica:
         self.status = Status.UP
         self.world.log(f"r{self.id} resumed")
         held, self._held = self._held, []
-        # A woken process reads its sockets in no particular order: sometimes the client
-        # requests that queued up go to the core before the peer messages that did.
-        peers_first = self.world.rng.random() < 0.5
-        if not peers_first:
-            waiting, self.inbox = self.inbox, collections.deque()
         for action in held:
             if self.status is Status.UP:
                 action()
-        if not peers_first and self.status is Status.UP:
-            self.inbox.extend(waiting)
-        if self._missed_tick and self.status is Status.UP:
-            # Like node.py after a stall: one tick, not a burst.
+        if self._missed_tick and self.status is Status.UP and self.driver is not None:
+            # Like the node after a stall: one tick, not a burst.
             self._missed_tick = False
-            self.inbox.append((_TICK, None))
+            self.driver.tick()
         self.kick()
 
     # ----------------------------------------------------------------- inputs
@@ -186,62 +176,55 @@ class SimReplica:
             return
         if self.status is not Status.UP:
             return
+        driver = self.driver
+        assert driver is not None
         self.world.log(f"tick      r{self.id}")
-        self.inbox.append((_TICK, None))
-        self.server.timers()
+        driver.tick()
+        driver.expire(self.world.now)
         self.kick()
 
     def receive(self, m: Message) -> None:
         if self.status is Status.DOWN:
             return
+        driver = self.driver
+        assert driver is not None
         self.world.log(f"deliver   {describe(m)}")
-        self.inbox.append((_MESSAGE, m))
+        driver.step_messages((m,))
         self.kick()
 
     def transfer(self, target: int) -> None:
         if self.status is Status.UP:
-            self.inbox.append((_TRANSFER, target))
+            assert self.driver is not None
+            self.world.log(f"r{self.id} transfers leadership to r{target}")
+            self.driver.transfer(target)
             self.kick()
 
     def kick(self) -> None:
         """Hand queued input to the core and start persisting its Ready, unless busy."""
         if self.status is not Status.UP or self.busy:
             return
+        driver = self.driver
+        assert driver is not None
         while self.status is Status.UP:
-            if self.inbox:
-                self._feed()
-            if self.status is not Status.UP or self._start_ready() or not self.inbox:
+            if driver.has_input():
+                self._guarded(driver.feed, "")
+                self._observe()
+            if self.status is not Status.UP:
+                return
+            step = self._guarded(driver.next_step, " in ready")
+            if step is not None:
+                self._start_step(step)
+                return
+            if not driver.has_input():
                 return
 
-    def _feed(self) -> None:
-        core = self.core
-        assert core is not None
-        inbox = self.inbox
+    def _guarded(self, action: Callable[[], "T"], where: str) -> "T":
         try:
-            while inbox:
-                kind, payload = inbox.popleft()
-                if kind == _MESSAGE:
-                    core.step(payload)  # type: ignore[arg-type]
-                elif kind == _TICK:
-                    core.tick()
-                elif kind == _PROPOSE:
-                    try:
-                        core.propose([payload])  # type: ignore[list-item]
-                    except NotLeader:
-                        pass  # as node.py: the waiter re-proposes later
-                elif kind == _READ:
-                    try:
-                        core.read_index(payload)  # type: ignore[arg-type]
-                    except NotLeader:
-                        pass
-                elif kind == _TRANSFER:
-                    self.world.log(f"r{self.id} transfers leadership to r{payload}")
-                    core.transfer_leadership(payload)  # type: ignore[arg-type]
+            return action()
         except InvariantViolation:
             raise
         except Exception as error:
-            raise InvariantViolation("core-error", f"replica {self.id} core raised {error!r}") from error
-        self._observe()
+            raise InvariantViolation("core-error", f"replica {self.id} core raised {error!r}{where}") from error
 
     def _observe(self) -> None:
         core = self.core
@@ -261,22 +244,13 @@ class SimReplica:
         if core.role is Role.LEADER and not was_leader:
             self.world.log(f"r{self.id} LEADER term {core.term} (log {core.log.last_index}, commit {core.log.committed})")
             self.world.on_elected(self.id)
-        if core.leader != self._known_leader:
-            self._known_leader = core.leader
-            if core.leader != NO_LEADER:
-                self.server.new_leader()
 
     # ----------------------------------------------------------------- the Ready cycle
 
-    def _start_ready(self) -> bool:
+    def _start_step(self, step: Step) -> None:
         core = self.core
         assert core is not None
-        try:
-            if not core.has_ready():
-                return False
-            ready = core.ready()
-        except Exception as error:
-            raise InvariantViolation("core-error", f"replica {self.id} core raised {error!r} in ready") from error
+        ready = step.ready
         self.world.checker.on_ready(self.id, core.log, core.term, ready)
         if self.trap == "vote" and self.crash_point is None and any(
             m.type is MsgType.VOTE_RESP and not m.reject for m in ready.messages
@@ -284,50 +258,48 @@ class SimReplica:
             self.trap, self._sprung = None, "vote"
             self.crash_point = "after-send"
             self.world.log(f"r{self.id} grants a vote: will crash once it is sent")
-        if self._send_before_persist:
-            self._send(ready.messages)
+        # A leader may send while it persists (the node does); whether those messages are out of
+        # the process before it crashes is up to its transport: both cases happen (the run
+        # picks how often: never, half the time, or always, see simulation.py).
+        chance = self.world.early_send_chance
+        early_out = bool(step.early) and (chance >= 1.0 or (chance > 0.0 and self.world.rng.random() < chance))
+        if early_out:
+            self._send(step.early)
         self.busy = True
         life = self.life
-        has_write = bool(ready.entries) or ready.hard_state is not None
-        delay = self.world.rng.randint(0, self.world.timing.disk) * self.disk_factor if has_write else 0
-        self.world.queue.after(delay, lambda: self._persisted(ready, life))
-        return True
+        delay = self.world.rng.randint(0, self.world.timing.disk) * self.disk_factor if step.must_persist else 0
+        self.world.queue.after(delay, lambda: self._persisted(step, life, early_out))
 
-    def _persisted(self, ready: Ready, life: int) -> None:
+    def _persisted(self, step: Step, life: int, early_out: bool = True) -> None:
         if life != self.life or self.status is Status.DOWN:
             return  # crashed while persisting: nothing of this Ready is durable, nothing sent
         if self.status is Status.PAUSED:
-            self._held.append(lambda: self._persisted(ready, life))
+            self._held.append(lambda: self._persisted(step, life, early_out))
             return
-        core = self.core
-        assert core is not None
+        driver = self.driver
+        assert driver is not None
         world = self.world
-        if ready.entries or ready.hard_state is not None:
-            removed = self.disk.save(ready.hard_state, ready.entries)
+        if step.must_persist:
+            removed = self.disk.save(step.hard_state, step.entries)
             world.checker.on_saved(self.id, removed)
-            hs = ready.hard_state
+            hs = step.hard_state
             world.log(
-                f"r{self.id} persist {len(ready.entries)} entries"
-                + (f" [{ready.entries[0].index}..{ready.entries[-1].index}]" if ready.entries else "")
+                f"r{self.id} persist {len(step.entries)} entries"
+                + (f" [{step.entries[0].index}..{step.entries[-1].index}]" if step.entries else "")
                 + (f" hs=t{hs.term}/v{hs.vote}/c{hs.commit}" if hs is not None else "")
             )
         if self._crash_here("after-persist"):
             return
-        if not self._send_before_persist:
-            self._send(ready.messages)
+        late = driver.persisted(step)
+        self._send(late if early_out else step.early + late)
         if self._crash_here("after-send"):
             return
-        if ready.committed:
-            self._apply(ready.committed)
+        if step.ready.committed:
+            self._apply(driver, step)
         if self._crash_here("after-apply"):
             return
-        self.server.read_states(ready.read_states)
-        try:
-            core.advance(ready)
-        except Exception as error:
-            raise InvariantViolation("core-error", f"replica {self.id} core raised {error!r} in advance") from error
+        self._guarded(lambda: driver.advance(step), " in advance")
         self._observe()
-        self.server.serve_reads(self.state)
         self.busy = False
         self.kick()
 
@@ -342,10 +314,11 @@ class SimReplica:
             return True
         return False
 
-    def _apply(self, entries: List[Entry]) -> None:
+    def _apply(self, driver: Driver, step: Step) -> None:
         world = self.world
+        entries = step.ready.committed
         try:
-            applied: List[Applied] = self.state.apply_batch([(e.index, e.data) for e in entries])
+            applied: List[Applied] = self.state.apply_batch(step.committed_items())
         except RuntimeError as error:
             raise InvariantViolation("apply", f"replica {self.id}: {error}") from error
         world.checker.on_applied(self.id, entries, applied)
@@ -353,7 +326,7 @@ class SimReplica:
         last = entries[-1].index
         if last % DIGEST_EVERY == 0:
             world.checker.on_digest(self.id, last, self.state.digest())
-        self.server.applied(entries, applied)
+        driver.applied(step, applied)
 
     # ----------------------------------------------------------------- serving clients
 
@@ -361,14 +334,16 @@ class SimReplica:
         if self.status is Status.PAUSED:
             self._held.append(lambda: self.client_write(request))
         elif self.status is Status.UP:
-            self.server.write(request)
+            assert self.desk is not None and self.driver is not None
+            self.desk.write(self.driver, request)
             self.kick()
 
     def client_read(self, request: Request) -> None:
         if self.status is Status.PAUSED:
             self._held.append(lambda: self.client_read(request))
         elif self.status is Status.UP:
-            self.server.read(request, self.life)
+            assert self.desk is not None and self.driver is not None
+            self.desk.read(self.driver, request)
             self.kick()
 
     # ----------------------------------------------------------------- views

@@ -87,6 +87,9 @@ class Simulation:
         # Small batches and pipelines on some runs: more partial appends, more interleavings.
         batch = rng.choice((1, 1, 2, 3, 8, 512))
         inflight = rng.choice((1, 2, 4, 32))
+        # A leader's appends sent while it persists are out before a crash: never, half the
+        # time, always (never keeps the logs of short-lived leaders apart: Figure 8's setting).
+        world.early_send_chance = rng.choice((0.0, 0.5, 1.0))
         self.replicas: Dict[int, SimReplica] = {}
         for rid in ids:
             core_config = Config(
@@ -94,10 +97,13 @@ class Simulation:
                 max_entries_per_append=batch, max_inflight=inflight,
             )
             self.replicas[rid] = SimReplica(
-                rid, world, self.network, core_config, mutant.make_core, self.client_net.reply, mutant.send_before_persist
+                rid, world, self.network, core_config, mutant, self.client_net.reply
             )
             self.client_net.replicas[rid] = self._handler(self.replicas[rid])
-        world.log(f"config {config.command(trace=False)}; batch {batch}, inflight {inflight}")
+        world.log(
+            f"config {config.command(trace=False)}; batch {batch}, inflight {inflight}, "
+            f"early sends {world.early_send_chance:g}"
+        )
         self.history: List[Operation] = []
         self.clients: List[SimClient] = make_clients(
             world, self.client_net, ids, config.clients, list(NAMES[: config.names]), self.history,

@@ -24,6 +24,9 @@ class World:
         self.faults: Counter[str] = Counter()
         self.counts: Counter[str] = Counter()
         self.checker = SafetyChecker(tuple(range(1, config.replicas + 1)))
+        # How often a leader's messages leave while it persists (rather than after): drawn
+        # per run by the simulation.
+        self.early_send_chance = 1.0
         # Set once faults stop: clients finish what they started and start nothing new.
         self.draining = False
         # Called with a replica id whenever a replica becomes leader (the nemesis listens).

@@ -9,7 +9,9 @@ Seeds caught when these budgets were set (3 replicas, 300 steps): commit-earlier
 (leader-completeness), forget-votes seed 30 (double-vote), reads-without-quorum seed 6
 (linearizability: a stale read), send-before-persist seed 3 (a message storm: a follower's
 acknowledged entries vanished in a crash, so the leader's idea of it can never be true again)
-and seed 5 (durability).
+and seed 5 (durability). Since the simulator runs the runtime's driver (leaders send while they
+persist, as the node does): commit-earlier-terms seed 7, forget-votes seed 3,
+reads-without-quorum seed 0, send-before-persist seed 10 (durability).
 """
 from typing import FrozenSet
 

@@ -1,0 +1,349 @@
+"""The Raft runtime's logic, sans-IO: one driver shared by the asyncio node and the simulator.
+
+The driver owns the Raft core and everything around it that is logic rather than IO: queued
+input (peer messages, ticks, proposals, read requests, a leadership transfer), the Ready cycle's
+ordering, the tables of pending writes and reads with their re-proposal on a leader change and
+their retry/deadline bookkeeping, and applied-index waiters. It never touches a disk, a socket,
+a thread or a clock: time is passed in (`expire(now)`), persisting and applying are done by the
+shell, which tells the driver when each is done. That is what lets persisting be asynchronous
+(the asyncio node awaits a thread; the simulator schedules disk time and can crash between the
+steps).
+
+One turn of the cycle, as the shell drives it:
+
+    driver.feed()                      queued input -> the core (then leader-change handling)
+    step = driver.next_step()          a Ready, or None
+    send(step.early)                   what may leave before the Ready is durable (a leader's
+                                       appends: thesis §10.2.1); nothing for a follower
+    store.save(step.hard_state, step.entries)      when step.must_persist
+    send(driver.persisted(step))       everything else, only now that it is durable
+    results = fsm.apply_batch(step.committed_items())   when step.committed_items()
+    driver.applied(step, results)      answers the writes those entries carry
+    driver.advance(step)               core.advance, read states, released reads/waiters
+
+Answers leave through a `Listener` the shell implements (futures for the node; replies to
+simulated clients for the simulator).
+
+Extension points for snapshots (not implemented here): `Step` is where a Ready's snapshot to
+persist or install would travel (a field next to `entries`), `StateMachine` gains
+snapshot/restore next to `apply_batch`, and `recover_core` is where a restart would start from
+a snapshot's index instead of 1.
+"""
+import collections
+from typing import Any, Callable, Deque, Dict, Hashable, Iterable, List, Optional, Sequence, Tuple
+
+try:  # Python 3.8 has typing.Protocol
+    from typing import Protocol
+except ImportError:  # pragma: no cover
+    from typing_extensions import Protocol  # type: ignore
+
+from replichat.raft.core import Config, NotLeader, RaftCore, Ready, Role
+from replichat.raft.log import RaftLog
+from replichat.raft.messages import NO_LEADER, Entry, HardState, Message
+
+CoreFactory = Callable[[Config, RaftLog, HardState], RaftCore]
+
+
+class RecoveryError(RuntimeError):
+    """What is durable does not fit together: the replica must not start."""
+
+
+def recover_core(
+    config: Config, hard_state: HardState, entries: List[Entry], applied: int, make_core: CoreFactory = RaftCore
+) -> RaftCore:
+    """Rebuild the core from what is durable: the log and hard state, and the state machine's
+    last applied index. Entries the state machine applied were committed even if the hard
+    state's commit index (written lazily) lags behind."""
+    if applied > len(entries):
+        raise RecoveryError(f"the state machine applied {applied} entries but the raft log holds only {len(entries)}")
+    committed = max(hard_state.commit, applied)
+    return make_core(config, RaftLog(entries, committed, applied), hard_state)
+
+
+class Listener(Protocol):
+    """How answers leave the driver. Called synchronously from driver methods."""
+
+    def write_applied(self, key: Hashable, entry: Entry, result: Any) -> None:
+        """The write proposed under `key` was applied here at `entry`, giving `result`."""
+
+    def write_timed_out(self, key: Hashable) -> None:
+        """The write got no commit before its deadline (it may still be applied later)."""
+
+    def read_ready(self, context: bytes, index: int) -> None:
+        """The linearizable read `context` may be served: its read index is applied here."""
+
+    def read_timed_out(self, context: bytes) -> None:
+        """The read got no read index, or it was not applied here, before its deadline."""
+
+    def index_applied(self, token: Hashable) -> None:
+        """The index a `watch_applied(index, token)` waited for is applied here."""
+
+    def leader_changed(self, core: RaftCore) -> None:
+        """The core's known leader changed (logging, waking whoever waits for one)."""
+
+
+class Step:
+    """One Ready on its way through persist -> send -> apply -> advance."""
+
+    __slots__ = ("ready", "early", "late", "_phase")
+
+    def __init__(self, ready: Ready, early: List[Message], late: List[Message]) -> None:
+        self.ready = ready
+        self.early = early  # to send now, while persisting
+        self.late = late  # to send once persisted
+        self._phase = 0  # 0 handed out, 1 persisted, 2 applied
+
+    @property
+    def hard_state(self) -> Optional[HardState]:
+        return self.ready.hard_state
+
+    @property
+    def entries(self) -> List[Entry]:
+        return self.ready.entries
+
+    @property
+    def must_persist(self) -> bool:
+        return bool(self.ready.entries) or self.ready.hard_state is not None
+
+    @property
+    def leader_step(self) -> bool:
+        """Messages went out before persisting (a leader's Ready): the shell may persist off
+        its loop while it serves; a follower's acknowledgement waits for this persist."""
+        return bool(self.early) or self.ready.send_before_persist
+
+    def committed_items(self) -> List[Tuple[int, bytes]]:
+        return [(e.index, e.data) for e in self.ready.committed]
+
+
+class _PendingWrite:
+    __slots__ = ("data", "deadline", "retry_at")
+
+    def __init__(self, data: bytes, deadline: float, retry_at: float) -> None:
+        self.data = data
+        self.deadline = deadline
+        self.retry_at = retry_at
+
+
+class _PendingRead:
+    __slots__ = ("deadline", "retry_at", "index")
+
+    def __init__(self, deadline: float, retry_at: float) -> None:
+        self.deadline = deadline
+        self.retry_at = retry_at
+        self.index: Optional[int] = None
+
+
+class Driver:
+    def __init__(
+        self,
+        core: RaftCore,
+        request_key: Callable[[Any], Optional[Hashable]],
+        listener: Listener,
+        retry_interval: float,
+        request_timeout: float,
+    ) -> None:
+        """`retry_interval`: how long a write (or a read without its index) waits for an
+        answer before it is proposed again; `request_timeout`: when it is given up. Same unit
+        as the `now` the shell passes in."""
+        self.core = core
+        self._request_key = request_key
+        self._listener = listener
+        self._retry = retry_interval
+        self._timeout = request_timeout
+        self._messages: Deque[Message] = collections.deque()
+        self._proposals: List[bytes] = []
+        self._read_requests: List[bytes] = []
+        self._ticks = 0
+        self._transfer_to = NO_LEADER
+        self._writes: Dict[Hashable, _PendingWrite] = {}
+        self._reads: Dict[bytes, _PendingRead] = {}
+        self._watches: List[Tuple[int, Hashable]] = []
+        self.applied_index = core.log.applied
+        self._known_leader = NO_LEADER
+        # Proposals handed to the core so far (the shell's metrics read it).
+        self.proposals_handed = 0
+
+    # ----------------------------------------------------------------- input (queued)
+
+    def step_messages(self, messages: Iterable[Message]) -> None:
+        self._messages.extend(messages)
+
+    def tick(self) -> None:
+        self._ticks += 1
+
+    def transfer(self, target: int) -> None:
+        self._transfer_to = target
+
+    def propose(self, key: Hashable, data: bytes, now: float) -> None:
+        """Propose a command and wait (by `key`) for it to be applied here. A key already
+        pending keeps its deadline; the data is proposed again (the state machine applies a
+        repeated key once)."""
+        if key not in self._writes:
+            self._writes[key] = _PendingWrite(data, now + self._timeout, now + self._retry)
+        self._proposals.append(data)
+
+    def read(self, context: bytes, now: float) -> None:
+        """Ask for a linearizable read: `read_ready(context, index)` once this replica has
+        applied an index covering every write acknowledged before this call."""
+        self._reads[context] = _PendingRead(now + self._timeout, now + self._retry)
+        self._read_requests.append(context)
+
+    def watch_applied(self, index: int, token: Hashable) -> None:
+        """`index_applied(token)` once `index` is applied here (at once if it already is)."""
+        if index <= self.applied_index:
+            self._listener.index_applied(token)
+        else:
+            self._watches.append((index, token))
+
+    def expire(self, now: float) -> None:
+        """Retry what is due, give up what is past its deadline."""
+        for key in [k for k, w in self._writes.items() if now >= w.deadline or now >= w.retry_at]:
+            write = self._writes[key]
+            if now >= write.deadline:
+                del self._writes[key]
+                self._listener.write_timed_out(key)
+            else:
+                write.retry_at = now + self._retry
+                self._proposals.append(write.data)
+        for context in [c for c, r in self._reads.items() if now >= r.deadline or (r.index is None and now >= r.retry_at)]:
+            read = self._reads[context]
+            if now >= read.deadline:
+                del self._reads[context]
+                self._listener.read_timed_out(context)
+            else:
+                read.retry_at = now + self._retry
+                self._read_requests.append(context)
+
+    def forget_write(self, key: Hashable) -> None:
+        self._writes.pop(key, None)
+
+    def forget_read(self, context: bytes) -> None:
+        self._reads.pop(context, None)
+
+    def has_input(self) -> bool:
+        return bool(self._messages or self._proposals or self._read_requests or self._ticks or self._transfer_to)
+
+    @property
+    def pending_writes(self) -> int:
+        return len(self._writes)
+
+    @property
+    def pending_reads(self) -> int:
+        return len(self._reads)
+
+    # ----------------------------------------------------------------- the cycle
+
+    def feed(self) -> None:
+        """Hand every queued input to the core. Only between steps: never while a Step
+        handed out by next_step() has not been advanced."""
+        core = self.core
+        while self.has_input():
+            while self._messages:
+                core.step(self._messages.popleft())
+            if self._proposals:
+                proposals, self._proposals = self._proposals, []
+                try:
+                    core.propose(proposals)
+                    self.proposals_handed += len(proposals)
+                except NotLeader:
+                    pass  # proposed again on the next leader change or retry
+            if self._read_requests:
+                reads, self._read_requests = self._read_requests, []
+                for context in reads:
+                    try:
+                        core.read_index(context)
+                    except NotLeader:
+                        pass
+            while self._ticks:
+                self._ticks -= 1
+                core.tick()
+            if self._transfer_to != NO_LEADER:
+                target, self._transfer_to = self._transfer_to, NO_LEADER
+                core.transfer_leadership(target)
+            self._check_leader()
+
+    def next_step(self) -> Optional[Step]:
+        core = self.core
+        if not core.has_ready():
+            return None
+        ready = core.ready()
+        early, late = self._split(ready)
+        return Step(ready, early, late)
+
+    def _split(self, ready: Ready) -> Tuple[List[Message], List[Message]]:
+        """Which messages may leave before the Ready is durable. A leader's promise nothing
+        about its own disk (it counts itself toward a commit only after advance); anything
+        else — an acknowledgement, a vote — only once durable."""
+        if ready.send_before_persist:
+            return ready.messages, []
+        return [], ready.messages
+
+    def persisted(self, step: Step) -> List[Message]:
+        """The shell made the step durable (or it had nothing to persist): what to send now."""
+        assert step._phase == 0, "persisted() twice"
+        step._phase = 1
+        return step.late
+
+    def applied(self, step: Step, results: Sequence[Any]) -> None:
+        """The state machine applied `step.committed_items()` with these results."""
+        assert step._phase == 1, "applied before persisted"
+        step._phase = 2
+        committed = step.ready.committed
+        if len(results) != len(committed):
+            raise RuntimeError(f"state machine gave {len(results)} results for {len(committed)} entries")
+        for entry, result in zip(committed, results):
+            key = self._request_key(result)
+            if key is not None and self._writes.pop(key, None) is not None:
+                self._listener.write_applied(key, entry, result)
+        if committed:
+            self.applied_index = committed[-1].index
+
+    def advance(self, step: Step) -> None:
+        if step.ready.committed:
+            assert step._phase == 2, "advance before the committed entries were applied"
+        else:
+            assert step._phase >= 1, "advance before persisted"
+        for read_state in step.ready.read_states:
+            read = self._reads.get(read_state.context)
+            if read is not None and read.index is None:
+                read.index = read_state.index
+        self.core.advance(step.ready)
+        self._check_leader()
+        self._release()
+
+    # ----------------------------------------------------------------- internals
+
+    def _release(self) -> None:
+        applied = self.applied_index
+        if self._reads:
+            for context in [c for c, r in self._reads.items() if r.index is not None and self._may_serve(r.index, applied)]:
+                read = self._reads.pop(context)
+                assert read.index is not None
+                self._listener.read_ready(context, read.index)
+        if self._watches:
+            due = [token for index, token in self._watches if index <= applied]
+            if due:
+                self._watches = [(index, token) for index, token in self._watches if index > applied]
+                for token in due:
+                    self._listener.index_applied(token)
+
+    def _may_serve(self, read_index: int, applied: int) -> bool:
+        return read_index <= applied
+
+    def _check_leader(self) -> None:
+        core = self.core
+        if core.leader == self._known_leader:
+            return
+        self._known_leader = core.leader
+        self._listener.leader_changed(core)
+        if core.leader != NO_LEADER:
+            # What went to the old leader may be lost: send it again (applied at most once).
+            for write in self._writes.values():
+                self._proposals.append(write.data)
+            for context, read in self._reads.items():
+                if read.index is None:
+                    self._read_requests.append(context)
+
+    @property
+    def role(self) -> Role:
+        return self.core.role

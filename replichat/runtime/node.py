@@ -1,0 +1,441 @@
+"""The asyncio Raft node: only the IO around the sans-IO driver (driver.py).
+
+The node moves opaque bytes: `propose(key, data)` returns what the state machine's apply gave
+for them, `read_index()` is a linearizable read barrier, `wait_applied`, `transfer_leadership`,
+`status`. What the bytes mean is the state machine's business (for chat: replichat.chat).
+
+One task (`_run`) owns the driver's cycle. Everything else — peer messages, proposals, read
+requests, ticks — is queued in the driver and handed to the core between two Readies, so the
+core never changes while a Ready is being persisted. Everything that arrived during one fsync is
+persisted by the next: group commit falls out of the loop's shape. Where the blocking SQLite
+work runs, and why:
+  * A leader fsyncs its log on a single-thread executor: that is I/O, during which its loop
+    serves clients (and its appends are already on their way to the followers).
+  * A follower fsyncs on the loop, unless the batch is large: its acknowledgement is what
+    every write waits for, and the hop to a thread and back costs about 0.3 ms on top of a
+    0.3-0.4 ms fsync.
+  * Committed batches of one or two entries (what a write at concurrency 1 commits) are
+    applied on the loop, for the same reason (0.3 ms hop, 0.1 ms apply); larger ones on the
+    state-machine executor, so the loop keeps serving while they apply.
+"""
+import asyncio
+import concurrent.futures
+import itertools
+import logging
+import os
+import time
+import uuid
+from typing import TYPE_CHECKING, Any, Callable, Dict, Hashable, List, NamedTuple, Optional, TypeVar
+
+from replichat.errors import ChatError, Code
+from replichat.metrics.observer import NO_OBSERVER, RuntimeObserver
+from replichat.raft.core import Config, RaftCore, Role
+from replichat.raft.messages import NO_LEADER, Entry, Message
+from replichat.runtime.driver import Driver, Step, recover_core
+from replichat.runtime.interfaces import LogExtent, LogStore, StateMachine
+from replichat.storage import RaftStorage
+from replichat.transport import PeerTransport
+
+if TYPE_CHECKING:
+    from replichat.chat.auth import AuthLimits
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+# Committed batches of at most this many entries are applied on the event loop (module doc).
+INLINE_APPLY_MAX = 2
+# A follower persists batches of at most this many entries on the event loop (module doc).
+INLINE_PERSIST_MAX = 64
+
+ApplyHook = Callable[[List[Any]], None]
+
+
+class NodeOptions:
+    def __init__(
+        self,
+        tick_s: float = 0.05,
+        election_ticks: int = 10,
+        request_timeout_s: float = 8.0,
+        retry_interval_s: float = 2.0,
+        auth_enabled: bool = True,
+        auth_limits: Optional["AuthLimits"] = None,
+    ) -> None:
+        self.tick_s = tick_s
+        self.election_ticks = election_ticks
+        # How long a write may wait for a quorum before the client is told "unavailable".
+        self.request_timeout_s = request_timeout_s
+        # How long to wait for a commit before proposing again (same request id, applied once).
+        self.retry_interval_s = retry_interval_s
+        # Options of the chat service on top (chat/service.py, chat/auth.py), carried here so one
+        # object configures a replica; the runtime does not read them. False only with
+        # --insecure-no-auth: the brief's open service.
+        self.auth_enabled = auth_enabled
+        self.auth_limits = auth_limits
+
+
+class PeerStatus(NamedTuple):
+    id: int
+    match_index: int
+    next_index: int
+
+
+class NodeStatus(NamedTuple):
+    id: int
+    role: str
+    term: int
+    leader_id: int
+    commit_index: int
+    applied_index: int
+    last_index: int
+    peers: List[PeerStatus]
+
+
+class Node:
+    def __init__(
+        self,
+        node_id: int,
+        peers: Dict[int, str],
+        data_dir: str,
+        open_state_machine: Callable[[LogExtent], StateMachine],
+        options: Optional[NodeOptions] = None,
+        open_log_store: Optional[Callable[[], LogStore]] = None,
+    ) -> None:
+        """`peers`: every replica's Raft address (this one's included). `open_log_store`
+        (default: SQLite's raft.db in `data_dir`) and `open_state_machine` (given what the
+        loaded log holds, so it can check its state against it) run on the node's disk and
+        state-machine threads, which then own what they open."""
+        self.id = node_id
+        self.peers = dict(peers)
+        self.data_dir = data_dir
+        self.options = options or NodeOptions()
+        self._open_state_machine = open_state_machine
+        self._open_log_store = open_log_store or (lambda: RaftStorage(os.path.join(data_dir, "raft.db")))
+        self._instance = uuid.uuid4().hex
+        self._read_numbers = itertools.count(1)
+        self._wake = asyncio.Event()
+        self._leader_changed = asyncio.Event()
+        self._writes: Dict[Hashable, "asyncio.Future[Any]"] = {}
+        self._reads: Dict[bytes, "asyncio.Future[int]"] = {}
+        self._watches: Dict[Hashable, "asyncio.Future[None]"] = {}
+        self._watch_numbers = itertools.count(1)
+        self._apply_hooks: List[ApplyHook] = []
+        self._tasks: List["asyncio.Task[None]"] = []
+        self._stopping = False
+        self._failure: Optional[BaseException] = None
+        self.stopped = asyncio.Event()
+        self._disk = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix=f"raft-log-{node_id}")
+        self._sm = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix=f"state-machine-{node_id}")
+        self.transport = PeerTransport(node_id, self.peers)
+        self._store: Optional[LogStore] = None
+        self._machine: Optional[StateMachine] = None
+        self.driver: Optional[Driver] = None
+        # Peer messages that arrive before start() built the driver.
+        self._early: List[Message] = []
+        # Metrics (--metrics) watch through this; the default does nothing.
+        self.observer: RuntimeObserver = NO_OBSERVER
+        self._proposals_seen = 0
+
+    # ----------------------------------------------------------------- lifecycle
+
+    async def start(self) -> None:
+        os.makedirs(self.data_dir, exist_ok=True)
+        self._store = store = await self._on_disk(self._open_log_store)
+        hard_state, entries = await self._on_disk(store.load)
+        extent = LogExtent(0, len(entries))
+        self._machine = machine = await self.on_state_thread(self._open_state_machine, extent)
+        applied = machine.last_applied
+        config = Config(
+            id=self.id,
+            voters=tuple(sorted(self.peers)),
+            election_ticks=self.options.election_ticks,
+            seed=int.from_bytes(os.urandom(4), "big"),
+        )
+        core = recover_core(config, hard_state, entries, applied)
+        self.driver = Driver(
+            core, machine.request_key, self, self.options.retry_interval_s, self.options.request_timeout_s
+        )
+        log.info(
+            "replica %d starting: term %d, %d log entries, applied %d, peers %s",
+            self.id, hard_state.term, len(entries), applied,
+            ", ".join(f"{i}={a}" for i, a in sorted(self.peers.items()) if i != self.id) or "none",
+        )
+        self.transport.start()
+        self._tasks = [asyncio.ensure_future(self._run()), asyncio.ensure_future(self._ticker())]
+
+    async def hand_over_leadership(self) -> None:
+        """A leader hands leadership to its most caught-up peer (waiting at most an election
+        timeout), so the cluster does not wait an election timeout to notice it is gone."""
+        core = self.core
+        if self._stopping or core is None or core.role is not Role.LEADER or not core.peers:
+            return
+        progress = core.progress
+        target = max(progress, key=lambda peer: progress[peer].match)
+        log.info("replica %d handing leadership to replica %d before stopping", self.id, target)
+        self.transfer_leadership(target)
+        deadline = time.monotonic() + self.options.tick_s * self.options.election_ticks
+        while core.role is Role.LEADER and time.monotonic() < deadline:
+            await self._next_leader_change(deadline - time.monotonic())
+
+    async def stop(self, transfer_leadership: bool = True) -> None:
+        """Stop serving; a leader first hands over leadership (see hand_over_leadership)."""
+        if self._stopping:
+            return
+        if transfer_leadership:
+            await self.hand_over_leadership()
+        self._stopping = True
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            try:
+                await task
+            except asyncio.CancelledError:
+                pass
+        await self.transport.close()
+        self._fail_waiters(ChatError(Code.UNAVAILABLE, f"replica {self.id} is shutting down"))
+        if self._store is not None:
+            await self._on_disk(self._store.close)
+        if self._machine is not None:
+            await self.on_state_thread(self._machine.close)
+        self._disk.shutdown()
+        self._sm.shutdown()
+        self.stopped.set()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping
+
+    @property
+    def failure(self) -> Optional[BaseException]:
+        return self._failure
+
+    @property
+    def core(self) -> Optional[RaftCore]:
+        return self.driver.core if self.driver is not None else None
+
+    @property
+    def applied_index(self) -> int:
+        return self.driver.applied_index if self.driver is not None else 0
+
+    def deliver(self, messages: List[Message]) -> None:
+        """Peer messages from the transport; stepped by the loop. (Before start() they wait.)"""
+        if self._stopping:
+            return
+        if self.driver is None:
+            self._early.extend(messages)
+            return
+        self.driver.step_messages(messages)
+        self._wake.set()
+
+    def add_apply_hook(self, hook: ApplyHook) -> None:
+        """`hook(results)` after each applied batch, on the loop (say, to wake subscribers)."""
+        self._apply_hooks.append(hook)
+
+    async def on_state_thread(self, fn: Callable[..., T], *args: object) -> T:
+        """Run blocking state-machine work (say, a large read) on the state-machine thread."""
+        return await asyncio.get_event_loop().run_in_executor(self._sm, fn, *args)
+
+    # ----------------------------------------------------------------- the loop
+
+    async def _ticker(self) -> None:
+        interval = self.options.tick_s
+        next_tick = time.monotonic() + interval
+        loop = asyncio.get_event_loop()
+        while True:
+            await asyncio.sleep(max(0.0, next_tick - time.monotonic()))
+            next_tick += interval
+            # After a stall (say SIGSTOP), do not fire a burst of ticks that would start an
+            # election at once: one tick per wake-up.
+            next_tick = max(next_tick, time.monotonic())
+            driver = self._driver()
+            driver.tick()
+            driver.expire(loop.time())
+            self._wake.set()
+
+    async def _run(self) -> None:
+        driver = self._driver()
+        if self._early:
+            driver.step_messages(self._early)
+            self._early = []
+        try:
+            while True:
+                await self._wake.wait()
+                self._wake.clear()
+                self._feed(driver)
+                await self._process_steps(driver)
+        except asyncio.CancelledError:
+            raise
+        except BaseException as error:
+            # Continuing after a failed fsync or apply could corrupt state: stop loudly.
+            self._failure = error
+            log.critical("replica %d stopping after an unrecoverable error", self.id, exc_info=True)
+            self.stopped.set()
+            raise
+
+    async def _process_steps(self, driver: Driver) -> None:
+        store, machine = self._store, self._machine
+        assert store is not None and machine is not None
+        while True:
+            step = driver.next_step()
+            if step is None:
+                return
+            if step.early:
+                self.transport.send(step.early)
+            if step.must_persist:
+                started = time.perf_counter()
+                if not step.leader_step and len(step.entries) <= INLINE_PERSIST_MAX:
+                    # A follower: nothing else it does is as urgent as its acknowledgement.
+                    store.save(step.hard_state, step.entries)
+                else:
+                    await self._on_disk(store.save, step.hard_state, step.entries)
+                self.observer.persisted(time.perf_counter() - started, len(step.entries))
+            late = driver.persisted(step)
+            if late:
+                self.transport.send(late)
+            items = step.committed_items()
+            if items:
+                started = time.perf_counter()
+                if len(items) <= INLINE_APPLY_MAX:
+                    results = machine.apply_batch(items)
+                else:
+                    results = await self.on_state_thread(machine.apply_batch, items)
+                self.observer.applied(time.perf_counter() - started, results)
+                driver.applied(step, results)
+                for hook in self._apply_hooks:
+                    hook(results)
+            driver.advance(step)
+            # Input that arrived during the awaits above joins the next Ready.
+            self._feed(driver)
+
+    def _feed(self, driver: Driver) -> None:
+        driver.feed()
+        if driver.proposals_handed != self._proposals_seen:
+            self.observer.proposed(driver.proposals_handed - self._proposals_seen)
+            self._proposals_seen = driver.proposals_handed
+        core = driver.core
+        self.observer.raft_state(core.role.value, core.term, core.leader)
+
+    def _driver(self) -> Driver:
+        assert self.driver is not None, "the node has not started"
+        return self.driver
+
+    async def _on_disk(self, fn: Callable[..., T], *args: object) -> T:
+        return await asyncio.get_event_loop().run_in_executor(self._disk, fn, *args)
+
+    # ----------------------------------------------------------------- Listener (driver answers)
+
+    def write_applied(self, key: Hashable, entry: Entry, result: Any) -> None:
+        future = self._writes.pop(key, None)
+        if future is not None and not future.done():
+            future.set_result(result)
+
+    def write_timed_out(self, key: Hashable) -> None:
+        future = self._writes.pop(key, None)
+        if future is not None and not future.done():
+            future.set_exception(self._unavailable("the write"))
+
+    def read_ready(self, context: bytes, index: int) -> None:
+        future = self._reads.pop(context, None)
+        if future is not None and not future.done():
+            future.set_result(index)
+
+    def read_timed_out(self, context: bytes) -> None:
+        future = self._reads.pop(context, None)
+        if future is not None and not future.done():
+            future.set_exception(self._unavailable("the read"))
+
+    def index_applied(self, token: Hashable) -> None:
+        future = self._watches.pop(token, None)
+        if future is not None and not future.done():
+            future.set_result(None)
+
+    def leader_changed(self, core: RaftCore) -> None:
+        if core.role is Role.LEADER:
+            log.info("replica %d is the leader for term %d", self.id, core.term)
+        elif core.leader != NO_LEADER:
+            log.info("replica %d follows leader %d in term %d", self.id, core.leader, core.term)
+        else:
+            log.info("replica %d has no leader (term %d, %s)", self.id, core.term, core.role.value)
+        self._leader_changed.set()
+        self._leader_changed = asyncio.Event()
+
+    def _fail_waiters(self, error: ChatError) -> None:
+        for futures in (self._writes, self._reads, self._watches):
+            for future in futures.values():  # type: ignore[attr-defined]
+                if not future.done():
+                    future.set_exception(error)
+            futures.clear()  # type: ignore[attr-defined]
+
+    # ----------------------------------------------------------------- the runtime's API
+
+    async def propose(self, key: Hashable, data: bytes) -> Any:
+        """Propose `data` and return the state machine's result once this replica applied it.
+        `key` identifies the request (the state machine's request_key of its result): it is
+        proposed again on a leader change and every retry_interval (a repeat must apply once);
+        fails with UNAVAILABLE after request_timeout."""
+        if self._stopping:
+            raise ChatError(Code.UNAVAILABLE, f"replica {self.id} is shutting down")
+        future = self._writes.get(key)
+        if future is None or future.done():
+            future = asyncio.get_event_loop().create_future()
+            self._writes[key] = future
+            self._driver().propose(key, data, asyncio.get_event_loop().time())
+            self._wake.set()
+        started = time.perf_counter()
+        result = await future
+        self.observer.write_committed(time.perf_counter() - started)
+        return result
+
+    async def read_index(self) -> int:
+        """ReadIndex: returns once this replica has applied an index that reflects every write
+        acknowledged before this call (the index is returned)."""
+        if self._stopping:
+            raise ChatError(Code.UNAVAILABLE, f"replica {self.id} is shutting down")
+        context = f"{self._instance}:{next(self._read_numbers)}".encode()
+        future: "asyncio.Future[int]" = asyncio.get_event_loop().create_future()
+        self._reads[context] = future
+        self._driver().read(context, asyncio.get_event_loop().time())
+        self._wake.set()
+        return await future
+
+    async def wait_applied(self, index: int) -> None:
+        driver = self._driver()
+        if index <= driver.applied_index:
+            return
+        token = ("watch", next(self._watch_numbers))
+        future: "asyncio.Future[None]" = asyncio.get_event_loop().create_future()
+        self._watches[token] = future
+        driver.watch_applied(index, token)
+        await future
+
+    def transfer_leadership(self, target: int) -> None:
+        self._driver().transfer(target)
+        self._wake.set()
+
+    def status(self) -> NodeStatus:
+        core = self.core
+        assert core is not None
+        return NodeStatus(
+            id=self.id,
+            role=core.role.value,
+            term=core.term,
+            leader_id=core.leader,
+            commit_index=core.commit_index,
+            applied_index=self.applied_index,
+            last_index=core.log.last_index,
+            peers=[PeerStatus(peer, pr.match, pr.next) for peer, pr in sorted(core.progress.items())],
+        )
+
+    async def _next_leader_change(self, timeout: float) -> None:
+        try:
+            await asyncio.wait_for(self._leader_changed.wait(), max(0.0, timeout))
+        except asyncio.TimeoutError:
+            pass
+
+    def _unavailable(self, what: str) -> ChatError:
+        core = self._driver().core
+        leader = core.leader
+        return ChatError(
+            Code.UNAVAILABLE,
+            f"no quorum: {what} did not complete within {self.options.request_timeout_s:g}s "
+            f"(replica {self.id} sees {'leader ' + str(leader) if leader else 'no leader'}, term {core.term})",
+        )
