@@ -1,17 +1,15 @@
-"""Deliberately broken cores and runtimes: the simulator's own test.
+"""Deliberately broken cores and runtime drivers: the simulator's own test.
 
 A checker that never fires proves nothing. Each mutant here reintroduces one classic Raft bug;
 the tests (and `--mutant NAME` on the command line) assert the simulator catches it within a
-fixed budget of seeds. They subclass the real core and change one method, so everything else
-is the code under test.
+fixed budget of seeds. They subclass the real core (or the real runtime driver, which the
+asyncio node runs too) and change one method, so everything else is the code under test.
 """
-from typing import Callable, Dict, NamedTuple
-
-from typing import List, Tuple
+from typing import Callable, Dict, List, NamedTuple, Tuple
 
 from replichat.raft.core import Config, RaftCore, Ready
 from replichat.raft.log import RaftLog
-from replichat.raft.messages import NO_LEADER, HardState, Message, ReadState
+from replichat.raft.messages import NO_LEADER, HardState, Message, MsgType, ReadState
 from replichat.runtime.driver import Driver
 
 
@@ -59,6 +57,40 @@ class SendsBeforePersist(Driver):
         return ready.messages, []
 
 
+class AcksBeforeFsync(Driver):
+    """A follower acknowledges appended entries before they are durable (the runtime sends a
+    Ready's APPEND_RESP while it persists): the leader counts a quorum that a crash can undo."""
+
+    def _split(self, ready: Ready) -> Tuple[List[Message], List[Message]]:
+        if ready.send_before_persist:
+            return ready.messages, []
+        acks = [m for m in ready.messages if m.type is MsgType.APPEND_RESP]
+        return acks, [m for m in ready.messages if m.type is not MsgType.APPEND_RESP]
+
+
+class ReadsBeforeApply(Driver):
+    """Answers a linearizable read as soon as its read index is known, without waiting for
+    this replica to apply up to it: a lagging follower serves state older than a write that
+    was acknowledged before the read began."""
+
+    def _may_serve(self, read_index: int, applied: int) -> bool:
+        return True
+
+
+class AnswersReadsOnLeaderChange(Driver):
+    """When the leader changes, answers the reads still waiting for a read index with this
+    replica's own commit index instead of asking the new leader: a replica that was cut off
+    serves what it had, missing writes the new leader acknowledged meanwhile."""
+
+    def _check_leader(self) -> None:
+        changed = self.core.leader != self._known_leader
+        super()._check_leader()
+        if changed:
+            for read in self._reads.values():
+                if read.index is None:
+                    read.index = self.core.log.committed
+
+
 CoreFactory = Callable[[Config, RaftLog, HardState], RaftCore]
 DriverFactory = Callable[..., Driver]
 
@@ -75,6 +107,11 @@ MUTANTS: Dict[str, Mutant] = {
     "forget-votes": Mutant(ForgetsVotes, description=ForgetsVotes.__doc__ or ""),
     "reads-without-quorum": Mutant(ReadsWithoutQuorum, description=ReadsWithoutQuorum.__doc__ or ""),
     "send-before-persist": Mutant(RaftCore, SendsBeforePersist, description=SendsBeforePersist.__doc__ or ""),
+    "ack-before-fsync": Mutant(RaftCore, AcksBeforeFsync, description=AcksBeforeFsync.__doc__ or ""),
+    "read-before-apply": Mutant(RaftCore, ReadsBeforeApply, description=ReadsBeforeApply.__doc__ or ""),
+    "reads-answered-on-leader-change": Mutant(
+        RaftCore, AnswersReadsOnLeaderChange, description=AnswersReadsOnLeaderChange.__doc__ or ""
+    ),
 }
 
 

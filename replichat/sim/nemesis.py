@@ -235,7 +235,7 @@ class Nemesis:
         if not power_loss and victim.trap is None and rng.random() < 0.3:
             # A trap: crash at the victim's next critical moment, and come back quickly (a
             # crash-looping process), while what it said just before still travels.
-            victim.trap = rng.choice(("vote", "commit"))
+            victim.trap = rng.choice(("vote", "commit", "ack"))
             self._count(Fault.CRASH, f"r{victim.id} will crash at its next {victim.trap}")
             return
         point = rng.choice(CRASH_POINTS) if victim.busy else None

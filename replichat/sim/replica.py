@@ -80,7 +80,8 @@ class SimReplica:
         self.crash_point: Optional[str] = None
         # A nemesis trap: crash at a critical moment. "commit": right after the commit index
         # next advances, before the Ready that would tell anyone is sent. "vote": right after
-        # the next vote is granted and sent.
+        # the next vote is granted and sent. "ack": while persisting the next Ready that
+        # acknowledges appended entries (harmless if the runtime sends acks only once durable).
         self.trap: Optional[str] = None
         self._sprung: Optional[str] = None
         self._commit_seen = 0
@@ -269,6 +270,11 @@ class SimReplica:
         life = self.life
         delay = self.world.rng.randint(0, self.world.timing.disk) * self.disk_factor if step.must_persist else 0
         self.world.queue.after(delay, lambda: self._persisted(step, life, early_out))
+        if self.trap == "ack" and self.crash_point is None and step.must_persist and any(
+            m.type is MsgType.APPEND_RESP and not m.reject for m in ready.messages
+        ):
+            self.trap, self._sprung = None, "ack"
+            self._die("crash while persisting an acknowledgement")
 
     def _persisted(self, step: Step, life: int, early_out: bool = True) -> None:
         if life != self.life or self.status is Status.DOWN:

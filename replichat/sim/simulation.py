@@ -110,6 +110,15 @@ class Simulation:
             world.checker.on_acknowledged,
         )
         self.nemesis = Nemesis(world, self.network, self.client_net, self.replicas)
+        # Right after any crash, not only every FULL_CHECK_EVERY ticks: an entry a crash took
+        # off a disk can be re-replicated within a tick, hiding that it was ever on too few.
+        restart_after = world.on_down
+
+        def on_down(rid: int, trap: Optional[str]) -> None:
+            self.full_check()
+            restart_after(rid, trap)
+
+        world.on_down = on_down
         self.heal_ticks: Optional[int] = None
         self.lin_result: Optional[Result] = None
 

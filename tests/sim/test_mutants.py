@@ -37,6 +37,13 @@ CASES = [
         30,
         {"durability", "acknowledged", "livelock", "liveness", "state-machine-safety", "leader-completeness", "log-matching"},
     ),
+    # Runtime (driver) bugs: the asyncio node runs the same driver.
+    # A follower's acknowledgement leaves before its fsync; the "ack" crash trap strikes then.
+    ("ack-before-fsync", "crash,delay", 30, {"durability", "acknowledged", "state-machine-safety", "leader-completeness"}),
+    # A linearizable read served before this replica applied its read index (lagging replicas).
+    ("read-before-apply", "slow,delay,loss", 30, {"linearizability"}),
+    # Pending reads answered from the local commit index when the leader changes.
+    ("reads-answered-on-leader-change", "pause,isolate-leader,partition", 30, {"linearizability"}),
 ]
 
 
