@@ -5,11 +5,12 @@ import asyncio
 import signal
 from typing import Dict, List
 
+import grpc
 import pytest
 
 from replichat.client.api import ChatClient
-from replichat.errors import ChatError, Code
-from replichat.proto import chat_pb2
+from replichat.errors import ChatError, Code, OutcomeUnknown
+from replichat.proto import chat_pb2, chat_pb2_grpc
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -64,6 +65,28 @@ async def sender_loop(client: ChatClient, sender: str, recipient: str, stop: asy
         except ChatError as error:
             errors.append(f"{text}: {error}")
         n += 1
+
+
+async def send_until_answered(
+    servers: List[str], request: chat_pb2.SendMessageRequest, deadline: float = 30.0
+) -> chat_pb2.SendMessageResponse:
+    """Send this exact request (its client_id and request_seq unchanged) to one replica after
+    another until one answers it; a refusal other than UNAVAILABLE or a timeout fails."""
+    loop = asyncio.get_running_loop()
+    give_up = loop.time() + deadline
+    attempt = 0
+    while True:
+        address = servers[attempt % len(servers)]
+        attempt += 1
+        async with grpc.aio.insecure_channel(address) as channel:
+            try:
+                return await chat_pb2_grpc.ChatStub(channel).SendMessage(request, timeout=3.0)
+            except grpc.aio.AioRpcError as error:
+                if error.code() not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+                    raise
+                if loop.time() > give_up:
+                    raise AssertionError(f"no replica answered the retry within {deadline:g}s: {error.details()}")
+        await asyncio.sleep(0.1)  # back-off between replicas, not a wait for a condition
 
 
 def check_exactly_once_in_order(acked: List[str], delivered: List[chat_pb2.Delivery]) -> None:
@@ -144,20 +167,27 @@ def test_two_of_five_down_keeps_serving_three_down_is_a_clear_error_then_recover
             assert await client.list("^b") == ["bob"]  # every one of the 3 left must answer
             cluster.kill(3)
         async with ChatClient(cluster.servers, deadline=3.0) as client:
-            with pytest.raises(ChatError) as refused:
+            with pytest.raises(OutcomeUnknown) as refused:
                 await client.send("bob", "no quorum")
-            assert refused.value.code is Code.UNAVAILABLE
-            assert "quorum" in refused.value.message
+        unknown = refused.value
+        assert unknown.code is Code.UNAVAILABLE
+        assert "quorum" in unknown.message and "may or may not have been applied" in unknown.message
+        assert unknown.client_id and unknown.request_seq
         cluster.start(3)
+        # The answer said the outcome is unknown (a replica still holds the proposal and may
+        # commit it once the quorum is back): resolve it by retrying the same request id. It is
+        # applied once, now or before, and only then does the next message go out, so the order
+        # is fixed.
+        retry = chat_pb2.SendMessageRequest(
+            recipient="bob", text="no quorum", client_id=unknown.client_id, request_seq=unknown.request_seq
+        )
+        resolved = await send_until_answered(cluster.servers, retry)
         async with ChatClient(cluster.servers) as client:
             seq = await client.send("bob", "after recovery")
             session = await client.connect("bob")
             got = await receive(session, 3, timeout=10)
-            texts = [d.text for d in got]
-            # The refused send may or may not have been applied (it timed out, not failed):
-            # either way nothing acknowledged is missing and nothing is doubled.
-            assert texts[0] == "with three of five" and texts[-1] == "after recovery"
-            assert len(texts) == len(set(texts)) and seq == got[-1].seq
+            assert [d.text for d in got] == ["with three of five", "no quorum", "after recovery"]
+            assert [d.seq for d in got[1:]] == [resolved.seq, seq]
 
     asyncio.run(scenario())
 

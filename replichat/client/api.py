@@ -30,7 +30,7 @@ from replichat.client.types import (  # noqa: F401 - re-exported: callers import
     Event,
     ReplicaStatus,
 )
-from replichat.errors import ChatError, Code
+from replichat.errors import OUTCOME_UNKNOWN, ChatError, Code, OutcomeUnknown
 from replichat.proto import chat_pb2, chat_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -209,7 +209,16 @@ class ChatClient:
         try:
             request.client_id = lane
             request.request_seq = self._next_request_seq()
-            return await self._call(method, request)
+            try:
+                return await self._call(method, request)
+            except ChatError as error:
+                if error.code is not Code.UNAVAILABLE or isinstance(error, OutcomeUnknown):
+                    raise
+                # Some attempt may have reached a replica that proposed it: it can still apply.
+                raise OutcomeUnknown(
+                    f"{error.message}; {OUTCOME_UNKNOWN}: the write may or may not have been applied",
+                    client_id=request.client_id, request_seq=request.request_seq,
+                ) from None
         finally:
             self._lanes.release(lane)
 

@@ -27,7 +27,7 @@ import time
 import uuid
 from typing import TYPE_CHECKING, Any, Callable, Dict, Hashable, List, NamedTuple, Optional, TypeVar
 
-from replichat.errors import ChatError, Code
+from replichat.errors import ChatError, Code, OutcomeUnknown
 from replichat.metrics.observer import NO_OBSERVER, RuntimeObserver
 from replichat.raft.core import Config, RaftCore, Role
 from replichat.raft.messages import NO_LEADER, Entry, Message
@@ -331,7 +331,12 @@ class Node:
     def write_timed_out(self, key: Hashable) -> None:
         future = self._writes.pop(key, None)
         if future is not None and not future.done():
-            future.set_exception(self._unavailable("the write"))
+            # Not "failed": the entry may already be in a leader's log and commit later. The
+            # driver stops proposing it; retrying the same request resolves it (errors.py).
+            future.set_exception(OutcomeUnknown(
+                f"{self._unavailable('the write').message}; it may still be applied: "
+                "retry it with the same request id to find out"
+            ))
 
     def read_ready(self, context: bytes, index: int) -> None:
         future = self._reads.pop(context, None)
