@@ -23,7 +23,7 @@ from replichat.proto import chat_pb2, command_pb2  # noqa: E402
 
 
 def per_write_seconds(observer: RuntimeObserver, writes: int) -> float:
-    """The observer calls of `writes` writes (as node.py makes them), seconds per write."""
+    """The observer calls of `writes` writes (as replichat/runtime/node.py makes them), seconds per write."""
     applied = [Applied(1, command_pb2.Command(send=chat_pb2.SendMessageRequest(recipient="u", text="x")), None)]
     started = time.perf_counter()
     for _ in range(writes):
