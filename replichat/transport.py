@@ -170,7 +170,7 @@ class FrameDecoder:
     frame is delivered."""
 
     def __init__(self, self_id: int, senders: Collection[int], label: str = "a peer",
-                 cluster_id: Optional[bytes] = None) -> None:
+                 cluster_id: Optional[bytes] = None, dropped: Optional[DropCounter] = None) -> None:
         """senders: the replicas that may send to this one. A message from any other (say, a
         replica of another cluster) would make the core answer a replica the transport does
         not know, which stops the node. label: names the connection in log lines.
@@ -190,7 +190,9 @@ class FrameDecoder:
         self.authenticated_peer: Optional[int] = None
         # The member the first valid frame came from (the authenticated one when known).
         self.peer: Optional[int] = None
-        self.dropped = DropCounter()
+        # Shared by a listener's connections: a peer that reconnects to send more bad messages
+        # does not start a new run of logged drops.
+        self.dropped = dropped if dropped is not None else DropCounter()
 
     @property
     def greeted(self) -> bool:
@@ -525,12 +527,13 @@ async def start_peer_listener(
     received = [0]
     budget = _Budget()
     refusals = DropCounter()
+    dropped = DropCounter()
     loop = asyncio.get_event_loop()
     # TLS runs on each accepted connection (_PeerConnection), not in the server: that way
     # connections are counted and timed from the accept, handshake included.
     server = await loop.create_server(
         lambda: _PeerConnection(
-            FrameDecoder(self_id, senders, cluster_id=guard.cluster_id if guard else None),
+            FrameDecoder(self_id, senders, cluster_id=guard.cluster_id if guard else None, dropped=dropped),
             deliver, connections, received, budget, ssl_context, refusals, guard,
         ),
         host, port,
