@@ -12,6 +12,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from replichat.api.backend import ChatBackend
+from replichat.api.decoding import add_chat_servicer
 from replichat.api.reflection import enable_server_reflection
 from replichat.api.validated import ValidatedBackend
 from replichat.chat.limits import MAX_REQUEST_BYTES
@@ -199,7 +200,7 @@ def create_grpc_server(
     the node has started its other parts. (Raft peers do not use gRPC: see transport.py.)
     """
     server = grpc.aio.server(options=SERVER_OPTIONS)
-    chat_pb2_grpc.add_ChatServicer_to_server(ChatServicer(ValidatedBackend(backend), max_streams_per_address), server)
+    add_chat_servicer(ChatServicer(ValidatedBackend(backend), max_streams_per_address), server)
     health_pb2_grpc.add_HealthServicer_to_server(_HealthServicer(["", CHAT_SERVICE_NAME]), server)
     enable_server_reflection([CHAT_SERVICE_NAME, health.SERVICE_NAME], server)
     try:

@@ -280,3 +280,25 @@ def test_connect_streams_per_client_address_are_capped() -> None:
             await server.stop(None)
 
     run(scenario())
+
+
+def test_malformed_protobuf_is_invalid_argument_with_a_human_message() -> None:
+    async def scenario() -> None:
+        replica = FakeReplica(FakeCluster())
+        async with serving(replica) as (_, address):
+            async with grpc.aio.insecure_channel(address) as channel:
+                raw = lambda method, stream=False: (channel.unary_stream if stream else channel.unary_unary)(  # noqa: E731
+                    f"/replichat.v1.Chat/{method}", request_serializer=lambda b: b, response_deserializer=lambda b: b
+                )
+                invalid_utf8_name = b"\x0a\x02\xff\xfe"  # field 1 (name), 2 bytes that are not UTF-8
+                error = await _status_of(raw("CreateUser")(invalid_utf8_name))
+                assert error.code() is grpc.StatusCode.INVALID_ARGUMENT
+                assert "malformed request" in error.details() and "CreateUserRequest" in error.details()
+                assert "class" not in error.details() and "DecodeError" not in error.details()
+                error = await _status_of(raw("Connect", stream=True)(invalid_utf8_name).read())
+                assert error.code() is grpc.StatusCode.INVALID_ARGUMENT and "ConnectRequest" in error.details()
+                # Nothing changed and the replica keeps serving.
+                stub = chat_pb2_grpc.ChatStub(channel)
+                assert list((await stub.ListUsers(chat_pb2.ListUsersRequest())).names) == []
+
+    run(scenario())
