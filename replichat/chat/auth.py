@@ -37,8 +37,11 @@ CLIENT_ADDRESS: "contextvars.ContextVar[str]" = contextvars.ContextVar("replicha
 
 # Verified credentials remembered per replica (by fingerprint, with the hash they matched).
 CACHE_ENTRIES = 4096
-# Hash jobs queued or running at once; beyond, a request is refused rather than queued.
-MAX_HASHING = 64
+# Hash jobs queued or running at once; beyond, a request is refused rather than queued. A
+# queued job is a few hundred bytes (only the two running ones hold scrypt's 16 MiB); the
+# bound is on how long the queue can grow (1024 x ~50 ms / 2 threads: ~25 s), not memory.
+# Wrong credentials cannot fill it for long: they are rate limited per user and address.
+MAX_HASHING = 1024
 # Distinct users / addresses tracked by the rate limiters (oldest forgotten first).
 MAX_TRACKED_KEYS = 10_000
 
