@@ -37,7 +37,7 @@ try:  # Python 3.8 has typing.Protocol
 except ImportError:  # pragma: no cover
     from typing_extensions import Protocol  # type: ignore
 
-from replichat.raft.core import Config, NotLeader, RaftCore, Ready, Role
+from replichat.raft.core import Config, NotLeader, RaftCore, Ready
 from replichat.raft.log import RaftLog
 from replichat.raft.messages import NO_LEADER, Entry, HardState, Message
 
@@ -214,12 +214,6 @@ class Driver:
                 read.retry_at = now + self._retry
                 self._read_requests.append(context)
 
-    def forget_write(self, key: Hashable) -> None:
-        self._writes.pop(key, None)
-
-    def forget_read(self, context: bytes) -> None:
-        self._reads.pop(context, None)
-
     def has_input(self) -> bool:
         return bool(self._messages or self._proposals or self._read_requests or self._ticks or self._transfer_to)
 
@@ -343,7 +337,3 @@ class Driver:
             for context, read in self._reads.items():
                 if read.index is None:
                     self._read_requests.append(context)
-
-    @property
-    def role(self) -> Role:
-        return self.core.role
