@@ -16,7 +16,7 @@ import asyncio
 import logging
 import struct
 import ssl
-from typing import Callable, Collection, Dict, FrozenSet, List, Optional, Set, Tuple, cast
+from typing import Callable, Collection, Dict, FrozenSet, List, Optional, Sequence, Set, Tuple, Union, cast
 
 from google.protobuf.message import DecodeError
 
@@ -24,6 +24,14 @@ from replichat.proto import raft_pb2
 from replichat.identity import ID_BYTES, NO_INCARNATION, IdentityStore
 from replichat.raft.messages import Entry, Message, MsgType
 from replichat.raft.validate import DropCounter, check_message
+from replichat.snapshot_transfer import (
+    SnapshotAck,
+    SnapshotChunk,
+    ack_from_proto,
+    ack_to_proto,
+    chunk_from_proto,
+    chunk_to_proto,
+)
 from replichat.security.tls import peer_replica_id
 
 log = logging.getLogger(__name__)
@@ -81,18 +89,40 @@ def from_proto(p: raft_pb2.Message) -> Message:
     )
 
 
-def encode_frame(messages: List[Message]) -> bytes:
-    body = raft_pb2.MessageBatch(messages=[to_proto(m) for m in messages]).SerializeToString()
+# The pieces of a snapshot being streamed and their acknowledgements (snapshot_transfer.py):
+# they travel in the same frames as Raft messages but never go through the core.
+SnapshotPart = Union[SnapshotChunk, SnapshotAck]
+PeerItem = Union[Message, SnapshotChunk, SnapshotAck]
+
+
+def encode_frame(messages: Sequence[PeerItem]) -> bytes:
+    batch = raft_pb2.MessageBatch()
+    for m in messages:
+        if isinstance(m, Message):
+            batch.messages.append(to_proto(m))
+        elif isinstance(m, SnapshotChunk):
+            batch.chunks.append(chunk_to_proto(m))
+        else:
+            batch.acks.append(ack_to_proto(m))
+    body = batch.SerializeToString()
     return _LENGTH.pack(len(body)) + body
 
 
-def encode_frames(messages: List[Message]) -> bytes:
+def _weight(m: PeerItem) -> int:
+    if isinstance(m, Message):
+        return _MESSAGE_OVERHEAD + len(m.context) + sum(len(e.data) + _ENTRY_OVERHEAD for e in m.entries)
+    if isinstance(m, SnapshotChunk):
+        return _MESSAGE_OVERHEAD + len(m.data) + len(m.checksum)
+    return _MESSAGE_OVERHEAD + len(m.reason)
+
+
+def encode_frames(messages: Sequence[PeerItem]) -> bytes:
     """One frame, or several when the messages are big: a queue that grew while a peer was
     slow must not become a frame its receiver refuses (MAX_FRAME)."""
     frames = []
     start = size = 0
     for i, m in enumerate(messages):
-        weight = _MESSAGE_OVERHEAD + len(m.context) + sum(len(e.data) + _ENTRY_OVERHEAD for e in m.entries)
+        weight = _weight(m)
         if size and size + weight > FRAME_TARGET:
             frames.append(encode_frame(messages[start:i]))
             start, size = i, 0
@@ -193,6 +223,8 @@ class FrameDecoder:
         # Shared by a listener's connections: a peer that reconnects to send more bad messages
         # does not start a new run of logged drops.
         self.dropped = dropped if dropped is not None else DropCounter()
+        # Snapshot chunks and acknowledgements decoded by feed(), for take_snapshot_parts().
+        self._parts: List[SnapshotPart] = []
 
     @property
     def greeted(self) -> bool:
@@ -263,7 +295,21 @@ class FrameDecoder:
             if self.peer is None:
                 self.peer = sender
             messages.append(m)
+        for part in list(batch.chunks) + list(batch.acks):
+            sender = getattr(part, "from")
+            if part.to != self._self_id or sender not in self._senders:
+                raise FrameError(f"snapshot transfer from replica {sender} to {part.to}, not from a peer to replica {self._self_id}")
+            if self.authenticated_peer is not None and sender != self.authenticated_peer:
+                if self.dropped.record():
+                    log.warning("dropped a snapshot transfer claiming to be from replica %d on Raft connection from %s",
+                                sender, self.label)
+                continue
+            self._parts.append(chunk_from_proto(part) if isinstance(part, raft_pb2.SnapshotChunk) else ack_from_proto(part))
         return messages
+
+    def take_snapshot_parts(self) -> List[SnapshotPart]:
+        parts, self._parts = self._parts, []
+        return parts
 
     def _drop(self, kind: int, sender: int, reason: str) -> None:
         if self.dropped.record():
@@ -285,7 +331,9 @@ class _PeerConnection(asyncio.Protocol):
         self, decoder: FrameDecoder, deliver: Callable[[List[Message]], None], connections: Set["_PeerConnection"],
         received: List[int], budget: _Budget, ssl_context: Optional[ssl.SSLContext] = None,
         refusals: Optional[DropCounter] = None, guard: Optional["IdentityGuard"] = None,
+        deliver_parts: Optional[Callable[[List[SnapshotPart]], None]] = None,
     ) -> None:
+        self._deliver_parts = deliver_parts
         self._decoder = decoder
         self._guard = guard
         self._admitted = guard is None
@@ -470,6 +518,9 @@ class _PeerConnection(asyncio.Protocol):
         for messages in batches:
             if messages:
                 self._deliver(messages)
+        parts = self._decoder.take_snapshot_parts()
+        if parts and self._deliver_parts is not None:
+            self._deliver_parts(parts)
 
     def _limit_per_peer(self, peer: int) -> None:
         """A peer needs one connection (its sender replaces a broken one): keep at most
@@ -518,11 +569,13 @@ class PeerListener:
 async def start_peer_listener(
     self_id: int, deliver: Callable[[List[Message]], None], host: str, port: int, *, senders: Collection[int],
     ssl_context: Optional[ssl.SSLContext] = None, guard: Optional["IdentityGuard"] = None,
+    deliver_snapshot_parts: Optional[Callable[[List[SnapshotPart]], None]] = None,
 ) -> PeerListener:
     """Listen for peers on host:port (port 0: any free port, see PeerListener.port); hand
     `deliver` the messages that replicas in `senders` address to replica `self_id`.
     ssl_context: mutual TLS (security/tls.py peer_server_context); None: plain TCP.
-    guard: checks the identity greeting (cluster id, incarnations); None: bare MAGIC."""
+    guard: checks the identity greeting (cluster id, incarnations); None: bare MAGIC.
+    deliver_snapshot_parts: gets the snapshot chunks and acknowledgements (dropped without it)."""
     connections: Set[_PeerConnection] = set()
     received = [0]
     budget = _Budget()
@@ -534,7 +587,7 @@ async def start_peer_listener(
     server = await loop.create_server(
         lambda: _PeerConnection(
             FrameDecoder(self_id, senders, cluster_id=guard.cluster_id if guard else None, dropped=dropped),
-            deliver, connections, received, budget, ssl_context, refusals, guard,
+            deliver, connections, received, budget, ssl_context, refusals, guard, deliver_snapshot_parts,
         ),
         host, port,
     )
@@ -556,7 +609,7 @@ class _PeerLink:
         self.address = address
         self._ssl = ssl_context
         self._guard = guard
-        self.queue: List[Message] = []
+        self.queue: List[PeerItem] = []
         self.wake = asyncio.Event()
         self.task: Optional["asyncio.Task[None]"] = None
         self.reachable = True
@@ -641,7 +694,7 @@ class PeerTransport:
         for link in self._links.values():
             link.task = asyncio.ensure_future(link.run())
 
-    def send(self, messages: List[Message]) -> None:
+    def send(self, messages: Sequence[PeerItem]) -> None:
         for m in messages:
             link = self._links.get(m.dst)
             if link is None:

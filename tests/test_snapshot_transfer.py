@@ -132,3 +132,22 @@ def test_chunks_and_acks_survive_the_wire_form() -> None:
     chunk = chunk_from_proto(raft_pb2.SnapshotChunk(term=1, index=5, total_size=10, checksum="0" * 64))._replace(src=3, dst=4, data=b"d", last=True)
     wire = chunk_to_proto(chunk).SerializeToString()
     assert chunk_from_proto(raft_pb2.SnapshotChunk.FromString(wire)) == chunk
+
+
+def test_chunks_and_acks_share_frames_with_messages_and_reach_their_own_handler() -> None:
+    from replichat.raft.messages import Message, MsgType
+    from replichat.transport import MAGIC, FrameDecoder, FrameError, encode_frames
+
+    chunk = chunk_from_proto(raft_pb2.SnapshotChunk(term=1, index=5, total_size=3, checksum="0" * 64))._replace(
+        src=1, dst=2, data=b"abc", crc=zlib.crc32(b"abc"), last=True)
+    ack = SnapshotAck(1, 2, 1, 5, 3)
+    heartbeat = Message(MsgType.HEARTBEAT, 1, 2, 1)
+    decoder = FrameDecoder(2, {1, 2, 3})
+    batches = decoder.feed(MAGIC + encode_frames([heartbeat, chunk, ack]))
+    assert batches == [[heartbeat]]  # the core sees only messages
+    assert decoder.take_snapshot_parts() == [chunk, ack]
+    assert decoder.take_snapshot_parts() == []
+    big = [chunk._replace(data=b"x" * (1 << 20), offset=n << 20) for n in range(10)]
+    assert len(FrameDecoder(2, {1}).feed(MAGIC + encode_frames(big))) >= 2  # split near the frame target
+    with pytest.raises(FrameError, match="not from a peer"):
+        FrameDecoder(2, {1, 2}).feed(MAGIC + encode_frames([chunk._replace(src=9)]))
