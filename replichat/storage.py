@@ -181,7 +181,9 @@ class RaftStorage:
         """Record a snapshot this replica took (its file is already durable). The log is left
         alone: compaction is a separate decision (it keeps a tail for lagging followers)."""
         with self._transaction():
-            self._write_snapshot(meta)
+            current = self.snapshot()
+            if current is None or meta.index > current.index:  # never replace a newer one
+                self._write_snapshot(meta)
 
     def compact(self, index: int) -> int:
         """Delete the entries up to `index` (which a durable snapshot covers) and give the freed
