@@ -71,7 +71,8 @@ async def serve_replica(
     try:
         host, port = split_address(raft_address)
         peer_listener = await start_peer_listener(node_id, node.deliver, host, port, senders=node.peers,
-                                                  ssl_context=security.peer_server_context(), guard=guard)
+                                                  ssl_context=security.peer_server_context(), guard=guard,
+                                                  deliver_snapshot_parts=node.deliver_snapshot_parts)
     except OSError as error:
         await server.stop(None)
         raise ListenError(f"cannot listen for peers on {raft_address}: {error}") from error

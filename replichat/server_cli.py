@@ -85,6 +85,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--no-metrics", action="store_true", help="local cluster: serve no metrics or cluster page")
     parser.add_argument("--tick-ms", type=int, default=50, help="Raft tick (default %(default)s ms; heartbeat every tick)")
     parser.add_argument("--election-ticks", type=int, default=10, help="election timeout in ticks, randomized up to 2x (default %(default)s)")
+    parser.add_argument("--snapshot-entries", type=int, default=10_000, metavar="N",
+                        help="snapshot the chat state every N applied log entries and compact the log (0: never; default %(default)s)")
+    parser.add_argument("--snapshot-keep", type=int, default=5_000, metavar="N",
+                        help="log entries kept behind a snapshot, so a follower lagging by fewer catches up from the log (default %(default)s)")
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     parser.add_argument(
         "--insecure-no-auth",
@@ -158,6 +162,7 @@ def _tuning_args(args: argparse.Namespace) -> List[str]:
         ["--tick-ms", str(args.tick_ms), "--election-ticks", str(args.election_ticks), "--log-level", args.log_level]
         + ["--max-creates-per-minute", str(args.max_creates_per_minute)]
         + ["--max-streams-per-address", str(args.max_streams_per_address)]
+        + ["--snapshot-entries", str(args.snapshot_entries), "--snapshot-keep", str(args.snapshot_keep)]
         + (["--insecure-no-auth"] if args.insecure_no_auth else [])
     )
 
@@ -242,6 +247,8 @@ def _one_replica(parser: argparse.ArgumentParser, args: argparse.Namespace) -> i
         election_ticks=args.election_ticks,
         auth_enabled=not args.insecure_no_auth,
         auth_limits=AuthLimits(creates_per_minute=args.max_creates_per_minute),
+        snapshot_entries=max(0, args.snapshot_entries),
+        snapshot_keep=max(0, args.snapshot_keep),
     )
     data_dir = args.data_dir or os.path.join("data", f"replica-{args.id}")
     try:

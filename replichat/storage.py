@@ -24,6 +24,7 @@ holds (they protect them from then on; they cannot vouch for what happened befor
 import logging
 import os
 import sqlite3
+import threading
 import urllib.request
 import zlib
 from typing import Iterable, List, NamedTuple, Optional, Sequence, Tuple
@@ -99,6 +100,7 @@ def _verified_entries(rows: Iterable[Tuple[int, int, bytes, int]]) -> List[Entry
 class RaftStorage:
     def __init__(self, path: str) -> None:
         self.path = path
+        self._lock = threading.RLock()
         self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         (version,) = self._db.execute("PRAGMA user_version").fetchone()
         fresh = not self._db.execute("SELECT 1 FROM sqlite_master WHERE name = 'log'").fetchone()
@@ -145,6 +147,10 @@ class RaftStorage:
 
     def load(self) -> Tuple[HardState, List[Entry]]:
         """The hard state and every entry after the compacted prefix, each verified."""
+        with self._lock:
+            return self._load()
+
+    def _load(self) -> Tuple[HardState, List[Entry]]:
         row = self._db.execute("SELECT term, vote, commit_index FROM hard_state WHERE id = 0").fetchone()
         hard_state = HardState(*row) if row else HardState()
         base = self.log_base()
@@ -153,11 +159,13 @@ class RaftStorage:
         return hard_state, entries
 
     def log_base(self) -> LogBase:
-        row = self._db.execute("SELECT idx, term FROM log_base WHERE id = 0").fetchone()
+        with self._lock:
+            row = self._db.execute("SELECT idx, term FROM log_base WHERE id = 0").fetchone()
         return LogBase(*row) if row else LogBase()
 
     def snapshot(self) -> Optional[SnapshotMeta]:
-        row = self._db.execute("SELECT idx, term, file, size, checksum FROM snapshot WHERE id = 0").fetchone()
+        with self._lock:
+            row = self._db.execute("SELECT idx, term, file, size, checksum FROM snapshot WHERE id = 0").fetchone()
         return SnapshotMeta(*row) if row else None
 
     def reader(self) -> "SqliteLogReader":
@@ -188,6 +196,10 @@ class RaftStorage:
     def compact(self, index: int) -> int:
         """Delete the entries up to `index` (which a durable snapshot covers) and give the freed
         pages back. Returns the number of entries deleted."""
+        with self._lock:
+            return self._compact(index)
+
+    def _compact(self, index: int) -> int:
         snapshot = self.snapshot()
         if snapshot is None or index > snapshot.index:
             raise ValueError(f"compaction to {index} is not covered by a snapshot ({snapshot})")
@@ -219,7 +231,7 @@ class RaftStorage:
     # ----------------------------------------------------------------- plumbing
 
     def _transaction(self) -> "_Transaction":
-        return _Transaction(self._db)
+        return _Transaction(self._db, self._lock)
 
     def _write_hard_state(self, hard_state: HardState) -> None:
         self._db.execute(
@@ -238,22 +250,35 @@ class RaftStorage:
         # truncate it, so neither file keeps the size of a history that is gone.
         # (Through execute(), Python's sqlite3 steps incremental_vacuum once, which frees
         # one page; executescript runs it to completion.)
-        self._db.executescript("PRAGMA incremental_vacuum;")
-        busy, _, _ = self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        with self._lock:
+            self._db.executescript("PRAGMA incremental_vacuum;")
+            busy, _, _ = self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
         if busy:
             log.info("raft log checkpoint deferred: a reader holds the WAL (%s)", self.path)
 
 
 class _Transaction:
-    def __init__(self, db: sqlite3.Connection) -> None:
+    """One transaction, holding the storage's lock: a follower saves on the event loop while
+    compaction may run on the disk thread, and one SQLite connection must not interleave."""
+
+    def __init__(self, db: sqlite3.Connection, lock: "threading.RLock") -> None:
         self._db = db
+        self._lock = lock
 
     def __enter__(self) -> sqlite3.Connection:
-        self._db.execute("BEGIN")
+        self._lock.acquire()
+        try:
+            self._db.execute("BEGIN")
+        except BaseException:
+            self._lock.release()
+            raise
         return self._db
 
     def __exit__(self, kind: object, error: object, traceback: object) -> None:
-        self._db.execute("COMMIT" if kind is None else "ROLLBACK")
+        try:
+            self._db.execute("COMMIT" if kind is None else "ROLLBACK")
+        finally:
+            self._lock.release()
 
 
 class SqliteLogReader:

@@ -4,10 +4,11 @@ The runtime moves opaque bytes; this adapter is where they become chat commands:
 applies them, and `request_key` reads back the (client_id, request_seq) a proposer waits by.
 """
 import logging
+import os
 from typing import Hashable, List, Optional, Sequence, Tuple
 
 from replichat.chat.state import Applied, ChatState
-from replichat.chat.state_check import LogBounds, prepare_state
+from replichat.chat.state_check import LogBounds, SnapshotFile, prepare_state
 from replichat.proto.command_pb2 import Command
 from replichat.runtime.interfaces import LogExtent
 
@@ -41,7 +42,13 @@ class ChatMachine:
         """Open the chat state at `path`, first checked against what the Raft log holds: a
         damaged state is rebuilt (or restored) or the start refused (CorruptDataError).
         Blocking: the runtime runs it on its state-machine thread."""
-        outcome = prepare_state(path, LogBounds(log_extent.base_index, log_extent.last_index), None)
+        recorded = log_extent.snapshot
+        snapshot = None
+        if recorded is not None:
+            snapshot = SnapshotFile(
+                os.path.join(os.path.dirname(path), recorded.file), recorded.index, recorded.size, recorded.checksum
+            )
+        outcome = prepare_state(path, LogBounds(log_extent.base_index, log_extent.last_index), snapshot)
         if outcome != "ok":
             log.warning("chat state %s: %s", path, outcome)
         return cls(ChatState(path))

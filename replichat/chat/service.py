@@ -76,8 +76,19 @@ class ChatService:
         self.node.observer = observer
 
     async def start(self) -> None:
+        self.node.add_install_hook(self._state_replaced)
         await self.node.start()
         self._reader = ChatStateReader(self._state_path)
+
+    def _state_replaced(self) -> None:
+        """A snapshot from the leader replaced state.db: read the new file, and let every
+        connect stream look at its mailbox again."""
+        old, self._reader = self._reader, ChatStateReader(self._state_path)
+        if old is not None:
+            old.close()
+        for subscribers in self._subscribers.values():
+            for subscriber in subscribers:
+                subscriber.changed.set()
 
     async def stop(self, transfer_leadership: bool = True) -> None:
         """Hand over leadership (a leader), end every connect stream, stop the node."""
@@ -281,6 +292,8 @@ class ChatService:
             peers=[chat_pb2.PeerProgress(id=p.id, match_index=p.match_index, next_index=p.next_index) for p in status.peers],
             address=self.address,
             wire_address=self.wire_address,
+            first_index=status.first_index,
+            snapshot_index=status.snapshot_index,
         )
 
 

@@ -70,7 +70,7 @@ def format_status(rows: Sequence[Tuple[str, Optional[chat_pb2.StatusResponse], O
     """A table with one line per replica; a replica that did not answer is `unreachable`.
     `lag` is how many entries a replica has yet to apply compared with the most advanced
     commit index among the replicas that answered."""
-    header = ["address", "id", "role", "term", "leader", "commit", "applied", "last", "lag"]
+    header = ["address", "id", "role", "term", "leader", "commit", "applied", "last", "lag", "first", "snapshot"]
     table: List[List[str]] = [header]
     newest_commit = max((status.commit_index for _, status, _ in rows if status is not None), default=0)
     for address, status, _error in rows:
@@ -88,6 +88,8 @@ def format_status(rows: Sequence[Tuple[str, Optional[chat_pb2.StatusResponse], O
                 str(status.applied_index),
                 str(status.last_index),
                 str(max(0, newest_commit - status.applied_index)),
+                str(status.first_index or 1),
+                str(status.snapshot_index),
             ]
         )
     # An unreachable row only lines up its address; its note may overhang the id column.

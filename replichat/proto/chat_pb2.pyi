@@ -175,7 +175,7 @@ class PeerProgress(_message.Message):
     def __init__(self, id: _Optional[int] = ..., match_index: _Optional[int] = ..., next_index: _Optional[int] = ...) -> None: ...
 
 class StatusResponse(_message.Message):
-    __slots__ = ("id", "role", "term", "leader_id", "commit_index", "applied_index", "last_index", "peers", "address", "wire_address")
+    __slots__ = ("id", "role", "term", "leader_id", "commit_index", "applied_index", "last_index", "peers", "address", "wire_address", "first_index", "snapshot_index")
     ID_FIELD_NUMBER: _ClassVar[int]
     ROLE_FIELD_NUMBER: _ClassVar[int]
     TERM_FIELD_NUMBER: _ClassVar[int]
@@ -186,6 +186,8 @@ class StatusResponse(_message.Message):
     PEERS_FIELD_NUMBER: _ClassVar[int]
     ADDRESS_FIELD_NUMBER: _ClassVar[int]
     WIRE_ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    FIRST_INDEX_FIELD_NUMBER: _ClassVar[int]
+    SNAPSHOT_INDEX_FIELD_NUMBER: _ClassVar[int]
     id: int
     role: str
     term: int
@@ -196,4 +198,6 @@ class StatusResponse(_message.Message):
     peers: _containers.RepeatedCompositeFieldContainer[PeerProgress]
     address: str
     wire_address: str
-    def __init__(self, id: _Optional[int] = ..., role: _Optional[str] = ..., term: _Optional[int] = ..., leader_id: _Optional[int] = ..., commit_index: _Optional[int] = ..., applied_index: _Optional[int] = ..., last_index: _Optional[int] = ..., peers: _Optional[_Iterable[_Union[PeerProgress, _Mapping]]] = ..., address: _Optional[str] = ..., wire_address: _Optional[str] = ...) -> None: ...
+    first_index: int
+    snapshot_index: int
+    def __init__(self, id: _Optional[int] = ..., role: _Optional[str] = ..., term: _Optional[int] = ..., leader_id: _Optional[int] = ..., commit_index: _Optional[int] = ..., applied_index: _Optional[int] = ..., last_index: _Optional[int] = ..., peers: _Optional[_Iterable[_Union[PeerProgress, _Mapping]]] = ..., address: _Optional[str] = ..., wire_address: _Optional[str] = ..., first_index: _Optional[int] = ..., snapshot_index: _Optional[int] = ...) -> None: ...

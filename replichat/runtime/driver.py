@@ -39,7 +39,7 @@ except ImportError:  # pragma: no cover
 
 from replichat.raft.core import Config, NotLeader, RaftCore, Ready
 from replichat.raft.log import RaftLog
-from replichat.raft.messages import NO_LEADER, Entry, HardState, Message
+from replichat.raft.messages import NO_LEADER, Entry, HardState, Message, SnapshotMeta
 
 CoreFactory = Callable[[Config, RaftLog, HardState], RaftCore]
 
@@ -49,15 +49,22 @@ class RecoveryError(RuntimeError):
 
 
 def recover_core(
-    config: Config, hard_state: HardState, entries: List[Entry], applied: int, make_core: CoreFactory = RaftCore
+    config: Config, hard_state: HardState, entries: List[Entry], applied: int, make_core: CoreFactory = RaftCore,
+    base: SnapshotMeta = SnapshotMeta(), snapshot: Optional[SnapshotMeta] = None,
 ) -> RaftCore:
-    """Rebuild the core from what is durable: the log and hard state, and the state machine's
+    """Rebuild the core from what is durable: the log (entries after `base`, the last entry
+    compacted into a snapshot) and hard state, the newest snapshot, and the state machine's
     last applied index. Entries the state machine applied were committed even if the hard
     state's commit index (written lazily) lags behind."""
-    if applied > len(entries):
-        raise RecoveryError(f"the state machine applied {applied} entries but the raft log holds only {len(entries)}")
+    if applied > base.index + len(entries):
+        raise RecoveryError(
+            f"the state machine applied {applied} entries but the raft log ends at {base.index + len(entries)}"
+        )
     committed = max(hard_state.commit, applied)
-    return make_core(config, RaftLog(entries, committed, applied), hard_state)
+    log = RaftLog(entries, committed, applied, base_index=base.index, base_term=base.term)
+    if snapshot is None:
+        return make_core(config, log, hard_state)
+    return make_core(config, log, hard_state, snapshot)  # type: ignore[call-arg]
 
 
 class Listener(Protocol):
@@ -151,6 +158,7 @@ class Driver:
         self._retry = retry_interval
         self._timeout = request_timeout
         self._messages: Deque[Message] = collections.deque()
+        self._snapshots: List[Message] = []
         self._proposals: List[bytes] = []
         self._read_requests: List[bytes] = []
         self._ticks = 0
@@ -167,6 +175,10 @@ class Driver:
 
     def step_messages(self, messages: Iterable[Message]) -> None:
         self._messages.extend(messages)
+
+    def snapshot_messages(self, messages: Iterable[Message]) -> None:
+        """SNAPSHOT messages whose files the shell received whole and verified."""
+        self._snapshots.extend(messages)
 
     def tick(self) -> None:
         self._ticks += 1
@@ -215,7 +227,9 @@ class Driver:
                 self._read_requests.append(context)
 
     def has_input(self) -> bool:
-        return bool(self._messages or self._proposals or self._read_requests or self._ticks or self._transfer_to)
+        return bool(
+            self._messages or self._snapshots or self._proposals or self._read_requests or self._ticks or self._transfer_to
+        )
 
     @property
     def pending_writes(self) -> int:
@@ -234,6 +248,10 @@ class Driver:
         while self.has_input():
             while self._messages:
                 core.step(self._messages.popleft())
+            if self._snapshots:
+                snapshots, self._snapshots = self._snapshots, []
+                for m in snapshots:
+                    core.snapshot_received(m)
             if self._proposals:
                 proposals, self._proposals = self._proposals, []
                 try:
@@ -291,6 +309,10 @@ class Driver:
                 self._listener.write_applied(key, entry, result)
         if committed:
             self.applied_index = committed[-1].index
+
+    def installed(self, index: int) -> None:
+        """The shell installed a snapshot (Ready.snapshot) up to `index`: it counts as applied."""
+        self.applied_index = max(self.applied_index, index)
 
     def advance(self, step: Step) -> None:
         if step.ready.committed:

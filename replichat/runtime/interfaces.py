@@ -20,6 +20,8 @@ class LogExtent(NamedTuple):
 
     base_index: int
     last_index: int
+    # The recorded snapshot (storage.SnapshotMeta) the state can be restored from, if any.
+    snapshot: Optional[Any] = None
 
 
 class LogStore(Protocol):

@@ -30,11 +30,13 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, Hashable, List, NamedTupl
 from replichat.errors import ChatError, Code, OutcomeUnknown
 from replichat.metrics.observer import NO_OBSERVER, RuntimeObserver
 from replichat.raft.core import Config, RaftCore, Role
-from replichat.raft.messages import NO_LEADER, Entry, Message
+from replichat.raft.messages import NO_LEADER, Entry, Message, SnapshotMeta
 from replichat.runtime.driver import Driver, Step, recover_core
 from replichat.runtime.interfaces import LogExtent, LogStore, StateMachine
+from replichat.snapshot_policy import DEFAULT_KEEP_ENTRIES, DEFAULT_SNAPSHOT_ENTRIES, SnapshotPolicy
+from replichat.snapshot_runtime import SnapshotRuntime
 from replichat.storage import RaftStorage
-from replichat.transport import PeerTransport
+from replichat.transport import PeerTransport, SnapshotPart
 
 if TYPE_CHECKING:
     from replichat.chat.auth import AuthLimits
@@ -59,6 +61,8 @@ class NodeOptions:
         retry_interval_s: float = 2.0,
         auth_enabled: bool = True,
         auth_limits: Optional["AuthLimits"] = None,
+        snapshot_entries: int = DEFAULT_SNAPSHOT_ENTRIES,
+        snapshot_keep: int = DEFAULT_KEEP_ENTRIES,
     ) -> None:
         self.tick_s = tick_s
         self.election_ticks = election_ticks
@@ -71,6 +75,10 @@ class NodeOptions:
         # --insecure-no-auth: the brief's open service.
         self.auth_enabled = auth_enabled
         self.auth_limits = auth_limits
+        # A snapshot every snapshot_entries applied entries (0: never); the log keeps
+        # snapshot_keep entries behind it for followers that lag a little (snapshot_policy.py).
+        self.snapshot_entries = snapshot_entries
+        self.snapshot_keep = snapshot_keep
 
 
 class PeerStatus(NamedTuple):
@@ -88,6 +96,8 @@ class NodeStatus(NamedTuple):
     applied_index: int
     last_index: int
     peers: List[PeerStatus]
+    first_index: int = 1
+    snapshot_index: int = 0
 
 
 class Node:
@@ -134,6 +144,11 @@ class Node:
         # Metrics (--metrics) watch through this; the default does nothing.
         self.observer: RuntimeObserver = NO_OBSERVER
         self._proposals_seen = 0
+        self._snapshots: Optional[SnapshotRuntime] = None
+        self._extent = LogExtent(0, 0)
+        # Called on the loop after a snapshot from the leader replaced the state (to reopen
+        # read-only connections to it).
+        self._install_hooks: List[Callable[[], None]] = []
 
     # ----------------------------------------------------------------- lifecycle
 
@@ -141,7 +156,18 @@ class Node:
         os.makedirs(self.data_dir, exist_ok=True)
         self._store = store = await self._on_disk(self._open_log_store)
         hard_state, entries = await self._on_disk(store.load)
-        extent = LogExtent(0, len(entries))
+        base = SnapshotMeta()
+        recorded = None
+        if isinstance(store, RaftStorage):
+            base = SnapshotMeta(*await self._on_disk(store.log_base))
+            self._snapshots = SnapshotRuntime(
+                self.id, self.data_dir, os.path.join(self.data_dir, "state.db"), store,
+                SnapshotPolicy(self.options.snapshot_entries, self.options.snapshot_keep),
+                lambda: self._driver().core, self._on_disk, self.on_state_thread,
+                self.transport.send, self._step_snapshot, self._wake.set, lambda: self.observer,
+            )
+            recorded = await self._snapshots.load()
+        extent = self._extent = LogExtent(base.index, base.index + len(entries), recorded)
         self._machine = machine = await self.on_state_thread(self._open_state_machine, extent)
         applied = machine.last_applied
         config = Config(
@@ -150,13 +176,14 @@ class Node:
             election_ticks=self.options.election_ticks,
             seed=int.from_bytes(os.urandom(4), "big"),
         )
-        core = recover_core(config, hard_state, entries, applied)
+        snapshot = SnapshotMeta(recorded.index, recorded.term) if recorded is not None else None
+        core = recover_core(config, hard_state, entries, applied, base=base, snapshot=snapshot)
         self.driver = Driver(
             core, machine.request_key, self, self.options.retry_interval_s, self.options.request_timeout_s
         )
         log.info(
-            "replica %d starting: term %d, %d log entries, applied %d, peers %s",
-            self.id, hard_state.term, len(entries), applied,
+            "replica %d starting: term %d, %d log entries after index %d (snapshot at %d), applied %d, peers %s",
+            self.id, hard_state.term, len(entries), base.index, core.snapshot.index, applied,
             ", ".join(f"{i}={a}" for i, a in sorted(self.peers.items()) if i != self.id) or "none",
         )
         self.transport.start()
@@ -191,6 +218,8 @@ class Node:
             except asyncio.CancelledError:
                 pass
         await self.transport.close()
+        if self._snapshots is not None:
+            await self._snapshots.close()
         self._fail_waiters(ChatError(Code.UNAVAILABLE, f"replica {self.id} is shutting down"))
         if self._store is not None:
             await self._on_disk(self._store.close)
@@ -226,6 +255,20 @@ class Node:
         self.driver.step_messages(messages)
         self._wake.set()
 
+    def deliver_snapshot_parts(self, parts: List[SnapshotPart]) -> None:
+        """Snapshot chunks and acknowledgements from the transport (dropped before start)."""
+        if self._stopping or self._snapshots is None or self.driver is None:
+            return
+        self._snapshots.on_parts(parts)
+
+    def _step_snapshot(self, messages: List[Message]) -> None:
+        self._driver().snapshot_messages(messages)
+        self._wake.set()
+
+    def add_install_hook(self, hook: Callable[[], None]) -> None:
+        """`hook()` on the loop after a snapshot from the leader replaced the state machine."""
+        self._install_hooks.append(hook)
+
     def add_apply_hook(self, hook: ApplyHook) -> None:
         """`hook(results)` after each applied batch, on the loop (say, to wake subscribers)."""
         self._apply_hooks.append(hook)
@@ -249,6 +292,8 @@ class Node:
             driver = self._driver()
             driver.tick()
             driver.expire(loop.time())
+            if self._snapshots is not None:
+                self._snapshots.check_stalled()
             self._wake.set()
 
     async def _run(self) -> None:
@@ -272,14 +317,28 @@ class Node:
             raise
 
     async def _process_steps(self, driver: Driver) -> None:
-        store, machine = self._store, self._machine
-        assert store is not None and machine is not None
+        store = self._store
+        assert store is not None and self._machine is not None
+        snapshots = self._snapshots
         while True:
             step = driver.next_step()
             if step is None:
                 return
+            for regression in step.ready.log_regressions:
+                log.error(
+                    "replica %d: replica %d lost log entries it had acknowledged (up to %d; it now needs %d "
+                    "onwards): its data was wiped or rolled back; catching it up from there",
+                    self.id, regression.peer, regression.acknowledged, regression.now_before,
+                )
+            if step.ready.snapshot is not None:
+                assert snapshots is not None
+                await snapshots.install(step.ready.snapshot, step.hard_state, self._close_machine, self._reopen_machine)
+                driver.installed(step.ready.snapshot.index)
+                for install_hook in self._install_hooks:
+                    install_hook()
+            machine = self._machine
             if step.early:
-                self.transport.send(step.early)
+                self.transport.send(snapshots.outgoing(step.early) if snapshots else step.early)
             if step.must_persist:
                 started = time.perf_counter()
                 if not step.leader_step and len(step.entries) <= INLINE_PERSIST_MAX:
@@ -290,7 +349,7 @@ class Node:
                 self.observer.persisted(time.perf_counter() - started, len(step.entries))
             late = driver.persisted(step)
             if late:
-                self.transport.send(late)
+                self.transport.send(snapshots.outgoing(late) if snapshots else late)
             items = step.committed_items()
             if items:
                 started = time.perf_counter()
@@ -302,6 +361,10 @@ class Node:
                 driver.applied(step, results)
                 for hook in self._apply_hooks:
                     hook(results)
+                if snapshots is not None:
+                    if snapshots.failure is not None:
+                        raise snapshots.failure
+                    snapshots.after_apply()
             driver.advance(step)
             # Input that arrived during the awaits above joins the next Ready.
             self._feed(driver)
@@ -317,6 +380,15 @@ class Node:
     def _driver(self) -> Driver:
         assert self.driver is not None, "the node has not started"
         return self.driver
+
+    async def _close_machine(self) -> None:
+        assert self._machine is not None
+        await self.on_state_thread(self._machine.close)
+
+    async def _reopen_machine(self) -> None:
+        core = self._driver().core
+        self._extent = LogExtent(core.log.base_index, core.log.last_index, self._snapshots.recorded if self._snapshots else None)
+        self._machine = await self.on_state_thread(self._open_state_machine, self._extent)
 
     async def _on_disk(self, fn: Callable[..., T], *args: object) -> T:
         return await asyncio.get_event_loop().run_in_executor(self._disk, fn, *args)
@@ -428,6 +500,8 @@ class Node:
             applied_index=self.applied_index,
             last_index=core.log.last_index,
             peers=[PeerStatus(peer, pr.match, pr.next) for peer, pr in sorted(core.progress.items())],
+            first_index=core.log.first_index,
+            snapshot_index=core.snapshot.index,
         )
 
     async def _next_leader_change(self, timeout: float) -> None:

@@ -124,7 +124,7 @@ def test_takeover_notice_and_status_table() -> None:
                 assert await second.ask("connect bob") == ["ok: connected as bob; 0 queued message(s)"]
                 assert await first.line() == "notice: session for bob was taken over by another client"
                 header, row = await first.ask("status", answers=2)
-                assert header.split() == ["address", "id", "role", "term", "leader", "commit", "applied", "last", "lag"]
+                assert header.split() == ["address", "id", "role", "term", "leader", "commit", "applied", "last", "lag", "first", "snapshot"]
                 assert row.split()[:5] == [address, "1", "leader", "3", "1"]
                 for client in (first, second):
                     code, _, err = await client.finish()

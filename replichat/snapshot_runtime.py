@@ -1,0 +1,244 @@
+"""Snapshots in the asyncio runtime: taking them off the event loop, compacting the log, streaming
+them to followers the leader's log no longer reaches, and installing a received one.
+
+The node owns one `SnapshotRuntime` and calls it at four points: after each applied batch
+(`after_apply`, which may start taking a snapshot in the background), on the messages a Ready
+sends (`outgoing`, which turns a SNAPSHOT message into a chunked transfer), on snapshot chunks
+and acknowledgements from peers (`on_chunk`, `on_ack`), and on a Ready that carries a snapshot
+to install (`install`). The blocking steps and their crash-safe order are in snapshotting.py.
+
+Core changes made here (`snapshot_taken`, `compact`, `report_snapshot`) happen on the event
+loop, possibly while a Ready is being persisted. That is safe: they touch only entries at or
+below the applied index, which no Ready in flight persists or applies, and the progress of a
+follower being sent a snapshot, which no Ready carries.
+"""
+import asyncio
+import logging
+import os
+import time
+from typing import Awaitable, Callable, Dict, List, Optional, Sequence, TypeVar
+
+from replichat.chat.snapshot import file_checksum, remove_snapshots_except, restore_state, take_snapshot
+from replichat.raft.core import RaftCore
+from replichat.raft.messages import HardState, Message, MsgType, SnapshotMeta
+from replichat.snapshot_policy import SnapshotPolicy
+from replichat.snapshot_transfer import IncomingSnapshot, OutgoingSnapshot, SnapshotAck, SnapshotChunk
+from replichat.snapshotting import compact, record, snapshot_file_name
+from replichat.storage import RaftStorage
+from replichat.storage import SnapshotMeta as StoredSnapshot
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+# A transfer with no acknowledgement for this long has failed: the core will try again.
+STALL_TIMEOUT_S = 10.0
+
+OnThread = Callable[..., Awaitable[T]]
+
+
+class SnapshotRuntime:
+    def __init__(
+        self,
+        node_id: int,
+        data_dir: str,
+        state_path: str,
+        storage: RaftStorage,
+        policy: SnapshotPolicy,
+        core: Callable[[], RaftCore],
+        on_disk: Callable[..., Awaitable[object]],
+        on_worker: Callable[..., Awaitable[object]],
+        send: Callable[[Sequence[object]], None],
+        step: Callable[[List[Message]], None],
+        wake: Callable[[], None],
+        observer: Callable[[], object] = lambda: None,
+    ) -> None:
+        self.id = node_id
+        self.data_dir = data_dir
+        self.state_path = state_path
+        self.policy = policy
+        self._storage = storage
+        self._core = core
+        self._on_disk = on_disk
+        self._on_worker = on_worker
+        self._send = send
+        self._step = step
+        self._wake = wake
+        self._observer = observer
+        self._taking: Optional["asyncio.Task[None]"] = None
+        self._outgoing: Dict[int, OutgoingSnapshot] = {}
+        self._last_progress: Dict[int, float] = {}
+        self._incoming = IncomingSnapshot(node_id, data_dir)
+        self.failure: Optional[BaseException] = None
+        # The recorded snapshot (raft.db's row), kept here so the loop never reads raft.db.
+        self.recorded: Optional[StoredSnapshot] = None
+
+    async def load(self) -> Optional[StoredSnapshot]:
+        """The recorded snapshot; files a crash left behind (taken or received but never
+        recorded, or replaced but not yet deleted) are removed."""
+        self.recorded = await self._on_disk(self._storage.snapshot)
+        if self.recorded is not None:
+            removed = await self._on_worker(remove_snapshots_except, self.data_dir, self.recorded.file)
+            if removed:
+                log.info("replica %d removed %d snapshot file(s) left over by a crash", self.id, removed)
+        return self.recorded
+
+    # ----------------------------------------------------------------- taking
+
+    def after_apply(self) -> None:
+        core = self._core()
+        if self._taking is None and self.policy.due(core.log.applied, core.snapshot.index):
+            self._taking = asyncio.ensure_future(self._take())
+
+    async def _take(self) -> None:
+        try:
+            started = time.monotonic()
+            snapshot = await self._on_worker(take_snapshot, self.state_path, self.data_dir)
+            core = self._core()
+            if snapshot.index <= core.snapshot.index:
+                return  # an install overtook it
+            term = core.log.term(snapshot.index)
+            self.recorded = await self._on_disk(record, self._storage, snapshot, term)
+            core.snapshot_taken(SnapshotMeta(snapshot.index, term))
+            to = self.policy.compact_to(snapshot.index, core.log.base_index)
+            core.compact(to)
+            freed = await self._on_disk(compact, self._storage, self.data_dir, to)
+            seconds = time.monotonic() - started
+            log.info(
+                "replica %d took a snapshot at index %d (%.1f MiB in %.2f s); log compacted up to %d (%d entries freed)",
+                self.id, snapshot.index, snapshot.size / 2**20, seconds, to, freed,
+            )
+            observer = self._observer()
+            if observer is not None:
+                observer.snapshot_taken(seconds, snapshot.size)  # type: ignore[attr-defined]
+        except BaseException as error:
+            if not isinstance(error, asyncio.CancelledError):
+                log.critical("replica %d could not take a snapshot", self.id, exc_info=True)
+                self.failure = error
+            raise
+        finally:
+            self._taking = None
+
+    # ----------------------------------------------------------------- sending
+
+    def outgoing(self, messages: List[Message]) -> List[Message]:
+        """The messages to send as they are; SNAPSHOT messages become chunked transfers."""
+        if not any(m.type is MsgType.SNAPSHOT for m in messages):
+            return messages
+        rest = []
+        for m in messages:
+            if m.type is MsgType.SNAPSHOT:
+                self._start_transfer(m)
+            else:
+                rest.append(m)
+        return rest
+
+    def _start_transfer(self, m: Message) -> None:
+        previous = self._outgoing.pop(m.dst, None)
+        if previous is not None:
+            previous.close()
+        meta = self.recorded
+        if meta is None or meta.index != m.index:
+            log.warning("replica %d has no snapshot file at %d for replica %d", self.id, m.index, m.dst)
+            self._report(m.dst, False)
+            return
+        try:
+            transfer = OutgoingSnapshot(
+                self.id, m.dst, m.term, meta.index, meta.term, os.path.join(self.data_dir, meta.file), meta.size,
+                meta.checksum,
+            )
+        except Exception as error:  # the file failed its checksum: never ship it
+            log.critical("replica %d cannot send snapshot %d: %s", self.id, meta.index, error)
+            self.failure = error
+            self._report(m.dst, False)
+            return
+        log.info("replica %d sending snapshot %d (%.1f MiB) to replica %d", self.id, meta.index, meta.size / 2**20, m.dst)
+        self._outgoing[m.dst] = transfer
+        self._last_progress[m.dst] = time.monotonic()
+        self._send(transfer.chunks_to_send())
+
+    def on_parts(self, parts: Sequence[object]) -> None:
+        for part in parts:
+            if isinstance(part, SnapshotChunk):
+                self.on_chunk(part)
+            elif isinstance(part, SnapshotAck):
+                self.on_ack(part)
+
+    def on_ack(self, ack: SnapshotAck) -> None:
+        transfer = self._outgoing.get(ack.src)
+        if transfer is None:
+            return
+        outcome = transfer.on_ack(ack)
+        self._last_progress[ack.src] = time.monotonic()
+        if outcome is None:
+            self._send(transfer.chunks_to_send())
+            return
+        transfer.close()
+        del self._outgoing[ack.src]
+        if outcome:
+            log.info("replica %d sent snapshot %d to replica %d", self.id, transfer.index, ack.src)
+        else:
+            log.warning("replica %d: replica %d refused snapshot %d: %s", self.id, ack.src, transfer.index, ack.reason)
+        self._report(ack.src, outcome)
+
+    def check_stalled(self) -> None:
+        now = time.monotonic()
+        for peer in [p for p, t in self._last_progress.items() if p in self._outgoing and now - t > STALL_TIMEOUT_S]:
+            log.warning("replica %d: snapshot transfer to replica %d stalled; will retry", self.id, peer)
+            self._outgoing.pop(peer).close()
+            self._report(peer, False)
+
+    def _report(self, peer: int, success: bool) -> None:
+        self._last_progress.pop(peer, None)
+        self._core().report_snapshot(peer, success)
+        self._wake()
+
+    # ----------------------------------------------------------------- receiving
+
+    def on_chunk(self, chunk: SnapshotChunk) -> None:
+        ack, name = self._incoming.accept(chunk)
+        self._send([ack])
+        if ack.refused:
+            log.warning("replica %d refused a snapshot chunk from replica %d: %s", self.id, chunk.src, ack.reason)
+        if name is not None:
+            log.info("replica %d received snapshot %d from replica %d", self.id, chunk.index, chunk.src)
+            self._step([Message(MsgType.SNAPSHOT, chunk.src, self.id, chunk.term, log_term=chunk.snapshot_term, index=chunk.index)])
+            self._wake()
+
+    async def install(self, meta: SnapshotMeta, hard_state: Optional[HardState],
+                      close_state: Callable[[], Awaitable[None]], open_state: Callable[[], Awaitable[None]]) -> None:
+        """Install the received snapshot the core accepted (Ready.snapshot)."""
+        started = time.monotonic()
+        if self._taking is not None:
+            # It reads state.db, which the install replaces: let it finish first (it will find
+            # the install newer and record nothing).
+            await asyncio.wait([self._taking])
+        core = self._core()
+        hs = hard_state or HardState(core.term, core.vote, meta.index)
+        name = snapshot_file_name(meta.index)
+        size, checksum = await self._on_worker(file_checksum, os.path.join(self.data_dir, name))
+        recorded = StoredSnapshot(meta.index, meta.term, name, size, checksum)
+        # raft.db first (its own thread), then state.db: see snapshotting.install.
+        await self._on_disk(self._storage.install_snapshot, recorded, hs)
+        self.recorded = recorded
+        await close_state()
+        await self._on_worker(restore_state, self.state_path, os.path.join(self.data_dir, name), size, checksum, meta.index)
+        await open_state()
+        await self._on_worker(remove_snapshots_except, self.data_dir, name)
+        seconds = time.monotonic() - started
+        log.info("replica %d installed snapshot %d (term %d, %.1f MiB) in %.2f s", self.id, meta.index, meta.term,
+                 size / 2**20, seconds)
+        observer = self._observer()
+        if observer is not None:
+            observer.snapshot_installed(seconds, size)  # type: ignore[attr-defined]
+
+    async def close(self) -> None:
+        for transfer in self._outgoing.values():
+            transfer.close()
+        self._outgoing.clear()
+        self._incoming.close()
+        if self._taking is not None:
+            self._taking.cancel()
+            try:
+                await self._taking
+            except BaseException:
+                pass
