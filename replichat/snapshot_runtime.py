@@ -47,6 +47,7 @@ class SnapshotRuntime:
         core: Callable[[], RaftCore],
         on_disk: Callable[..., Awaitable[object]],
         on_worker: Callable[..., Awaitable[object]],
+        on_snapshot_thread: Callable[..., Awaitable[object]],
         send: Callable[[Sequence[object]], None],
         step: Callable[[List[Message]], None],
         wake: Callable[[], None],
@@ -60,6 +61,7 @@ class SnapshotRuntime:
         self._core = core
         self._on_disk = on_disk
         self._on_worker = on_worker
+        self._on_snapshot_thread = on_snapshot_thread
         self._send = send
         self._step = step
         self._wake = wake
@@ -92,7 +94,7 @@ class SnapshotRuntime:
     async def _take(self) -> None:
         try:
             started = time.monotonic()
-            snapshot = await self._on_worker(take_snapshot, self.state_path, self.data_dir)
+            snapshot = await self._on_snapshot_thread(take_snapshot, self.state_path, self.data_dir)
             core = self._core()
             if snapshot.index <= core.snapshot.index:
                 return  # an install overtook it

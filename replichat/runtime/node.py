@@ -135,6 +135,9 @@ class Node:
         self.stopped = asyncio.Event()
         self._disk = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix=f"raft-log-{node_id}")
         self._sm = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix=f"state-machine-{node_id}")
+        # Taking a snapshot reads state.db through its own connection: on its own thread, so
+        # batches keep applying on the state-machine thread meanwhile.
+        self._snapshot_thread = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix=f"snapshot-{node_id}")
         self.transport = PeerTransport(node_id, self.peers)
         self._store: Optional[LogStore] = None
         self._machine: Optional[StateMachine] = None
@@ -163,7 +166,7 @@ class Node:
             self._snapshots = SnapshotRuntime(
                 self.id, self.data_dir, os.path.join(self.data_dir, "state.db"), store,
                 SnapshotPolicy(self.options.snapshot_entries, self.options.snapshot_keep),
-                lambda: self._driver().core, self._on_disk, self.on_state_thread,
+                lambda: self._driver().core, self._on_disk, self.on_state_thread, self._on_snapshot_thread,
                 self.transport.send, self._step_snapshot, self._wake.set, lambda: self.observer,
             )
             recorded = await self._snapshots.load()
@@ -227,6 +230,7 @@ class Node:
             await self.on_state_thread(self._machine.close)
         self._disk.shutdown()
         self._sm.shutdown()
+        self._snapshot_thread.shutdown()
         self.stopped.set()
 
     @property
@@ -389,6 +393,9 @@ class Node:
         core = self._driver().core
         self._extent = LogExtent(core.log.base_index, core.log.last_index, self._snapshots.recorded if self._snapshots else None)
         self._machine = await self.on_state_thread(self._open_state_machine, self._extent)
+
+    async def _on_snapshot_thread(self, fn: Callable[..., T], *args: object) -> T:
+        return await asyncio.get_event_loop().run_in_executor(self._snapshot_thread, fn, *args)
 
     async def _on_disk(self, fn: Callable[..., T], *args: object) -> T:
         return await asyncio.get_event_loop().run_in_executor(self._disk, fn, *args)
