@@ -24,7 +24,9 @@ from replichat.chat.names import lookalike_key  # noqa: E402
 from replichat.chat.search import compile_pattern  # noqa: E402
 from replichat.chat.state import ChatState  # noqa: E402
 from replichat.errors import ChatError  # noqa: E402
-from replichat.node import Node  # noqa: E402
+from replichat.chat.machine import ChatMachine  # noqa: E402
+from replichat.chat.service import ChatService  # noqa: E402
+from replichat.runtime.node import Node  # noqa: E402
 
 PATTERNS = ["(.*){1000}", "(.*){100}", "(.?){100}", r"(\w*){9}", "((((.*)*)*)*){10}", "^user0012"]
 
@@ -53,7 +55,7 @@ async def probe(stop: asyncio.Event) -> Tuple[float, int]:
     return worst, count
 
 
-async def measure(node: Node, pattern: str) -> Tuple[str, float, float, int]:
+async def measure(node: ChatService, pattern: str) -> Tuple[str, float, float, int]:
     stop = asyncio.Event()
     prober = asyncio.ensure_future(probe(stop))
     started = time.perf_counter()
@@ -69,11 +71,13 @@ async def measure(node: Node, pattern: str) -> Tuple[str, float, float, int]:
 
 async def main(users: int) -> None:
     with tempfile.TemporaryDirectory() as folder:
-        fill(os.path.join(folder, "state.db"), users)
-        node = Node(1, {1: "127.0.0.1:1"}, folder)
+        state_path = os.path.join(folder, "state.db")
+        fill(state_path, users)
+        runtime = Node(1, {1: "127.0.0.1:1"}, folder, lambda log: ChatMachine.open(state_path, log))
+        node = ChatService(runtime, state_path)
         await node.start()
         try:
-            while node.core is None or node.core.role.value != "leader":
+            while runtime.core is None or runtime.core.role.value != "leader":
                 await asyncio.sleep(0.05)
             stop = asyncio.Event()
             prober = asyncio.ensure_future(probe(stop))
