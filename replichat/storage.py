@@ -84,8 +84,9 @@ class LogBase(NamedTuple):
     term: int = 0
 
 
-def _verified_entries(rows: Iterable[Tuple[int, int, bytes, int]]) -> List[Entry]:
-    """Rows (idx, term, data, crc) as entries, each checked. The loop is inlined because it
+def verified_entries(rows: Iterable[Tuple[int, int, bytes, int]]) -> List[Entry]:
+    """Rows (idx, term, data, crc) as entries, each checked (CorruptDataError names the first
+    bad index). Public because the simulator's disk loads through it too. The loop is inlined because it
     runs once per stored entry at every start: the checksum must not double the load time."""
     pack, crc32 = _INDEX_TERM.pack, zlib.crc32
     entries = []
@@ -154,7 +155,7 @@ class RaftStorage:
         row = self._db.execute("SELECT term, vote, commit_index FROM hard_state WHERE id = 0").fetchone()
         hard_state = HardState(*row) if row else HardState()
         base = self.log_base()
-        entries = _verified_entries(self._db.execute("SELECT idx, term, data, crc FROM log ORDER BY idx"))
+        entries = verified_entries(self._db.execute("SELECT idx, term, data, crc FROM log ORDER BY idx"))
         _check_contiguous(entries, base.index + 1)
         return hard_state, entries
 
@@ -295,7 +296,7 @@ class SqliteLogReader:
         rows = self._db.execute(
             "SELECT idx, term, data, crc FROM log WHERE idx >= ? AND idx < ? ORDER BY idx", (lo, hi)
         ).fetchall()
-        entries = _verified_entries(rows)
+        entries = verified_entries(rows)
         _check_contiguous(entries, lo)
         if len(entries) != max(0, hi - lo):
             raise CorruptDataError(f"raft log is missing entries in [{lo}, {hi}): found {len(entries)}")

@@ -28,6 +28,9 @@ class Fault(str, enum.Enum):
     TRANSFER = "transfer"  # graceful leadership transfer, as on shutdown
     # Client connections.
     CLIENT_LOSS = "client-loss"  # requests or answers lost: clients time out and retry elsewhere
+    # Disks. A byte of a stored entry flips while its replica is down: at restart the replica
+    # must detect it and refuse to start (it stays out; at most a minority is ever lost so).
+    CORRUPT_DISK = "corrupt-disk"
 
 
 ALL_FAULTS: FrozenSet[Fault] = frozenset(Fault)

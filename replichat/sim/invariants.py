@@ -20,12 +20,14 @@ quadratic:
 - monotonic commit: a replica's commit (and applied) index never goes back within one life;
 - durability: no disk ever drops a committed entry, and every committed entry is on a quorum
   of disks (checked periodically: a minority crash can never lose it);
-- acknowledged writes: the entry a client was answered from is committed, and stays so.
+- acknowledged writes: the entry a client was answered from is committed, and stays so;
+- corruption never propagates: bytes the nemesis flipped on a disk are never applied by any
+  replica nor sent by any replica in an append.
 
 The periodic `full_check` also compares every pair of logs directly (the incremental check's
 backstop).
 """
-from typing import Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Set, Tuple
 
 from replichat.chat.state import Applied
 from replichat.raft.core import Ready, Role
@@ -60,6 +62,8 @@ class SafetyChecker:
         self.acknowledged: Dict[int, Entry] = {}
         self._commit = {r: 0 for r in replica_ids}
         self._applied = {r: 0 for r in replica_ids}
+        # (index, term, data) of every entry as a corrupted disk now stores it.
+        self._corrupt: Set[Tuple[int, int, bytes]] = set()
 
     # ----------------------------------------------------------------- per event
 
@@ -138,10 +142,23 @@ class SafetyChecker:
                     f"index {entry.index} term {entry.term} with previous term {known[1]} and data {known[0][:24].hex()}",
                 )
 
+    def on_corrupted(self, rid: int, entry: Entry, stored: bytes) -> None:
+        """The nemesis flipped a byte of `entry` on replica `rid`'s disk: `stored` is what it holds now."""
+        self._corrupt.add((entry.index, entry.term, stored))
+
+    def _never_corrupt(self, rid: int, entries: Iterable[Entry], what: str) -> None:
+        for e in entries:
+            if (e.index, e.term, e.data) in self._corrupt:
+                raise InvariantViolation(
+                    "corruption-propagated", f"replica {rid} {what} entry {_short(e)}, whose bytes were corrupted on a disk"
+                )
+
     def on_sent(self, rid: int, messages: Sequence[Message]) -> None:
         """Messages leaving a replica. A vote counts once sent: a Ready lost to a crash before
         its persist completed never granted anything."""
         for m in messages:
+            if self._corrupt and m.entries:
+                self._never_corrupt(rid, m.entries, "sent")
             if m.type is MsgType.VOTE_RESP and not m.reject:
                 voted = self._votes.setdefault((rid, m.term), m.dst)
                 if voted != m.dst:
@@ -157,6 +174,8 @@ class SafetyChecker:
     def on_applied(self, rid: int, entries: Sequence[Entry], applied: Sequence[Applied]) -> None:
         if len(entries) != len(applied):
             raise InvariantViolation("apply", f"replica {rid} applied {len(applied)} results for {len(entries)} entries")
+        if self._corrupt:
+            self._never_corrupt(rid, entries, "applied")
         for entry, item in zip(entries, applied):
             if item.index != entry.index:
                 raise InvariantViolation("apply", f"replica {rid} applied index {item.index} for entry {_short(entry)}")
@@ -185,16 +204,20 @@ class SafetyChecker:
 
     # ----------------------------------------------------------------- whole-cluster
 
-    def full_check(self, logs: Mapping[str, Sequence[Entry]], disks: Mapping[int, Sequence[Entry]]) -> None:
+    def full_check(self, logs: Mapping[str, Sequence[Entry]], disks: Mapping[int, Sequence[Entry]], lost: int = 0) -> None:
+        """`disks`: the disks still trusted; `lost`: how many others were lost to corruption
+        (each can take one copy of a committed entry with it, so a quorum less that many)."""
         labels = sorted(logs)
         for a_pos, a in enumerate(labels):
             for b in labels[a_pos + 1 :]:
                 _check_pair(a, logs[a], b, logs[b])
         for index, entry in self.committed.items():
             holders = sum(1 for d in disks.values() if len(d) >= index and d[index - 1] == entry)
-            if holders < self.quorum:
+            if holders < self.quorum - lost:
                 raise InvariantViolation(
-                    "durability", f"committed entry {_short(entry)} is on {holders} disks, fewer than a quorum of {self.quorum}"
+                    "durability",
+                    f"committed entry {_short(entry)} is on {holders} disks, fewer than a quorum of {self.quorum}"
+                    + (f" less {lost} corrupted" if lost else ""),
                 )
 
     def final_check(self, logs: Dict[int, RaftLog], digests: Dict[int, str]) -> None:

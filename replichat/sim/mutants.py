@@ -9,8 +9,9 @@ from typing import Callable, Dict, List, NamedTuple, Tuple
 
 from replichat.raft.core import Config, RaftCore, Ready
 from replichat.raft.log import RaftLog
-from replichat.raft.messages import NO_LEADER, HardState, Message, MsgType, ReadState
+from replichat.raft.messages import NO_LEADER, Entry, HardState, Message, MsgType, ReadState
 from replichat.runtime.driver import Driver
+from replichat.sim.disk import Disk
 
 
 class CommitsEarlierTerms(RaftCore):
@@ -91,6 +92,14 @@ class AnswersReadsOnLeaderChange(Driver):
                     read.index = self.core.log.committed
 
 
+class UncheckedDisk(Disk):
+    """Loads the log without verifying the stored checksums: an entry whose bytes changed on
+    disk is taken as written, then applied, served and shipped to peers."""
+
+    def load(self) -> Tuple[HardState, List[Entry]]:
+        return self.hard_state, [Entry(term, index, data) for index, term, data, _ in self.rows()]
+
+
 CoreFactory = Callable[[Config, RaftLog, HardState], RaftCore]
 DriverFactory = Callable[..., Driver]
 
@@ -98,6 +107,7 @@ DriverFactory = Callable[..., Driver]
 class Mutant(NamedTuple):
     make_core: CoreFactory
     make_driver: DriverFactory = Driver
+    make_disk: Callable[[], Disk] = Disk
     description: str = ""
 
 
@@ -112,6 +122,7 @@ MUTANTS: Dict[str, Mutant] = {
     "reads-answered-on-leader-change": Mutant(
         RaftCore, AnswersReadsOnLeaderChange, description=AnswersReadsOnLeaderChange.__doc__ or ""
     ),
+    "unchecked-disk": Mutant(RaftCore, make_disk=UncheckedDisk, description=UncheckedDisk.__doc__ or ""),
 }
 
 

@@ -38,6 +38,7 @@ _WEIGHTS = {
     Fault.SLOW: 2,
     Fault.TRANSFER: 1,
     Fault.CLIENT_LOSS: 1,
+    Fault.CORRUPT_DISK: 1,
 }
 
 
@@ -259,11 +260,41 @@ class Nemesis:
         self._crash(power_loss=True)
 
     def _restart(self, replica: SimReplica) -> None:
+        if replica.refused:
+            return  # its disk failed a check: it stays out, like the real replica (exit 3)
         if replica.status is Status.DOWN:
             replica.start()
         elif replica.crash_point is not None:
             # The crash is still waiting for its moment: come back soon after it.
             self.world.queue.after(self._ticks(1, 3), lambda: self._restart(replica))
+
+    # ----------------------------------------------------------------- disks
+
+    def _corrupt_disk(self) -> None:
+        """Flip one byte of a stored entry's data on a replica that is down (crashing one
+        first if none is), then restart it as usual: it must detect the flip and refuse to
+        start. At most a minority of disks is ever corrupted, so a majority stays healthy."""
+        replicas = [r for _, r in sorted(self.replicas.items())]
+        if sum(1 for r in replicas if r.disk.stored_data) >= (len(replicas) - 1) // 2:
+            return
+        rng = self.world.rng
+        with_data = [r for r in replicas if not r.disk.stored_data and any(e.data for e in r.disk.entries)]
+        down = [r for r in with_data if r.status is Status.DOWN]
+        if down:
+            victim = rng.choice(down)
+        else:
+            alive = [r for r in with_data if r.status is not Status.DOWN]
+            if not alive:
+                return
+            victim = rng.choice(alive)
+            self.world.log(f"NEMESIS corrupt-disk: r{victim.id} is crashed first")
+            victim.crash()
+            self.world.queue.after(self._ticks(1, 12), lambda: self._restart(victim))
+        entry = rng.choice([e for e in victim.disk.entries if e.data])
+        position = rng.randrange(len(entry.data))
+        stored = victim.disk.corrupt(entry.index, position, rng.randint(1, 255))
+        self.world.checker.on_corrupted(victim.id, entry, stored)
+        self._count(Fault.CORRUPT_DISK, f"r{victim.id} entry {entry.index} byte {position} flipped")
 
     def _pause(self) -> None:
         victim = self._victim(0.5)
@@ -318,7 +349,7 @@ class Nemesis:
             if replica.status is Status.PAUSED:
                 replica.resume()
             if replica.status is Status.DOWN:
-                replica.start()
+                replica.start()  # refuses (and stays down) if its disk was corrupted
             else:
                 replica.crash_point = None
                 replica.trap = None

@@ -16,6 +16,10 @@ the chat state database (SQLite keeps committed transactions across a process cr
 power-loss crash replaces it with an empty one, so the replica re-applies the log from index 1 —
 both recoveries get exercised.
 
+A restart whose disk fails its checksums (the nemesis flipped a byte while the replica was
+down) refuses, as the real replica does (it exits with status 3): the replica stays down for
+the rest of the run, `refused` says why, and the cluster must carry on without it.
+
 Client requests wait in the driver's tables (serving.py only maps them to simulated clients);
 a stopped process holds them until it resumes, a dead one drops them.
 """
@@ -24,6 +28,7 @@ from typing import Callable, List, Optional, Tuple, TypeVar
 
 from replichat.chat.machine import ChatMachine
 from replichat.chat.state import Applied, ChatState
+from replichat.integrity import CorruptDataError
 from replichat.raft.core import Config, RaftCore, Role
 from replichat.raft.messages import Message, MsgType
 from replichat.runtime.driver import Driver, RecoveryError, Step, recover_core
@@ -66,7 +71,9 @@ class SimReplica:
         # The real core and driver, or a deliberately broken one (mutants.py).
         self._mutant = mutant
         self._reply = reply
-        self.disk = Disk()
+        self.disk: Disk = mutant.make_disk()
+        # Why this replica refused to start (its stored data failed a check); it stays down.
+        self.refused = ""
         self.state = ChatState(":memory:")
         self.driver: Optional[Driver] = None
         self.core: Optional[RaftCore] = None
@@ -94,7 +101,13 @@ class SimReplica:
     def start(self) -> None:
         """(Re)build the core and driver from what is durable, as the node does at start."""
         world = self.world
-        hard_state, entries = self.disk.load()
+        if self.refused:
+            return
+        try:
+            hard_state, entries = self.disk.load()
+        except CorruptDataError as error:
+            self._refuse(error)
+            return
         applied = self.state.last_applied
         config = self.config._replace(seed=world.rng.randrange(1 << 30))
         try:
@@ -120,6 +133,17 @@ class SimReplica:
         )
         self._observe()
         self.kick()
+
+    def _refuse(self, error: CorruptDataError) -> None:
+        """The real replica's answer to a failed check at start: say what and where, stay down."""
+        first_bad = min(self.disk.stored_data, default=None)
+        if first_bad is None or f"entry {first_bad} " not in str(error):
+            raise InvariantViolation(
+                "corruption-detection", f"replica {self.id} refused to start naming the wrong place: {error}"
+            )
+        self.refused = str(error)
+        self.world.faults["corrupt-disk (refused to start)"] += 1
+        self.world.log(f"r{self.id} REFUSES to start: {error}")
 
     def crash(self, point: Optional[str] = None) -> None:
         """kill -9. With `point`, and a Ready being persisted, strike at that point of it."""

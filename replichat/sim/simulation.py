@@ -246,7 +246,9 @@ class Simulation:
     def full_check(self) -> None:
         cores = {rid: (r.core.log if r.core is not None else None) for rid, r in self.replicas.items()}
         disks = {rid: r.disk.entries for rid, r in self.replicas.items()}
-        self.world.checker.full_check(logs_of(cores, disks), disks)
+        # A corrupted disk no longer vouches for what it holds (the real one is replaced).
+        trusted = {rid: d for rid, d in disks.items() if not self.replicas[rid].disk.stored_data}
+        self.world.checker.full_check(logs_of(cores, disks), trusted, lost=len(disks) - len(trusted))
 
     # ----------------------------------------------------------------- liveness
 
@@ -262,7 +264,7 @@ class Simulation:
                 self.full_check()
                 self.world.checker.final_check(
                     {rid: r.core.log for rid, r in self.replicas.items() if r.core is not None},
-                    {rid: r.state.digest() for rid, r in self.replicas.items()},
+                    {rid: r.state.digest() for rid, r in self.replicas.items() if not r.refused},
                 )
                 world.log(f"converged after {self.heal_ticks} ticks")
                 return
@@ -273,7 +275,8 @@ class Simulation:
     def _converged(self) -> bool:
         if any(not c.idle for c in self.clients):
             return False
-        replicas = list(self.replicas.values())
+        # A replica that refused to start (corrupt disk) is out for good: the rest must carry on.
+        replicas = [r for r in self.replicas.values() if not r.refused]
         if any(r.status is not Status.UP or r.core is None for r in replicas):
             return False
         leaders = [r for r in replicas if r.core is not None and r.core.role is Role.LEADER]
@@ -297,7 +300,7 @@ class Simulation:
         parts = []
         for rid, r in sorted(self.replicas.items()):
             if r.core is None:
-                parts.append(f"r{rid} {r.status.value}")
+                parts.append(f"r{rid} {r.status.value}" + (" (refused to start: corrupt disk)" if r.refused else ""))
                 continue
             c = r.core
             parts.append(
