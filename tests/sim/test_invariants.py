@@ -150,3 +150,26 @@ def test_hard_state_alone_is_not_evidence() -> None:
     # A Ready with only a hard state passes through the checker untouched.
     checker = SafetyChecker([1, 2, 3])
     checker.on_ready(1, log_of(), 1, Ready(HardState(1, 1, 0), [], [], [], []))
+
+
+def test_corrupted_bytes_sent_or_applied() -> None:
+    checker = SafetyChecker([1, 2, 3])
+    good = Entry(1, 1, b"hello")
+    checker.on_corrupted(2, good, b"hellp")
+    bad = Entry(1, 1, b"hellp")
+    checker.on_sent(1, [Message(MsgType.APPEND, 1, 3, 1, entries=(good,))])  # the real bytes: fine
+    with pytest.raises(InvariantViolation, match="corruption-propagated"):
+        checker.on_sent(2, [Message(MsgType.APPEND, 2, 3, 1, entries=(bad,))])
+    checker.committed[1] = bad  # so the apply reaches the corruption check, not another one
+    with pytest.raises(InvariantViolation, match="corruption-propagated"):
+        checker.on_applied(2, [bad], [Applied(1, None, None)])
+
+
+def test_durability_allows_for_corrupted_disks_only() -> None:
+    checker = SafetyChecker([1, 2, 3, 4, 5])
+    entry = Entry(1, 1, b"x")
+    checker.committed[1] = entry
+    disks = {1: [entry], 2: [entry], 3: []}  # disks 4 and 5 corrupted and left out
+    checker.full_check({}, disks, lost=1)
+    with pytest.raises(InvariantViolation, match="durability"):
+        checker.full_check({}, disks)
