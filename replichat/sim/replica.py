@@ -367,6 +367,8 @@ class SimReplica:
             assert self.desk is not None and self.driver is not None
             self.desk.write(self.driver, request)
             self.kick()
+        elif self.refused:
+            self._refuse_client(request)
 
     def client_read(self, request: Request) -> None:
         if self.status is Status.PAUSED:
@@ -375,6 +377,13 @@ class SimReplica:
             assert self.desk is not None and self.driver is not None
             self.desk.read(self.driver, request)
             self.kick()
+        elif self.refused:
+            self._refuse_client(request)
+
+    def _refuse_client(self, request: Request) -> None:
+        """No process listens on a replica that refused to start: the client's connection is
+        refused at once (UNAVAILABLE) and it fails over, rather than waiting out a timeout."""
+        self._reply(Reply(request, None))
 
     # ----------------------------------------------------------------- views
 
