@@ -54,6 +54,15 @@ class Account(NamedTuple):
     credential: str
 
 
+def stamp_principal(command: command_pb2.Command, name: str, generation: int) -> None:
+    """Marks `command` as acting as the verified user `name`, whose account is `generation`
+    (its create's log index; 0: not known, authentication off). Apply refuses it unless
+    `name` is the user it acts as and that account still exists (chat/state.py). Pure: the
+    simulator's clients stamp their commands with it too."""
+    command.principal = name
+    command.principal_generation = generation
+
+
 class AuthLimits(NamedTuple):
     failures_per_user: int = 10
     failures_per_address: int = 30
@@ -162,8 +171,7 @@ class Authenticator:
         user that does not exist (as the request itself would).
         """
         account = await self.authenticate(name, token, action)
-        command.principal = name
-        command.principal_generation = account.generation if account is not None else 0
+        stamp_principal(command, name, account.generation if account is not None else 0)
 
     async def authenticate(self, name: str, token: str, action: str) -> Optional[Account]:
         """The account `token` proves `name`'s (None: no such user, authentication off)."""

@@ -14,28 +14,47 @@ import re
 from typing import Dict, NamedTuple, Optional, Sequence, Tuple, Union
 
 
+# Authentication. A write may act as an authenticated user: `principal` is who the client
+# proved to be, `credential` which account of that name it holds the credential of (the tag
+# of the create that made the account: a user deleted and created again is another account,
+# and the old credential no longer works). "" for both: not stamped (the open service).
+# A stamped write is refused, changing nothing, when the principal is not the user it acts
+# as (the sender, for a send) or its account is gone or not the one the credential is for.
+
+
 class Create(NamedTuple):
     name: str
+    # The new account's credential tag (unique per create); "" when not stamped.
+    tag: str = ""
 
 
 class Delete(NamedTuple):
     name: str
+    principal: str = ""
+    credential: str = ""
 
 
 class Send(NamedTuple):
     recipient: str
     sender: str
     text: str
+    # The sender's credential tag ("" for an anonymous or unstamped send). AUTHORIZED: the
+    # sender's check already passed (a projection onto the recipient's part; see linearizability).
+    credential: str = ""
 
 
 class Ack(NamedTuple):
     name: str
     up_to: int
+    principal: str = ""
+    credential: str = ""
 
 
 class Connect(NamedTuple):
     name: str
     session: str
+    principal: str = ""
+    credential: str = ""
 
 
 class Fetch(NamedTuple):
@@ -61,12 +80,15 @@ READ_OPS = (Fetch, ListUsers)
 #   ("ok", names)           list: sorted tuple of names
 #   ("exists",)             create of an existing user
 #   ("not_found",)          anything but create/list on a missing user
+#   ("unauthenticated",)    a stamped write whose principal may not act as the user (changes nothing)
 #   ("error", detail)       anything else a real system might answer; the model never does
 Output = Tuple[object, ...]
 
 OK: Output = ("ok",)
 EXISTS: Output = ("exists",)
 NOT_FOUND: Output = ("not_found",)
+UNAUTHENTICATED: Output = ("unauthenticated",)
+AUTHORIZED = "\x00authorized"
 
 Message = Tuple[int, str, str]
 
@@ -74,6 +96,8 @@ Message = Tuple[int, str, str]
 class User(NamedTuple):
     next_seq: int
     mailbox: Tuple[Message, ...]
+    # The tag of the create that made this account: whose credential acts as it.
+    owner: str = ""
 
 
 # One user's state: None while the user does not exist.
@@ -89,20 +113,41 @@ def key_of(op: Input) -> Optional[str]:
     return op.name
 
 
-def apply_key(state: KeyState, op: Input) -> Tuple[KeyState, Output]:
-    """Run a single-user operation on that user's state."""
+def may_act(account: KeyState, name: str, principal: str, credential: str) -> bool:
+    """Whether a write stamped with (principal, credential) may act as `name`, whose account
+    is `account`; an unstamped write may (the open service)."""
+    if not principal or credential == AUTHORIZED:
+        return True
+    return principal == name and account is not None and account.owner == credential
+
+
+def is_cross_user_send(op: Input) -> bool:
+    """A stamped send whose sender is not its recipient: its answer depends on two users."""
+    return isinstance(op, Send) and bool(op.sender) and op.sender != op.recipient and op.credential != AUTHORIZED
+
+
+def apply_key(state: KeyState, op: Input, sender: KeyState = None) -> Tuple[KeyState, Output]:
+    """Run a single-user operation on that user's state (`sender`: for a cross-user send, the
+    sender's account)."""
     if isinstance(op, Create):
         if state is not None:
             return state, EXISTS
-        return User(1, ()), OK
+        return User(1, (), op.tag), OK
+    if isinstance(op, Send) and op.sender and op.credential:
+        # Apply checks the sender's principal before it looks at the recipient.
+        account = state if op.sender == op.recipient else sender
+        if not may_act(account, op.sender, op.sender, op.credential):
+            return state, UNAUTHENTICATED
     if state is None:
         return None, NOT_FOUND
+    if isinstance(op, (Delete, Ack, Connect)) and not may_act(state, op.name, op.principal, op.credential):
+        return state, UNAUTHENTICATED
     if isinstance(op, Send):
         seq = state.next_seq
-        return User(seq + 1, state.mailbox + ((seq, op.sender, op.text),)), ("ok", seq)
+        return state._replace(next_seq=seq + 1, mailbox=state.mailbox + ((seq, op.sender, op.text),)), ("ok", seq)
     if isinstance(op, Ack):
         kept = tuple(m for m in state.mailbox if m[0] > op.up_to)
-        return User(state.next_seq, kept), ("ok", len(state.mailbox) - len(kept))
+        return state._replace(mailbox=kept), ("ok", len(state.mailbox) - len(kept))
     if isinstance(op, Delete):
         # A later create starts the user afresh, seq 1 again: the row is gone.
         return None, ("ok", len(state.mailbox))
@@ -142,7 +187,12 @@ class Model:
         key = key_of(op)
         assert key is not None
         position = self._position[key]
-        new_key_state, output = apply_key(state[position], op)
+        sender = None
+        if is_cross_user_send(op):
+            assert isinstance(op, Send)
+            at = self._position.get(op.sender)
+            sender = None if at is None else state[at]
+        new_key_state, output = apply_key(state[position], op, sender)
         if new_key_state is state[position]:
             return state, output
         return state[:position] + (new_key_state,) + state[position + 1 :], output

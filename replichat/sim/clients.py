@@ -11,9 +11,18 @@ clients never give up, so after the faults stop every operation must complete â€
 check.
 
 The client network (requests and answers) has latency and, under the client-loss fault, loss.
+
+Clients act as authenticated users, as the service's clients do: every create brings a new
+credential (tagged by the create; the keyring all clients share remembers which account, by
+generation, it opens), and a delete, ack, connect or named send presents a credential, which
+the replica stamps into the command as the chat service does (chat.auth.stamp_principal). Most
+present the current credential of the user they act as; some an older one (the user was
+re-created since: apply must refuse the stale generation), and some another user's (apply
+must refuse a principal that is not the user acted as). Refusals are UNAUTHENTICATED and
+change nothing, which the model knows.
 """
 import random
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List, Optional, Tuple
 
 from replichat.raft.messages import Entry
 from replichat.sim.chat_model import Ack, Connect, Create, Delete, Fetch, Input, ListUsers, Send
@@ -39,6 +48,12 @@ GIVE_UP_AFTER = 4
 # Abandoned writes per client and run: enough to exercise unknown outcomes, few enough that
 # the linearizability search stays tractable (each one doubles its states).
 MAX_ABANDONED = 3
+# How often a client presents an older credential of the user / another user's credential.
+STALE_CREDENTIAL = 0.15
+WRONG_PRINCIPAL = 0.1
+
+# name -> (credential tag, account generation) of every account made, oldest first.
+Keyring = Dict[str, List[Tuple[str, int]]]
 
 
 class ClientNetwork:
@@ -70,11 +85,12 @@ class ClientNetwork:
 
 
 class _Pending:
-    __slots__ = ("op_id", "input", "request_seq", "call", "attempts", "replica", "retrying")
+    __slots__ = ("op_id", "input", "generation", "request_seq", "call", "attempts", "replica", "retrying")
 
-    def __init__(self, op_id: int, op: Input, request_seq: int, call: int) -> None:
+    def __init__(self, op_id: int, op: Input, generation: int, request_seq: int, call: int) -> None:
         self.op_id = op_id
         self.input = op
+        self.generation = generation
         self.request_seq = request_seq
         self.call = call
         self.attempts = 0
@@ -95,8 +111,10 @@ class SimClient:
         next_op_id: Callable[[], int],
         on_acknowledged: Callable[[Entry], None],
         quitter: bool,
+        keyring: Optional[Keyring] = None,
     ) -> None:
         self.number = number
+        self.keyring: Keyring = {} if keyring is None else keyring
         self.client_id = f"client-{number}"
         self.world = world
         self.net = net
@@ -112,6 +130,7 @@ class SimClient:
         self.completed = 0
         self.abandoned = 0
         self._texts = 0
+        self._tags = 0
         # Highest seq this client has seen per mailbox: acks aim near it.
         self._seen_seq: Dict[str, int] = {}
         net.clients[number] = self
@@ -125,33 +144,64 @@ class SimClient:
 
     # ----------------------------------------------------------------- choosing work
 
-    def _choose(self) -> Input:
+    def _credential(self, name: str) -> Optional[Tuple[str, int]]:
+        """A credential for `name` from the keyring: mostly the newest, sometimes an older one."""
+        known = self.keyring.get(name)
+        if not known:
+            return None
+        if len(known) > 1 and self.world.rng.random() < STALE_CREDENTIAL:
+            return self.world.rng.choice(known[:-1])
+        return known[-1]
+
+    def _principal(self, name: str) -> Optional[Tuple[str, str, int]]:
+        """(principal, credential tag, generation) to act as `name`: the user's own credential,
+        or now and then another user's; None when the keyring holds none."""
+        rng = self.world.rng
+        principal = name
+        if rng.random() < WRONG_PRINCIPAL or name not in self.keyring:
+            others = sorted(n for n in self.keyring if n != name)
+            if others:
+                principal = rng.choice(others)
+        credential = self._credential(principal)
+        return None if credential is None else (principal,) + credential
+
+    def _choose(self) -> Tuple[Input, int]:
+        """The next operation and the generation of the credential it presents (0: none)."""
         rng = self.world.rng
         kind = rng.choices([k for k, _ in _OPS], weights=[w for _, w in _OPS])[0]
         name = rng.choice(self.names)
         if kind is Create:
-            return Create(name)
+            self._tags += 1
+            return Create(name, f"k{self.number}.{self._tags}"), 0
         if kind is Send:
             self._texts += 1
+            text = f"m{self.number}.{self._texts}"
             sender = rng.choice(("",) + tuple(self.names))
-            return Send(name, sender, f"m{self.number}.{self._texts}")
+            credential = self._credential(sender) if sender else None
+            if credential is None:
+                return Send(name, "", text), 0  # anonymous: nobody to prove
+            return Send(name, sender, text, credential[0]), credential[1]
         if kind is Fetch:
-            return Fetch(name)
+            return Fetch(name), 0
         if kind is ListUsers:
-            return ListUsers(rng.choice(PATTERNS))
+            return ListUsers(rng.choice(PATTERNS)), 0
+        acting = self._principal(name)
+        if acting is None:
+            return Fetch(name), 0  # no credential to act with yet
+        principal, tag, generation = acting
         if kind is Ack:
-            return Ack(name, max(0, self._seen_seq.get(name, 0) + rng.randint(-2, 1)))
+            return Ack(name, max(0, self._seen_seq.get(name, 0) + rng.randint(-2, 1)), principal, tag), generation
         if kind is Connect:
-            return Connect(name, f"s{self.number}.{rng.randrange(1000)}")
-        return Delete(name)
+            return Connect(name, f"s{self.number}.{rng.randrange(1000)}", principal, tag), generation
+        return Delete(name, principal, tag), generation
 
     def _begin(self) -> None:
         if self.world.draining or self.current is not None:
             return
-        op = self._choose()
+        op, generation = self._choose()
         if not is_read(op):
             self.request_seq += 1
-        self.current = _Pending(self._next_op_id(), op, self.request_seq, self.world.now)
+        self.current = _Pending(self._next_op_id(), op, generation, self.request_seq, self.world.now)
         self._attempt()
 
     # ----------------------------------------------------------------- one attempt
@@ -166,7 +216,9 @@ class SimClient:
         if pending.attempts > 1 or rng.random() < 0.3:
             self.preferred = rng.choice(self.replicas)
         pending.replica = self.preferred
-        request = Request(self.number, self.client_id, pending.request_seq, pending.op_id, pending.attempts, pending.input)
+        request = Request(
+            self.number, self.client_id, pending.request_seq, pending.op_id, pending.attempts, pending.input, pending.generation
+        )
         self.world.log(f"c{self.number} -> r{pending.replica} op {pending.op_id} try {pending.attempts}: {_show(pending.input)}")
         self.net.request(pending.replica, request, self.net.replicas[pending.replica])
         attempt = pending.attempts
@@ -220,6 +272,8 @@ class SimClient:
             )
         if reply.entry is not None:
             self._on_acknowledged(reply.entry)
+        if reply.generation and isinstance(pending.input, Create):
+            self.keyring.setdefault(pending.input.name, []).append((pending.input.tag, reply.generation))
         self.preferred = pending.replica
         self._finish(self.world.now, reply.output)
 
@@ -264,7 +318,8 @@ def make_clients(
         return counter[0]
 
     rng: random.Random = world.rng
+    keyring: Keyring = {}
     return [
-        SimClient(n, world, net, replicas, names, history, next_op_id, on_acknowledged, quitter=rng.random() < 0.15)
+        SimClient(n, world, net, replicas, names, history, next_op_id, on_acknowledged, rng.random() < 0.15, keyring)
         for n in range(1, count + 1)
     ]

@@ -5,8 +5,11 @@ builds them: the proposer stamps its clock, so a retry through another replica i
 the same request); answers (`CommandResult`s, read results) become model outputs. Real-process
 tests can use `output_of` to record their histories the same way.
 """
+import functools
 from typing import Optional, Sequence
 
+from replichat.chat.auth import stamp_principal
+from replichat.chat.credentials import hash_token
 from replichat.chat.search import compile_pattern
 from replichat.chat.state import ChatState
 from replichat.proto import chat_pb2, command_pb2
@@ -14,6 +17,7 @@ from replichat.sim.chat_model import (
     EXISTS,
     NOT_FOUND,
     OK,
+    UNAUTHENTICATED,
     Ack,
     Connect,
     Create,
@@ -32,23 +36,42 @@ def is_read(op: Input) -> bool:
     return isinstance(op, (Fetch, ListUsers))
 
 
-def command_for(op: Input, client_id: str, request_seq: int, timestamp_ms: int) -> command_pb2.Command:
-    """The log command for a write; request identity makes a retried write apply once."""
+@functools.lru_cache(maxsize=None)
+def credential_hash() -> str:
+    """The stored credential of every simulated account. The simulation does not hash (a
+    scrypt costs ~50 ms); which account a credential opens is the generation the client
+    presents (see SimClient), as the service's Authenticator finds it after verifying."""
+    return hash_token("simulated-credential", salt=bytes(16))
+
+
+def command_for(op: Input, client_id: str, request_seq: int, timestamp_ms: int, generation: int = 0) -> command_pb2.Command:
+    """The log command for a write, stamped like the chat service stamps it once the
+    credential checked out: the principal and its account's `generation` (chat.auth); a
+    create carries its new credential's hash. Request identity makes a retried write apply once."""
     cid, seq, ts = client_id, request_seq, timestamp_ms
     if isinstance(op, Create):
-        return command_pb2.Command(timestamp_ms=ts, create=chat_pb2.CreateUserRequest(name=op.name, client_id=cid, request_seq=seq))
+        create = chat_pb2.CreateUserRequest(name=op.name, client_id=cid, request_seq=seq)
+        return command_pb2.Command(timestamp_ms=ts, create=create, credential_hash=credential_hash() if op.tag else "")
     if isinstance(op, Delete):
-        return command_pb2.Command(timestamp_ms=ts, delete=chat_pb2.DeleteUserRequest(name=op.name, client_id=cid, request_seq=seq))
-    if isinstance(op, Send):
+        command = command_pb2.Command(timestamp_ms=ts, delete=chat_pb2.DeleteUserRequest(name=op.name, client_id=cid, request_seq=seq))
+        principal = op.principal
+    elif isinstance(op, Send):
         send = chat_pb2.SendMessageRequest(recipient=op.recipient, sender=op.sender, text=op.text, client_id=cid, request_seq=seq)
-        return command_pb2.Command(timestamp_ms=ts, send=send)
-    if isinstance(op, Ack):
+        command = command_pb2.Command(timestamp_ms=ts, send=send)
+        principal = op.sender if op.credential else ""
+    elif isinstance(op, Ack):
         ack = chat_pb2.AckRequest(name=op.name, up_to_seq=op.up_to, client_id=cid, request_seq=seq)
-        return command_pb2.Command(timestamp_ms=ts, ack=ack)
-    if isinstance(op, Connect):
+        command = command_pb2.Command(timestamp_ms=ts, ack=ack)
+        principal = op.principal
+    elif isinstance(op, Connect):
         connect = chat_pb2.ConnectRequest(name=op.name, session_id=op.session, client_id=cid, request_seq=seq)
-        return command_pb2.Command(timestamp_ms=ts, connect=connect)
-    raise TypeError(f"not a write: {op!r}")
+        command = command_pb2.Command(timestamp_ms=ts, connect=connect)
+        principal = op.principal
+    else:
+        raise TypeError(f"not a write: {op!r}")
+    if principal:
+        stamp_principal(command, principal, generation)
+    return command
 
 
 def output_of(op: Input, result: CommandResult) -> Output:
@@ -57,6 +80,8 @@ def output_of(op: Input, result: CommandResult) -> Output:
         return EXISTS
     if result.code == CommandResult.NOT_FOUND:
         return NOT_FOUND
+    if result.code == CommandResult.UNAUTHENTICATED:
+        return UNAUTHENTICATED
     if result.code != CommandResult.OK:
         return ("error", CommandResult.Code.Name(result.code), result.error)
     if isinstance(op, Create):

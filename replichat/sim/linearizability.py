@@ -46,16 +46,22 @@ unknown writes. A failure there is a real violation; a pass leaves the result in
 from typing import Any, Dict, Hashable, List, NamedTuple, Optional, Protocol, Sequence, Set, Tuple
 
 from replichat.sim.chat_model import (
+    AUTHORIZED,
+    OK,
     READ_OPS,
+    UNAUTHENTICATED,
     Connect,
     Create,
     Delete,
     ExistenceModel,
+    Fetch,
     Input,
     ListUsers,
     Model,
     Output,
+    Send,
     existence_output,
+    is_cross_user_send,
     key_of,
     matches,
 )
@@ -96,7 +102,12 @@ class Result(NamedTuple):
 
 def describe(op: Operation) -> str:
     name = type(op.input).__name__.lower()
-    args = ", ".join(repr(a) for a in op.input)
+    values = list(op.input)
+    defaults = getattr(type(op.input), "_field_defaults", {})
+    fields = list(type(op.input)._fields)
+    while values and fields[len(values) - 1] in defaults and values[-1] == defaults[fields[len(values) - 1]]:
+        values.pop()  # unstamped: show it as the open service's operation
+    args = ", ".join(repr(a) for a in values)
     answer = repr(op.output) if op.known else "unknown"
     ret = f"{op.ret:g}" if op.known and op.ret is not None else "never"
     return f"client {op.client}: {name}({args}) called {op.call:g} returned {ret} -> {answer}"
@@ -116,6 +127,9 @@ def check_history(ops: Sequence[Operation], budget: int = DEFAULT_BUDGET) -> Res
     # reads, and connects (the session id is not part of any answer).
     kept = [op for op in ops if op.known or not isinstance(op.input, READ_OPS + (Connect,))]
     has_lists = any(isinstance(op.input, ListUsers) for op in kept)
+    # A send from another authenticated user depends on two users' accounts: each per-user
+    # part checks only its recipient's side, so the whole history must be checked too.
+    spans_users = has_lists or any(is_cross_user_send(op.input) for op in kept)
     names = _names(kept)
     checked = 0
     for name in sorted(names):
@@ -126,10 +140,10 @@ def check_history(ops: Sequence[Operation], budget: int = DEFAULT_BUDGET) -> Res
         checked += 1
         if outcome is not None:
             return outcome._replace(explanation=f"user {name!r}: {outcome.explanation}")
-    if has_lists:
+    if spans_users:
         outcome = _linearize(kept, Model(sorted(names)), budget)
         if outcome is not None and not outcome.inconclusive:
-            return outcome._replace(explanation=f"whole history (lists span users): {outcome.explanation}")
+            return outcome._replace(explanation=f"whole history (lists or sends span users): {outcome.explanation}")
         if outcome is not None:
             existence = _existence_view(kept)
             fallback = _linearize(existence, ExistenceModel(sorted(names)), budget)
@@ -153,6 +167,9 @@ def _names(ops: Sequence[Operation]) -> Set[str]:
     names: Set[str] = set()
     for op in ops:
         key = key_of(op.input)
+        if is_cross_user_send(op.input):
+            assert isinstance(op.input, Send)
+            names.add(op.input.sender)
         if key is not None:
             names.add(key)
         elif op.known and op.output is not None and len(op.output) > 1:
@@ -168,6 +185,12 @@ def _existence_view(ops: Sequence[Operation]) -> List[Operation]:
     view: List[Operation] = []
     for op in ops:
         if not op.known and not isinstance(op.input, (Create, Delete)):
+            continue
+        if op.output == UNAUTHENTICATED:
+            # Refused, changing nothing: a send's refusal says nothing of its recipient (the
+            # sender is checked first); any other refusal found its user first.
+            if not isinstance(op.input, Send):
+                view.append(op._replace(input=Fetch(op.input.name), output=OK))
             continue
         view.append(op._replace(output=existence_output(op.input, op.output)))
     return view
@@ -185,6 +208,14 @@ def _project(ops: Sequence[Operation], name: str) -> List[Operation]:
             projected: Output = (op.output[0], tuple(n for n in listed if n == name))
             part.append(op._replace(output=projected))
         elif key_of(op.input) == name:
+            if is_cross_user_send(op.input):
+                # The recipient's side of a send from another user: a refused one changed
+                # nothing here; any other passed the sender's check (the whole-history check
+                # covers the sender's side).
+                if op.output == UNAUTHENTICATED:
+                    continue
+                assert isinstance(op.input, Send)
+                op = op._replace(input=op.input._replace(credential=AUTHORIZED))
             part.append(op)
     return part
 

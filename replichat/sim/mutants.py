@@ -1,12 +1,15 @@
 """Deliberately broken cores and runtime drivers: the simulator's own test.
 
-A checker that never fires proves nothing. Each mutant here reintroduces one classic Raft bug;
+A checker that never fires proves nothing. Each mutant here reintroduces one classic Raft bug
+(or, for the state machine, an authorization bug);
 the tests (and `--mutant NAME` on the command line) assert the simulator catches it within a
 fixed budget of seeds. They subclass the real core (or the real runtime driver, which the
 asyncio node runs too) and change one method, so everything else is the code under test.
 """
 from typing import Callable, Dict, List, NamedTuple, Tuple
 
+from replichat.chat.state import ChatState
+from replichat.proto.command_pb2 import Command
 from replichat.raft.core import Config, RaftCore, Ready
 from replichat.raft.log import RaftLog
 from replichat.raft.messages import NO_LEADER, Entry, HardState, Message, MsgType, ReadState
@@ -100,6 +103,15 @@ class UncheckedDisk(Disk):
         return self.hard_state, [Entry(term, index, data) for index, term, data, _ in self.rows()]
 
 
+class SkipsPrincipalCheck(ChatState):
+    """The state machine applies a command whatever its stamped principal: a principal acting
+    as another user, or holding the credential of an account re-created since, acks, deletes,
+    connects and sends as that user."""
+
+    def _check_principal(self, command: Command, name: str) -> None:
+        pass
+
+
 CoreFactory = Callable[[Config, RaftLog, HardState], RaftCore]
 DriverFactory = Callable[..., Driver]
 
@@ -108,6 +120,7 @@ class Mutant(NamedTuple):
     make_core: CoreFactory
     make_driver: DriverFactory = Driver
     make_disk: Callable[[], Disk] = Disk
+    make_state: Callable[[str], ChatState] = ChatState
     description: str = ""
 
 
@@ -123,6 +136,7 @@ MUTANTS: Dict[str, Mutant] = {
         RaftCore, AnswersReadsOnLeaderChange, description=AnswersReadsOnLeaderChange.__doc__ or ""
     ),
     "unchecked-disk": Mutant(RaftCore, make_disk=UncheckedDisk, description=UncheckedDisk.__doc__ or ""),
+    "skip-principal-check": Mutant(RaftCore, make_state=SkipsPrincipalCheck, description=SkipsPrincipalCheck.__doc__ or ""),
 }
 
 

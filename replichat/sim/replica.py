@@ -74,7 +74,7 @@ class SimReplica:
         self.disk: Disk = mutant.make_disk()
         # Why this replica refused to start (its stored data failed a check); it stays down.
         self.refused = ""
-        self.state = ChatState(":memory:")
+        self.state = mutant.make_state(":memory:")
         self.driver: Optional[Driver] = None
         self.core: Optional[RaftCore] = None
         self.desk: Optional[ClientDesk] = None
@@ -167,7 +167,7 @@ class SimReplica:
         if self.power_loss_pending:
             self.power_loss_pending = False
             self.state.close()
-            self.state = ChatState(":memory:")
+            self.state = self._mutant.make_state(":memory:")
             how += " + power loss (chat state lost)"
         sprung, self._sprung = self._sprung, None
         self.world.log(f"r{self.id} DOWN ({how}{', trap: ' + sprung if sprung else ''})")

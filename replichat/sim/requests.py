@@ -13,6 +13,9 @@ class Request(NamedTuple):
     op_id: int
     attempt: int
     input: Input
+    # The generation (create index) of the account whose credential the client presents as
+    # the input's principal; 0 when it acts as nobody.
+    generation: int = 0
 
 
 class Reply(NamedTuple):
@@ -21,3 +24,5 @@ class Reply(NamedTuple):
     output: Optional[Output]
     # For a write: the log entry whose application produced the answer.
     entry: Optional[Entry] = None
+    # For a create that made an account: its generation, which the creator's credential is for.
+    generation: int = 0

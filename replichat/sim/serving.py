@@ -14,6 +14,7 @@ from replichat.chat.state import ChatState
 from replichat.raft.core import RaftCore
 from replichat.raft.messages import Entry
 from replichat.runtime.driver import Driver
+from replichat.sim.chat_model import OK, Create
 from replichat.sim.commands import command_for, output_of, read
 from replichat.sim.requests import Reply, Request
 from replichat.sim.world import World
@@ -34,7 +35,7 @@ class ClientDesk:
 
     def write(self, driver: Driver, request: Request) -> None:
         # Like the chat service: the proposer stamps its clock into the command.
-        command = command_for(request.input, request.client_id, request.request_seq, self.world.now)
+        command = command_for(request.input, request.client_id, request.request_seq, self.world.now, request.generation)
         key = command_key(command)
         assert key is not None
         self._writes[key] = request  # answer the newest attempt
@@ -51,7 +52,18 @@ class ClientDesk:
     def write_applied(self, key: Hashable, entry: Entry, result: Any) -> None:
         request = self._writes.pop(key, None)
         if request is not None and result.result is not None:
-            self._reply(Reply(request, output_of(request.input, result.result), entry))
+            output = output_of(request.input, result.result)
+            self._reply(Reply(request, output, entry, self._generation_made(request, output, entry)))
+
+    def _generation_made(self, request: Request, output: tuple, entry: Entry) -> int:
+        """The generation of the account a create made (its creator's credential opens it):
+        this entry's index if the account there is still the one it created; else 0 (a
+        repeated create answered from the exactly-once table, or the account already gone:
+        the client then holds no credential for it, which costs only coverage)."""
+        if not isinstance(request.input, Create) or output != OK:
+            return 0
+        account = self.state.account_of(request.input.name)
+        return entry.index if account is not None and account[0] == entry.index else 0
 
     def write_timed_out(self, key: Hashable) -> None:
         request = self._writes.pop(key, None)
