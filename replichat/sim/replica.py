@@ -27,7 +27,7 @@ import enum
 from typing import Callable, List, Optional, Tuple, TypeVar
 
 from replichat.chat.machine import ChatMachine
-from replichat.chat.state import Applied, ChatState
+from replichat.chat.state import Applied
 from replichat.integrity import CorruptDataError
 from replichat.raft.core import Config, RaftCore, Role
 from replichat.raft.messages import Message, MsgType

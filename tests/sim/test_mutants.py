@@ -52,6 +52,8 @@ CASES = [
         10,
         {"state-machine-safety", "log-matching", "corruption-propagated", "determinism", "convergence"},
     ),
+    # State machine: apply ignores the stamped principal (another user's, or a stale account's).
+    ("skip-principal-check", "crash,partition,loss", 10, {"linearizability"}),
 ]
 
 
