@@ -7,12 +7,13 @@ import signal
 from typing import Dict, List, Optional
 
 from replichat import defaults
+from replichat.addresses import is_loopback
 from replichat.api.grpc_service import DEFAULT_MAX_STREAMS_PER_ADDRESS, create_grpc_server
 from replichat.chat.machine import ChatMachine
 from replichat.chat.service import ChatService
 from replichat.metrics.monitoring import monitoring_or_none
 from replichat.runtime.node import Node, NodeOptions
-from replichat.security.options import INSECURE_PEERS_WARNING, Security, is_loopback
+from replichat.security.options import INSECURE_PEERS_WARNING, Security
 from replichat.identity import (
     FILE_NAME, REPLACED_HELP, IdentityError, IdentityStore, cluster_id_from_ca, cluster_id_from_members,
 )

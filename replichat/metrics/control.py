@@ -16,7 +16,6 @@ preflight the replica never grants).
 import asyncio
 import hmac
 import http.server
-import ipaddress
 import json
 import logging
 import os
@@ -25,6 +24,8 @@ import threading
 import urllib.error
 import urllib.request
 from typing import Any, Callable, Dict, Mapping, Optional, Tuple
+
+from replichat.addresses import is_loopback
 
 log = logging.getLogger(__name__)
 
@@ -35,16 +36,6 @@ TOKEN_HEADER = "X-Replichat-Control"
 ACTIONS = ("kill", "pause", "resume", "restart")
 FORWARD_TIMEOUT_S = 15.0
 LOOPBACK_NAMES = ("127.0.0.1", "localhost", "[::1]")
-
-
-def is_loopback(host: str) -> bool:
-    host = host.strip("[]")
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def refusal(headers: Mapping[str, str], port: int, token: str) -> Optional[str]:

@@ -71,15 +71,3 @@ INSECURE_PEERS_WARNING = (
     "port can forge messages from any replica: commit commands, depose the leader, make it acknowledge "
     "writes nobody holds. Use --certs-dir (python3 server.py certs init DIR --cluster ...) outside a lab."
 )
-
-
-def is_loopback(host: str) -> bool:
-    import ipaddress
-
-    host = host.strip("[]")
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False

@@ -107,14 +107,3 @@ def read(state: ChatState, op: Input) -> Output:
 
 def mailbox_of(deliveries: Sequence[chat_pb2.Delivery]) -> tuple:
     return tuple((int(d.seq), d.sender, d.text) for d in deliveries)
-
-
-def request_key(command: Optional[command_pb2.Command]) -> Optional[tuple]:
-    """(client_id, request_seq) of an applied command, to find who waits for it."""
-    if command is None:
-        return None
-    op = command.WhichOneof("op")
-    if op is None:
-        return None
-    request = getattr(command, op)
-    return (request.client_id, int(request.request_seq))
