@@ -348,6 +348,12 @@ class Campaign:
             call = self.now()
             await setup.create(RECEIVER)
             self.history.append(Operation("setup", call, self.now(), Create(RECEIVER), OK))
+            # Senders send as themselves: with authentication a sender must be an existing user
+            # whose credential the campaign's shared store holds.
+            for name in SENDERS:
+                call = self.now()
+                await setup.create(name)
+                self.history.append(Operation("setup", call, self.now(), Create(name), OK))
         self.t_start = self.now()
         done_receiving = asyncio.Event()
         receiving = asyncio.ensure_future(self.receiver(done_receiving))
