@@ -18,7 +18,9 @@ import os
 import time
 from typing import Awaitable, Callable, Dict, List, Optional, Sequence, TypeVar
 
-from replichat.chat.snapshot import file_checksum, remove_snapshots_except, restore_state, take_snapshot
+from replichat.chat.snapshot import (
+    file_checksum, remove_snapshots_before, remove_snapshots_except, restore_state, take_snapshot,
+)
 from replichat.raft.core import RaftCore
 from replichat.raft.messages import HardState, Message, MsgType, SnapshotMeta
 from replichat.snapshot_policy import SnapshotPolicy
@@ -225,7 +227,7 @@ class SnapshotRuntime:
         await close_state()
         await self._on_worker(restore_state, self.state_path, os.path.join(self.data_dir, name), size, checksum, meta.index)
         await open_state()
-        await self._on_worker(remove_snapshots_except, self.data_dir, name)
+        await self._on_worker(remove_snapshots_before, self.data_dir, meta.index)
         seconds = time.monotonic() - started
         log.info("replica %d installed snapshot %d (term %d, %.1f MiB) in %.2f s", self.id, meta.index, meta.term,
                  size / 2**20, seconds)

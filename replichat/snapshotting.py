@@ -14,7 +14,7 @@ import logging
 import os
 from typing import Optional
 
-from replichat.chat.snapshot import ChatSnapshot, file_checksum, remove_snapshots_except, restore_state
+from replichat.chat.snapshot import ChatSnapshot, file_checksum, remove_snapshots_before, restore_state
 from replichat.raft.messages import HardState
 from replichat.storage import RaftStorage, SnapshotMeta
 
@@ -33,12 +33,12 @@ def record(storage: RaftStorage, snapshot: ChatSnapshot, term: int) -> SnapshotM
 
 
 def compact(storage: RaftStorage, data_dir: str, to_index: int) -> int:
-    """Forget the durable log up to `to_index` and every snapshot file but the recorded one.
-    Returns the number of entries deleted."""
+    """Forget the durable log up to `to_index` and the snapshot files older than the recorded
+    one (a newer one may be arriving from the leader). Returns the number of entries deleted."""
     freed = storage.compact(to_index)
     current = storage.snapshot()
     if current is not None:
-        remove_snapshots_except(data_dir, current.file)
+        remove_snapshots_before(data_dir, current.index)
     return freed
 
 
@@ -52,7 +52,7 @@ def install(storage: RaftStorage, data_dir: str, state_path: str, index: int, te
     meta = SnapshotMeta(index, term, name, size, checksum)
     storage.install_snapshot(meta, hard_state)
     restore_state(state_path, os.path.join(data_dir, name), size, checksum, index)
-    remove_snapshots_except(data_dir, name)
+    remove_snapshots_before(data_dir, index)
     return meta
 
 

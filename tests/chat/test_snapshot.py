@@ -7,6 +7,7 @@ import pytest
 
 from replichat.chat.snapshot import (
     database_problem,
+    remove_snapshots_before,
     remove_snapshots_except,
     restore_state,
     take_snapshot,
@@ -127,6 +128,17 @@ def test_old_snapshots_are_removed(tmp_path, state) -> None:
     second = take_snapshot(str(tmp_path / "state.db"), str(tmp_path))
     assert remove_snapshots_except(str(tmp_path), second.file) == 1
     assert not os.path.exists(tmp_path / first.file) and os.path.exists(tmp_path / second.file)
+
+
+def test_compaction_keeps_a_newer_snapshot_file_a_follower_is_about_to_install(tmp_path, state) -> None:
+    first = take_snapshot(str(tmp_path / "state.db"), str(tmp_path))
+    state.apply_batch(commands(41, 4))
+    second = take_snapshot(str(tmp_path / "state.db"), str(tmp_path))
+    state.apply_batch(commands(45, 4))
+    received = take_snapshot(str(tmp_path / "state.db"), str(tmp_path))  # stands for one from the leader
+    assert remove_snapshots_before(str(tmp_path), second.index) == 1
+    assert not os.path.exists(tmp_path / first.file)
+    assert os.path.exists(tmp_path / second.file) and os.path.exists(tmp_path / received.file)
 
 
 # ------------------------------------------------------------------ the check at start
