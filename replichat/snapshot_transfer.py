@@ -18,6 +18,7 @@ import zlib
 from typing import BinaryIO, List, NamedTuple, Optional, Tuple
 
 from replichat.chat.snapshot import SNAPSHOT_DIR, verify_snapshot
+from replichat.crashpoints import crash_point
 from replichat.proto import raft_pb2
 
 CHUNK_BYTES = 1 << 20
@@ -131,7 +132,10 @@ class OutgoingSnapshot:
         if ack.resend and ack.offset >= self.acked:
             self.sent_to = ack.offset  # go back: a chunk before what arrived was lost
         self.acked = max(self.acked, ack.offset)
-        return True if self.acked == self.size else None
+        if self.acked == self.size:
+            return True
+        crash_point("snapshot-send:acked")
+        return None
 
     def close(self) -> None:
         if self._file is not None:
@@ -177,6 +181,7 @@ class IncomingSnapshot:
         self._hash.update(chunk.data)
         self._received += len(chunk.data)
         if not chunk.last:
+            crash_point("snapshot-receive:chunk")
             return self._ack(chunk, self._received), None
         return self._finish(chunk)
 
@@ -213,6 +218,7 @@ class IncomingSnapshot:
         finally:
             os.close(fd)
         self._current = None
+        crash_point("snapshot-receive:complete")
         return self._ack(chunk, self._received), name
 
     def _ack(self, chunk: SnapshotChunk, offset: int, refusal: str = "", resend: bool = False) -> SnapshotAck:

@@ -15,6 +15,7 @@ import os
 from typing import Optional
 
 from replichat.chat.snapshot import ChatSnapshot, file_checksum, remove_snapshots_before, restore_state
+from replichat.crashpoints import crash_point
 from replichat.raft.messages import HardState
 from replichat.storage import RaftStorage, SnapshotMeta
 
@@ -29,6 +30,7 @@ def snapshot_file_name(index: int) -> str:
 def record(storage: RaftStorage, snapshot: ChatSnapshot, term: int) -> SnapshotMeta:
     meta = SnapshotMeta(snapshot.index, term, snapshot.file, snapshot.size, snapshot.checksum)
     storage.save_snapshot(meta)
+    crash_point("snapshot-take:recorded")
     return meta
 
 
@@ -36,6 +38,7 @@ def compact(storage: RaftStorage, data_dir: str, to_index: int) -> int:
     """Forget the durable log up to `to_index` and the snapshot files older than the recorded
     one (a newer one may be arriving from the leader). Returns the number of entries deleted."""
     freed = storage.compact(to_index)
+    crash_point("snapshot-take:compacted")
     current = storage.snapshot()
     if current is not None:
         remove_snapshots_before(data_dir, current.index)

@@ -3,7 +3,7 @@ what the replicas report about themselves (their Status RPC)."""
 import asyncio
 import os
 import time
-from typing import Sequence, List, Optional
+from typing import Dict, Sequence, List, Optional
 
 import grpc
 
@@ -30,6 +30,16 @@ class ProcessCluster(LocalCluster):
             peer_tls=peer_tls,
             client_tls=client_tls,
         )
+        # Extra environment for one replica's next starts (set it before start(), pop it to stop):
+        # how the crash tests arm replichat/crashpoints.py in one process only.
+        self.env_for: Dict[int, Dict[str, str]] = {}
+
+    def command(self, node_id: int) -> List[str]:
+        extra = self.env_for.get(node_id)
+        if not extra:
+            return super().command(node_id)
+        # env(1) execs the server: the process (and its pid) is the replica itself.
+        return ["env", *(f"{k}={v}" for k, v in sorted(extra.items())), *super().command(node_id)]
 
     def logs(self) -> str:
         out = []

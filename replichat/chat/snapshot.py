@@ -32,6 +32,7 @@ import urllib.request
 import uuid
 from typing import NamedTuple, Optional, Tuple
 
+from replichat.crashpoints import crash_point
 from replichat.integrity import CorruptDataError
 
 log = logging.getLogger(__name__)
@@ -67,9 +68,11 @@ def take_snapshot(state_path: str, data_dir: str) -> ChatSnapshot:
     index = _last_applied(temp)
     _fsync_file(temp)
     size, checksum = file_checksum(temp)
+    crash_point("snapshot-take:copied")
     name = os.path.join(SNAPSHOT_DIR, f"snapshot-{index:020d}.db")
     os.replace(temp, os.path.join(data_dir, name))
     _fsync_dir(directory)
+    crash_point("snapshot-take:renamed")
     return ChatSnapshot(index, name, size, checksum, time.monotonic() - started)
 
 
@@ -99,6 +102,7 @@ def verify_snapshot(path: str, size: int, checksum: str) -> None:
 def restore_state(state_path: str, snapshot_path: str, size: int, checksum: str, index: int) -> None:
     """Replace the state database by the snapshot, atomically. No connection to state_path may
     be open. Raises CorruptDataError (changing nothing) if the snapshot fails a check."""
+    crash_point("snapshot-restore:start")
     verify_snapshot(snapshot_path, size, checksum)
     staged = state_path + ".restore"
     shutil.copyfile(snapshot_path, staged)
@@ -109,6 +113,7 @@ def restore_state(state_path: str, snapshot_path: str, size: int, checksum: str,
     if problem is not None:
         os.unlink(staged)
         raise CorruptDataError(f"snapshot {snapshot_path} cannot be restored: {problem}")
+    crash_point("snapshot-restore:staged")
     retire_database(state_path)
     os.replace(staged, state_path)
     _fsync_dir(os.path.dirname(os.path.abspath(state_path)))
