@@ -10,15 +10,18 @@ import asyncio
 import glob
 import os
 import signal
+import subprocess
+import sys
 import time
 from typing import Dict, Iterable, List, Set
 
 import pytest
 
 from replichat.client.api import ChatClient
-from replichat.crashpoints import ENV_VAR
+from replichat.crashpoints import ENV_VAR, crash_point
 from replichat.proto import chat_pb2
 from replichat.snapshot_transfer import CHUNK_BYTES, WINDOW_CHUNKS
+from tests.client_process import REPO
 
 pytestmark = pytest.mark.timeout(150)
 
@@ -27,6 +30,29 @@ SERVER_ARGS = ["--snapshot-entries", str(SNAPSHOT_ENTRIES), "--snapshot-keep", "
 USER = "hana"
 # Texts of ~4 KiB: 400 unread messages make a snapshot of several 1 MiB chunks.
 BIG_TEXT_BYTES = 4000
+
+
+def test_a_crash_point_kills_only_when_armed_and_at_the_nth_time() -> None:
+    script = ("import sys; from replichat.crashpoints import crash_point\n"
+              "for n in range(1, 4):\n"
+              "    crash_point('snapshot-take:copied'); crash_point('snapshot-take:renamed')\n"
+              "    print(n, flush=True)\n")
+    env = dict(os.environ, **{ENV_VAR: "snapshot-take:renamed@2"})
+    done = subprocess.run([sys.executable, "-c", script], cwd=REPO, env=env, capture_output=True, text=True, timeout=30)
+    assert done.returncode == -signal.SIGKILL and done.stdout.split() == ["1"]
+    assert "test-only crash point snapshot-take:renamed reached" in done.stderr
+    unarmed = {k: v for k, v in os.environ.items() if k != ENV_VAR}
+    done = subprocess.run([sys.executable, "-c", script], cwd=REPO, env=unarmed, capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0 and done.stdout.split() == ["1", "2", "3"]
+
+
+def test_a_misspelt_crash_point_is_refused_not_ignored(monkeypatch) -> None:
+    monkeypatch.setenv(ENV_VAR, "snapshot-take:copyed")
+    with pytest.raises(ValueError, match="expected POINT or POINT@N"):
+        crash_point("snapshot-take:copied")
+    monkeypatch.setenv(ENV_VAR, "snapshot-take:copied@0")
+    with pytest.raises(ValueError):
+        crash_point("snapshot-take:copied")
 
 
 def log_of(cluster, node_id: int) -> str:
