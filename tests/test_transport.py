@@ -183,6 +183,45 @@ def test_two_transports_deliver_each_others_messages_in_order() -> None:
     run(scenario())
 
 
+def test_a_connected_idle_link_writes_in_the_senders_turn_and_never_reorders() -> None:
+    """Once connected, `send` writes a frame at once (no turn of the loop in between), which
+    keeps a leader's TLS writes from landing while its disk thread saves; a frame sent while
+    the link's task is still writing or connecting waits behind it, so nothing overtakes."""
+
+    async def scenario() -> None:
+        (port,) = free_ports(1)
+        addresses = {1: "127.0.0.1:1", 2: f"127.0.0.1:{port}"}
+        first_two, inbox = Inbox(2), Inbox(4)
+
+        def deliver(messages: List[Message]) -> None:
+            first_two.deliver(messages)
+            inbox.deliver(messages)
+
+        listener = await start_peer_listener(2, deliver, "127.0.0.1", port, senders=addresses)
+        sender = PeerTransport(1, addresses)
+        try:
+            sender.start()
+            # Not connected yet: the first send goes through the link's task (it connects), and
+            # a second one in the same turn queues behind it rather than overtaking it.
+            sender.send([append(1, 2, 1)])
+            sender.send([append(1, 2, 2)])
+            assert sender.bytes_sent() == {2: 0}
+            await asyncio.wait_for(first_two.done, WAIT)
+            # Connected and idle: written before send returns.
+            before = sender.bytes_sent()[2]
+            sender.send([append(1, 2, 3)])
+            assert sender.bytes_sent()[2] > before
+            sender.send([append(1, 2, 4)])
+            await asyncio.wait_for(inbox.done, WAIT)
+            assert inbox.messages == [append(1, 2, i) for i in range(1, 5)]
+        finally:
+            await asyncio.wait_for(sender.close(), WAIT)
+            listener.close()
+            await asyncio.wait_for(listener.wait_closed(), WAIT)
+
+    run(scenario())
+
+
 def test_closing_a_listener_drops_its_connections_and_a_sender_reconnects_after_a_restart() -> None:
     async def scenario() -> None:
         (port,) = free_ports(1)
