@@ -11,7 +11,7 @@ import argparse
 import sys
 from typing import Iterator, List, Optional, Sequence
 
-from replichat.sim.config import SimConfig, format_faults, parse_faults
+from replichat.sim.config import SimConfig, Workload, format_faults, parse_faults, parse_workloads
 from replichat.sim.linearizability import describe
 from replichat.sim.mutants import MUTANTS
 from replichat.sim.runner import run_many
@@ -30,6 +30,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--clients", type=int, default=SimConfig._field_defaults["clients"])
     p.add_argument("--faults", default="all", help="fault kinds to inject: all, none, or e.g. crash,partition,loss")
     p.add_argument("--mutant", default="", choices=sorted(MUTANTS), help="run against a deliberately broken core")
+    p.add_argument(
+        "--workloads", default="none",
+        help="aimed extra work on top of the clients' mix: none, all, or a list of "
+        + ", ".join(w.value for w in Workload) + " (see replichat/sim/workloads.py)",
+    )
     p.add_argument("--liveness-ticks", type=int, default=SimConfig._field_defaults["liveness_ticks"])
     p.add_argument("--no-linearizability", action="store_true", help="skip the history check")
     p.add_argument("--trace", action="store_true", help="print every event (single seed)")
@@ -58,6 +63,7 @@ def _config(args: argparse.Namespace, seed: int, replicas: int) -> SimConfig:
         liveness_ticks=args.liveness_ticks,
         mutant=args.mutant,
         check_linearizability=not args.no_linearizability,
+        workloads=parse_workloads(args.workloads),
     )
 
 

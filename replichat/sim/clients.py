@@ -212,10 +212,7 @@ class SimClient:
         rng = self.world.rng
         pending.attempts += 1
         pending.retrying = False
-        # Stay with the replica that answered last, or fail over to another.
-        if pending.attempts > 1 or rng.random() < 0.3:
-            self.preferred = rng.choice(self.replicas)
-        pending.replica = self.preferred
+        pending.replica = self._choose_replica(pending)
         request = Request(
             self.number, self.client_id, pending.request_seq, pending.op_id, pending.attempts, pending.input, pending.generation
         )
@@ -223,6 +220,12 @@ class SimClient:
         self.net.request(pending.replica, request, self.net.replicas[pending.replica])
         attempt = pending.attempts
         self.world.queue.after(self.world.timing.client_timeout, lambda: self._timed_out(pending.op_id, attempt))
+
+    def _choose_replica(self, pending: _Pending) -> int:
+        """Stay with the replica that answered last, or fail over to another."""
+        if pending.attempts > 1 or self.world.rng.random() < 0.3:
+            self.preferred = self.world.rng.choice(self.replicas)
+        return self.preferred
 
     def _timed_out(self, op_id: int, attempt: int) -> None:
         pending = self.current

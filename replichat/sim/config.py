@@ -36,6 +36,29 @@ class Fault(str, enum.Enum):
 ALL_FAULTS: FrozenSet[Fault] = frozenset(Fault)
 
 
+class Workload(str, enum.Enum):
+    """Extra, aimed work on top of the clients' random mix (sim/workloads.py): each makes one
+    rare moment common. None is on by default, so a seed's run does not change with them."""
+
+    # Reads sent to every newly elected leader the moment it wins, and to every replica that
+    # still believes it leads once a newer leader exists (deposed, not yet told).
+    LEADER_READS = "leader-reads"
+    # Now and then a leader is cut off from its peers the moment it commits — it still answers
+    # the client, but no follower learns the new commit index, so the next leader starts behind
+    # what clients were told.
+    COMMIT_CUTOFF = "commit-cutoff"
+
+
+def parse_workloads(text: str) -> FrozenSet[Workload]:
+    """'none', 'all' or a comma-separated list of workload names."""
+    text = text.strip()
+    if text in ("", "none"):
+        return frozenset()
+    if text == "all":
+        return frozenset(Workload)
+    return frozenset(Workload(part.strip()) for part in text.split(",") if part.strip())
+
+
 def parse_faults(text: str) -> FrozenSet[Fault]:
     """'all', 'none' or a comma-separated list of fault names."""
     text = text.strip()
@@ -86,6 +109,7 @@ class SimConfig(NamedTuple):
     mutant: str = ""
     check_linearizability: bool = True
     timing: Timing = Timing()
+    workloads: FrozenSet[Workload] = frozenset()
 
     def command(self, trace: bool = True) -> str:
         """The command line that replays this run."""
@@ -98,6 +122,8 @@ class SimConfig(NamedTuple):
             parts.append(f"--liveness-ticks {self.liveness_ticks}")
         if not self.check_linearizability:
             parts.append("--no-linearizability")
+        if self.workloads:
+            parts.append("--workloads " + ",".join(w.value for w in Workload if w in self.workloads))
         if self.mutant:
             parts.append(f"--mutant {self.mutant}")
         if trace:

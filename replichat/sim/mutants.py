@@ -10,7 +10,7 @@ from typing import Callable, Dict, List, NamedTuple, Tuple
 
 from replichat.chat.state import ChatState
 from replichat.proto.command_pb2 import Command
-from replichat.raft.core import Config, RaftCore, Ready
+from replichat.raft.core import Config, RaftCore, Ready, _PendingRead
 from replichat.raft.log import RaftLog
 from replichat.raft.messages import NO_LEADER, Entry, HardState, Message, MsgType, ReadState
 from replichat.runtime.driver import Driver
@@ -51,6 +51,42 @@ class ReadsWithoutQuorum(RaftCore):
 
     def _leader_read(self, context: bytes, requester: int) -> None:
         self._deliver_read(ReadState(self.log.committed, context), requester)
+
+
+class ReadsBeforeFirstCommit(RaftCore):
+    """A new leader serves ReadIndex before an entry of its own term committed: its commit
+    index may still lag what the previous leader committed (and acknowledged), so a read right
+    after an election can miss an acknowledged write."""
+
+    def _leader_read(self, context: bytes, requester: int) -> None:
+        if not self.peers:
+            self._deliver_read(ReadState(self.log.committed, context), requester)
+            return
+        round_in_flight = bool(self._pending_reads)
+        self._pending_reads.append(_PendingRead(self._read_round + 1, self.log.committed, context, requester))
+        if not round_in_flight:
+            self._start_read_round()
+
+
+class AnswersPendingReadsOnStepDown(RaftCore):
+    """A leader that steps down answers the reads still waiting for their heartbeat round, at
+    the index it recorded for them: a deposed leader (cut off while a newer one acknowledged
+    writes) serves them from its stale state."""
+
+    def _become_follower(self, term: int, leader: int) -> None:
+        pending = list(self._pending_reads)
+        super()._become_follower(term, leader)
+        for read in pending:
+            self._deliver_read(ReadState(read.index, read.context), read.requester)
+
+
+class FixedElectionTimeout(RaftCore):
+    """Draws no random election timeout: every follower waits exactly election_ticks. Replicas
+    whose clocks tick together time out together, split the vote, and do it again: after a
+    leader is lost the cluster takes many rounds (and terms) to elect the next one."""
+
+    def _draw_timeout(self) -> int:
+        return self.config.election_ticks
 
 
 class SendsBeforePersist(Driver):
@@ -129,6 +165,11 @@ MUTANTS: Dict[str, Mutant] = {
     "commit-earlier-terms": Mutant(CommitsEarlierTerms, description=CommitsEarlierTerms.__doc__ or ""),
     "forget-votes": Mutant(ForgetsVotes, description=ForgetsVotes.__doc__ or ""),
     "reads-without-quorum": Mutant(ReadsWithoutQuorum, description=ReadsWithoutQuorum.__doc__ or ""),
+    "reads-before-first-commit": Mutant(ReadsBeforeFirstCommit, description=ReadsBeforeFirstCommit.__doc__ or ""),
+    "pending-reads-answered-on-step-down": Mutant(
+        AnswersPendingReadsOnStepDown, description=AnswersPendingReadsOnStepDown.__doc__ or ""
+    ),
+    "no-election-randomization": Mutant(FixedElectionTimeout, description=FixedElectionTimeout.__doc__ or ""),
     "send-before-persist": Mutant(RaftCore, SendsBeforePersist, description=SendsBeforePersist.__doc__ or ""),
     "ack-before-fsync": Mutant(RaftCore, AcksBeforeFsync, description=AcksBeforeFsync.__doc__ or ""),
     "read-before-apply": Mutant(RaftCore, ReadsBeforeApply, description=ReadsBeforeApply.__doc__ or ""),

@@ -262,6 +262,7 @@ class SimReplica:
                 self.world.log(f"r{self.id} {core.role.value} term {core.term}")
         if core.log.committed > self._commit_seen:
             self._commit_seen = core.log.committed
+            self.world.on_commit(self.id)
             if self.trap == "commit" and self.crash_point is None:
                 self.trap, self._sprung = None, "commit"
                 self.crash_point = "after-persist"

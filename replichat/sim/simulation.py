@@ -25,6 +25,7 @@ from replichat.sim.network import Network
 from replichat.sim.nemesis import Nemesis
 from replichat.sim.replica import SimReplica, Status
 from replichat.sim.requests import Request
+from replichat.sim.workloads import Workloads
 from replichat.sim.world import World
 
 # Ticks between whole-cluster checks (pairwise log matching, committed entries on a quorum).
@@ -54,6 +55,10 @@ class RunResult(NamedTuple):
     max_msgs_per_tick: int
     trace_digest: str
     tail: List[str]
+    # Leaders elected, and terms begun, between healing and convergence (None if it did not
+    # converge): the liveness check bounds them (see invariants.LivenessBound).
+    heal_elections: Optional[int] = None
+    heal_terms: Optional[int] = None
 
     def summary(self) -> str:
         status = "ok" if self.ok else f"FAILED {self.kind}"
@@ -110,6 +115,13 @@ class Simulation:
             world.checker.on_acknowledged,
         )
         self.nemesis = Nemesis(world, self.network, self.client_net, self.replicas)
+        # Aimed extra work (config.workloads; none by default): after the nemesis, whose
+        # election hook it wraps.
+        self.workloads = Workloads(
+            world, self.network, self.client_net, self.replicas, list(NAMES[: config.names]), self.history,
+            world.checker.on_acknowledged, first_client=config.clients + 1,
+        )
+        self.clients.extend(self.workloads.readers)
         # Right after any crash, not only every FULL_CHECK_EVERY ticks: an entry a crash took
         # off a disk can be re-replicated within a tick, hiding that it was ever on too few.
         restart_after = world.on_down
@@ -120,6 +132,8 @@ class Simulation:
 
         world.on_down = on_down
         self.heal_ticks: Optional[int] = None
+        self.heal_elections: Optional[int] = None
+        self.heal_terms: Optional[int] = None
         self.lin_result: Optional[Result] = None
 
     @staticmethod
@@ -155,6 +169,7 @@ class Simulation:
             self._full_check_loop()
             self._storm_watch()
             self.nemesis.start()
+            self.workloads.start()
             self._run_until(self.config.steps * tick)
             world.draining = True
             self.nemesis.heal_all()
@@ -196,6 +211,8 @@ class Simulation:
             max_msgs_per_tick=world.counts["max msgs/tick"],
             trace_digest=world.trace.digest(),
             tail=list(world.trace.tail[-40:]) if kind else [],
+            heal_elections=self.heal_elections,
+            heal_terms=self.heal_terms,
         )
 
     def _run_until(self, end: int) -> None:
@@ -256,11 +273,15 @@ class Simulation:
         world = self.world
         tick = self.config.timing.tick
         start = world.now
+        elections_before = world.checker.elections
+        terms_before = self._highest_term()
         deadline = start + self.config.liveness_ticks * tick
         while world.now < deadline:
             self._run_until(world.now + tick)
             if self._converged():
                 self.heal_ticks = (world.now - start) // tick
+                self.heal_elections = world.checker.elections - elections_before
+                self.heal_terms = self._highest_term() - terms_before
                 self.full_check()
                 self.world.checker.final_check(
                     {rid: r.core.log for rid, r in self.replicas.items() if r.core is not None},
@@ -271,6 +292,10 @@ class Simulation:
         raise InvariantViolation(
             "liveness", f"no convergence {self.config.liveness_ticks} ticks after healing: {self.describe_cluster()}"
         )
+
+    def _highest_term(self) -> int:
+        """The highest term any replica is in (durable terms for those that are down)."""
+        return max(r.core.term if r.core is not None else r.disk.hard_state.term for r in self.replicas.values())
 
     def _converged(self) -> bool:
         if any(not c.idle for c in self.clients):

@@ -31,6 +31,8 @@ class World:
         self.draining = False
         # Called with a replica id whenever a replica becomes leader (the nemesis listens).
         self.on_elected: Callable[[int], None] = lambda rid: None
+        # Called with a replica id whenever its commit index advanced (workloads listen).
+        self.on_commit: Callable[[int], None] = lambda rid: None
         # Called with a replica id and the trap that crashed it (None for a plain crash).
         self.on_down: Callable[[int, Optional[str]], None] = lambda rid, trap: None
 
