@@ -1,14 +1,16 @@
 """The aimed workloads (replichat/sim/workloads.py) do what they are for, cost nothing when off,
 and keep the real core passing.
 
-Catch rates they buy (3 replicas, 300 steps, seeds 0-199; `python -m replichat.sim --seeds 200
---replicas 3 --steps 300 --mutant M [--faults F] [--workloads W]`), measured when they were
-added:
+Catch rates they buy (3 replicas, 300 steps, seeds 0-199, each seed run once; replay one with
+`python -m replichat.sim --seed N --replicas 3 --steps 300 --mutant M --faults F --workloads W`),
+measured when they were added:
 
-    mutant                               faults all,       with the workloads
-                                         no workload
-    reads-before-first-commit            1/200 (0.5%)      see CATCH_RATES below
-    pending-reads-answered-on-step-down  1/200 (0.5%)      see CATCH_RATES below
+    mutant                               faults all,     faults all,      aimed faults,
+                                         no workload     all workloads    all workloads
+    reads-before-first-commit            1/200 (0.5%)    40/200 (20%)     83/200 (41.5%) loss,delay
+    pending-reads-answered-on-step-down  1/200 (0.5%)    54/200 (27%)     157/200 (78.5%) none
+
+and the real core with every fault and both workloads: 0 failures in 300 seeds.
 """
 import pytest
 
