@@ -35,7 +35,22 @@ def _parser() -> argparse.ArgumentParser:
         help="aimed extra work on top of the clients' mix: none, all, or a list of "
         + ", ".join(w.value for w in Workload) + " (see replichat/sim/workloads.py)",
     )
-    p.add_argument("--liveness-ticks", type=int, default=SimConfig._field_defaults["liveness_ticks"])
+    p.add_argument(
+        "--liveness-ticks", type=int, default=SimConfig._field_defaults["liveness_ticks"],
+        help="ticks the healed cluster gets to converge (default %(default)s)",
+    )
+    p.add_argument(
+        "--liveness-terms", type=int, default=SimConfig._field_defaults["liveness_terms"],
+        help="election rounds (new terms) allowed while healing and per failover (default %(default)s)",
+    )
+    p.add_argument(
+        "--failover-probes", type=int, default=SimConfig._field_defaults["failover_probes"],
+        help="times the converged cluster's leader is killed to time the failover (default %(default)s)",
+    )
+    p.add_argument(
+        "--failover-ticks", type=int, default=SimConfig._field_defaults["failover_ticks"],
+        help="ticks allowed per failover (default %(default)s)",
+    )
     p.add_argument("--no-linearizability", action="store_true", help="skip the history check")
     p.add_argument("--trace", action="store_true", help="print every event (single seed)")
     p.add_argument("--history", action="store_true", help="print the client history (single seed)")
@@ -64,6 +79,9 @@ def _config(args: argparse.Namespace, seed: int, replicas: int) -> SimConfig:
         mutant=args.mutant,
         check_linearizability=not args.no_linearizability,
         workloads=parse_workloads(args.workloads),
+        liveness_terms=args.liveness_terms,
+        failover_probes=args.failover_probes,
+        failover_ticks=args.failover_ticks,
     )
 
 

@@ -26,6 +26,13 @@ quadratic:
 
 The periodic `full_check` also compares every pair of logs directly (the incremental check's
 backstop).
+
+Liveness, once every fault is healed: the cluster converges (one leader followed by all,
+everything committed and applied, every client answered) within `SimConfig.liveness_ticks`,
+and gets there in at most `SimConfig.liveness_terms` new terms (each election round begins
+one, won or split). Both bounds are tight on purpose — measured, then given a margin (see
+config.py) — so that a cluster that still recovers, only slowly (say, every replica times out
+at the same tick and splits the vote again and again), fails too.
 """
 from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Set, Tuple
 
@@ -260,3 +267,14 @@ def logs_of(cores: Mapping[int, Optional[RaftLog]], disks: Mapping[int, Sequence
     for rid, entries in disks.items():
         logs[f"replica {rid} (disk)"] = list(entries)
     return logs
+
+
+def check_heal(ticks: int, elections: int, terms: int, max_terms: int, after: str) -> None:
+    """The cluster settled `ticks` after `after`, having elected `elections` leaders in `terms`
+    new terms: more election rounds than `max_terms` is a liveness failure."""
+    if terms > max_terms:
+        raise InvariantViolation(
+            "liveness",
+            f"{terms} election rounds (new terms) to settle after {after}, more than {max_terms} "
+            f"({elections} leaders elected, settled after {ticks} ticks): elections keep failing",
+        )

@@ -5,13 +5,16 @@ and reading; the safety checker runs after every event. Then every fault ends at
 healed, replicas restarted and resumed), clients finish what they started and start nothing new,
 and within `liveness_ticks` the cluster must: have one leader that every replica follows,
 commit and apply everything on every replica, end with identical chat states, and have answered
-every client. Finally the clients' history must be linearizable.
+every client, in at most `liveness_terms` new terms. Then the converged cluster's leader is
+killed `failover_probes` times in a row, and each time the others must elect a leader that all
+of them follow within `failover_ticks` ticks and `liveness_terms` new terms (so slow elections
+fail the run, not only absent ones). Finally the clients' history must be linearizable.
 
 The first violation stops the run; its RunResult carries the replay command.
 """
 import io
 import traceback
-from typing import Callable, Dict, List, NamedTuple, Optional, TextIO
+from typing import Callable, Dict, List, NamedTuple, Optional, TextIO, Tuple
 
 from replichat.raft.core import Config, Role
 from replichat.raft.messages import Message
@@ -19,7 +22,7 @@ from replichat.sim import mutants
 from replichat.sim.clients import NAMES, ClientNetwork, SimClient, make_clients
 from replichat.sim.commands import is_read
 from replichat.sim.config import SimConfig
-from replichat.sim.invariants import InvariantViolation, logs_of
+from replichat.sim.invariants import InvariantViolation, check_heal, logs_of
 from replichat.sim.linearizability import Operation, Result, check_history
 from replichat.sim.network import Network
 from replichat.sim.nemesis import Nemesis
@@ -56,9 +59,11 @@ class RunResult(NamedTuple):
     trace_digest: str
     tail: List[str]
     # Leaders elected, and terms begun, between healing and convergence (None if it did not
-    # converge): the liveness check bounds them (see invariants.LivenessBound).
+    # converge): the liveness check bounds them (see invariants.check_heal).
     heal_elections: Optional[int] = None
     heal_terms: Optional[int] = None
+    failover_ticks: Tuple[int, ...] = ()
+    failover_terms: Tuple[int, ...] = ()
 
     def summary(self) -> str:
         status = "ok" if self.ok else f"FAILED {self.kind}"
@@ -134,6 +139,9 @@ class Simulation:
         self.heal_ticks: Optional[int] = None
         self.heal_elections: Optional[int] = None
         self.heal_terms: Optional[int] = None
+        # Per failover probe: ticks until a new leader was followed by all, new terms it took.
+        self.failover_ticks: List[int] = []
+        self.failover_terms: List[int] = []
         self.lin_result: Optional[Result] = None
 
     @staticmethod
@@ -174,6 +182,7 @@ class Simulation:
             world.draining = True
             self.nemesis.heal_all()
             self._converge()
+            self._probe_failovers()
             if self.config.check_linearizability:
                 self.lin_result = check_history(self.history, LINEARIZABILITY_BUDGET)
                 if self.lin_result.inconclusive:
@@ -213,6 +222,8 @@ class Simulation:
             tail=list(world.trace.tail[-40:]) if kind else [],
             heal_elections=self.heal_elections,
             heal_terms=self.heal_terms,
+            failover_ticks=tuple(self.failover_ticks),
+            failover_terms=tuple(self.failover_terms),
         )
 
     def _run_until(self, end: int) -> None:
@@ -269,7 +280,7 @@ class Simulation:
 
     # ----------------------------------------------------------------- liveness
 
-    def _converge(self) -> None:
+    def _converge(self, after: str = "healing") -> None:
         world = self.world
         tick = self.config.timing.tick
         start = world.now
@@ -279,18 +290,67 @@ class Simulation:
         while world.now < deadline:
             self._run_until(world.now + tick)
             if self._converged():
-                self.heal_ticks = (world.now - start) // tick
-                self.heal_elections = world.checker.elections - elections_before
-                self.heal_terms = self._highest_term() - terms_before
+                ticks = (world.now - start) // tick
+                elections = world.checker.elections - elections_before
+                terms = self._highest_term() - terms_before
+                if self.heal_ticks is None:
+                    self.heal_ticks, self.heal_elections, self.heal_terms = ticks, elections, terms
+                check_heal(ticks, elections, terms, self.config.liveness_terms, after)
                 self.full_check()
                 self.world.checker.final_check(
                     {rid: r.core.log for rid, r in self.replicas.items() if r.core is not None},
                     {rid: r.state.digest() for rid, r in self.replicas.items() if not r.refused},
                 )
-                world.log(f"converged after {self.heal_ticks} ticks")
+                world.log(f"converged after {ticks} ticks ({after})")
                 return
         raise InvariantViolation(
-            "liveness", f"no convergence {self.config.liveness_ticks} ticks after healing: {self.describe_cluster()}"
+            "liveness", f"no convergence {self.config.liveness_ticks} ticks after {after}: {self.describe_cluster()}"
+        )
+
+    def _probe_failovers(self) -> None:
+        """Kill the converged cluster's leader and time the election that replaces it, a few
+        times in a row (each time the old leader comes back and the cluster converges again
+        first). Skipped when losing one more replica would leave no quorum."""
+        world = self.world
+        tick = self.config.timing.tick
+        for probe in range(1, self.config.failover_probes + 1):
+            alive = [r for r in self.replicas.values() if not r.refused]
+            if len(alive) - 1 < self.config.replicas // 2 + 1:
+                return
+            old = next(r for r in alive if r.is_leader())
+            world.log(f"LIVENESS failover probe {probe}: leader r{old.id} killed")
+            old.crash()
+            start = world.now
+            elections_before = world.checker.elections
+            terms_before = self._highest_term()
+            deadline = start + self.config.failover_ticks * tick
+            while not self._failed_over(old):
+                if world.now >= deadline:
+                    raise InvariantViolation(
+                        "liveness",
+                        f"failover probe {probe}: no new leader followed by all within {self.config.failover_ticks} ticks "
+                        f"of killing leader r{old.id}: {self.describe_cluster()}",
+                    )
+                self._run_until(world.now + tick)
+            ticks = (world.now - start) // tick
+            elections = world.checker.elections - elections_before
+            terms = self._highest_term() - terms_before
+            self.failover_ticks.append(ticks)
+            self.failover_terms.append(terms)
+            world.log(f"LIVENESS failover probe {probe}: new leader after {ticks} ticks, {terms} new terms")
+            check_heal(ticks, elections, terms, self.config.liveness_terms, f"failover probe {probe}")
+            old.start()
+            self._converge(f"failover probe {probe}: the old leader rejoining")
+
+    def _failed_over(self, old: SimReplica) -> bool:
+        others = [r for r in self.replicas.values() if r is not old and not r.refused]
+        leaders = [r for r in others if r.is_leader()]
+        if len(leaders) != 1 or any(r.status is not Status.UP for r in others):
+            return False
+        leader = leaders[0].core
+        assert leader is not None
+        return leader.log.committed == leader.log.last_index and all(
+            r.core is not None and r.core.term == leader.term and r.core.leader == leader.id for r in others
         )
 
     def _highest_term(self) -> int:
