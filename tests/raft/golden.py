@@ -57,7 +57,7 @@ move a term shows nothing, and one that does is caught.
 import difflib
 import os
 import shlex
-from typing import Dict, Iterator, List, NamedTuple, Optional, Sequence, Set, Tuple
+from typing import Callable, Dict, Iterator, List, NamedTuple, Optional, Sequence, Set, Tuple
 
 from replichat.raft.core import Config, RaftCore, Ready
 from replichat.raft.log import RaftLog
@@ -117,11 +117,15 @@ class _Watch(NamedTuple):
         return f"{self.role} t{self.term} (leader {self.leader}, commit {self.commit})"
 
 
+CoreClass = Callable[..., RaftCore]
+
+
 class _Replica:
     """One replica: its core, an instant but explicit disk, its applied entries."""
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, core_class: CoreClass = RaftCore) -> None:
         self.config = config
+        self.core_class = core_class
         self.disk_log: List[Entry] = []  # entries after disk_base
         self.disk_base = SnapshotMeta()
         self.disk_state = HardState()
@@ -130,14 +134,14 @@ class _Replica:
         self.snapshot = SnapshotMeta()
         self.held: Optional[Ready] = None
         self.incoming: Optional[SnapshotMeta] = None
-        self.core = RaftCore(config)
+        self.core = core_class(config)
 
     def restart(self) -> None:
         log = RaftLog(
             self.disk_log, self.disk_state.commit, self.applied_index,
             base_index=self.disk_base.index, base_term=self.disk_base.term,
         )
-        self.core = RaftCore(self.config, log, self.disk_state, self.snapshot)
+        self.core = self.core_class(self.config, log, self.disk_state, self.snapshot)
         self.held = None
 
     def watch(self) -> _Watch:
@@ -146,7 +150,9 @@ class _Replica:
 
 
 class GoldenRunner:
-    def __init__(self) -> None:
+    def __init__(self, core_class: CoreClass = RaftCore) -> None:
+        # A subclass of the core replays a trace with one rule broken (the tests' planted bugs).
+        self.core_class = core_class
         self.replicas: Dict[int, _Replica] = {}
         self.wire: List[Message] = []
         self.delivered: List[Message] = []
@@ -206,7 +212,8 @@ class GoldenRunner:
                     check_quorum=options.get("checkquorum", "on") == "on",
                     seed=int(options.get("seed", "1")),
                     max_entries_per_append=int(options.get("batch", "512")),
-                )
+                ),
+                self.core_class,
             )
             for i in voters
         }
@@ -516,10 +523,10 @@ def render(blocks: Sequence[Block], trailer: Sequence[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def replay(text: str) -> str:
+def replay(text: str, core_class: CoreClass = RaftCore) -> str:
     """The trace with every command's output as the core produces it now."""
     blocks, trailer = parse(text)
-    runner = GoldenRunner()
+    runner = GoldenRunner(core_class)
     actual = []
     for block in blocks:
         try:
