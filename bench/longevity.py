@@ -86,17 +86,22 @@ class Latencies:
 
 async def load(system: LongevitySystem, count: int, concurrency: int, recipients: Sequence[str], tag: str,
                record: Optional[Latencies] = None) -> float:
-    """`count` sends from `concurrency` workers to the leader, spread over `recipients`, each
-    retried with the same request until it succeeds. Returns writes/s."""
+    """`count` sends from `concurrency` workers, spread over `recipients`, each retried with the
+    same request until it succeeds. Workers start on the leader; after an error a worker waits
+    a little and moves to the next replica (followers forward writes), rather than asking every
+    replica for the leader 256 times at once. Returns writes/s."""
     leader = await system.wait_for_leader()
-    stub = system.channels.stub(system.addresses[leader], chat_pb2_grpc.ChatStub)
+    addresses = [system.addresses[i] for i in sorted(system.addresses)]
+    first = addresses.index(system.addresses[leader])
     next_item = [0]
     done = [0]
+    errors = [0]
     step = max(1, count // 10)
     start = time.perf_counter()
 
     async def worker(k: int) -> None:
-        nonlocal stub
+        at = first
+        stub = system.channels.stub(addresses[at], chat_pb2_grpc.ChatStub)
         n = 0
         while next_item[0] < count:
             item = next_item[0]
@@ -105,23 +110,26 @@ async def load(system: LongevitySystem, count: int, concurrency: int, recipients
             request = chat_pb2.SendMessageRequest(
                 recipient=recipients[item % len(recipients)], text=payload(f"{tag}{k}-{n}", system.payload_bytes),
                 client_id=f"{tag}-{k}", request_seq=n)
+            began = time.perf_counter()  # a write's latency includes its retries
             for attempt in range(100):
-                began = time.perf_counter()
                 try:
                     await stub.SendMessage(request, timeout=30.0)
                     break
                 except grpc.aio.AioRpcError as error:
                     if attempt == 99:
                         raise RuntimeError(f"a write failed 100 times: {error}") from error
-                    await asyncio.sleep(0.1)
-                    stub = system.channels.stub(system.addresses[await system.wait_for_leader()], chat_pb2_grpc.ChatStub)
+                    errors[0] += 1
+                    await asyncio.sleep(0.2)
+                    at = (at + 1) % len(addresses)
+                    stub = system.channels.stub(addresses[at], chat_pb2_grpc.ChatStub)
             if record is not None:
                 record.ends.append(time.time())
                 record.seconds.append(time.perf_counter() - began)
             done[0] += 1
             if done[0] % step == 0:
                 rate = done[0] / (time.perf_counter() - start)
-                progress(f"  {tag}: {done[0]:,}/{count:,} sent ({rate:,.0f}/s, load {load_average()})")
+                progress(f"  {tag}: {done[0]:,}/{count:,} sent ({rate:,.0f}/s, {errors[0]} failed attempts retried, "
+                         f"load {load_average()})")
 
     await asyncio.gather(*(worker(k) for k in range(concurrency)))
     return count / (time.perf_counter() - start)
@@ -176,9 +184,17 @@ class Reader:
                 target = self.last_seq
                 if target > self.acked:
                     n += 1
-                    await stub.Ack(chat_pb2.AckRequest(
+                    request = chat_pb2.AckRequest(
                         name=self.name, up_to_seq=target, session_id=self.session_id, credential=BENCH_CREDENTIAL,
-                        client_id=f"ack-{self.session_id}", request_seq=n), timeout=30)
+                        client_id=f"ack-{self.session_id}", request_seq=n)
+                    for attempt in range(100):  # the same request again: applied once
+                        try:
+                            await stub.Ack(request, timeout=30)
+                            break
+                        except grpc.aio.AioRpcError:
+                            if attempt == 99:
+                                raise
+                            await asyncio.sleep(0.2)
                     self.acked = target
         except asyncio.CancelledError:
             raise
@@ -213,8 +229,22 @@ def footprint(system: LongevitySystem) -> Dict[str, Any]:
     return {
         "rss_mib": {str(i): round((kib or 0) / 1024, 1) for i, kib in rss_by_member(system).items()},
         "data_mib": {str(i): round(dir_bytes(system.replica_dir(i)) / 2**20, 1) for i in sorted(system.addresses)},
+        "files_mib": {str(i): files_mib(system.replica_dir(i)) for i in sorted(system.addresses)},
         "load": load_average(),
     }
+
+
+def files_mib(directory: str) -> Dict[str, float]:
+    """What the data directory holds, file by file (raft.db, state.db, their WALs, snapshots)."""
+    out = {}
+    for folder, _, files in os.walk(directory):
+        for name in files:
+            path = os.path.join(folder, name)
+            try:
+                out[os.path.relpath(path, directory)] = round(os.path.getsize(path) / 2**20, 2)
+            except OSError:
+                pass
+    return dict(sorted(out.items()))
 
 
 async def settle(system: LongevitySystem, seconds: float) -> None:
@@ -490,10 +520,15 @@ def main() -> None:
                 "log replay": await catch_up_phase(base, args, "replay", replay_args),
             }
 
+    completed = False
     try:
         asyncio.run(run())
+        completed = True
     finally:
-        shutil.rmtree(base, ignore_errors=True)
+        if completed:
+            shutil.rmtree(base, ignore_errors=True)
+        else:
+            progress(f"failed: the replicas' data and logs are kept in {base}")
         os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
         with open(args.json, "w") as f:
             json.dump(results, f, indent=1)
