@@ -50,6 +50,7 @@ from replichat.errors import ChatError  # noqa: E402
 from replichat.proto import chat_pb2, chat_pb2_grpc  # noqa: E402
 
 BENCH_SERVER_ARGS = ["--max-creates-per-minute", "100000000", "--max-streams-per-address", "100000"]
+LOG_TIME = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) ")
 SNAPSHOT_LINE = re.compile(
     r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) replica-\d+ INFO replica (\d+) took a snapshot at index (\d+) "
     r"\(([\d.]+) MiB in ([\d.]+) s\)"
@@ -262,13 +263,37 @@ async def restart_all(system: LongevitySystem, budget: float) -> Dict[str, Any]:
     await system.channels.close()
     system.channels = Channels()
     load_before = load_average()
+    wall = time.time()
     started = time.perf_counter()
     system.start_all()
     first_write = await first_write_after(system, started, budget)
     await system.wait_caught_up(timeout=budget)
     caught_up = time.perf_counter() - started
     return {"first_write_s": round(first_write, 3), "all_caught_up_s": round(caught_up, 3), "load": load_before,
-            "after": footprint(system)}
+            "phases_s": restart_phases(system, wall), "after": footprint(system)}
+
+
+def restart_phases(system: LongevitySystem, since: float) -> Dict[str, Dict[str, float]]:
+    """Where a restart's time goes, per replica, from its log: seconds from the start until it
+    had loaded its state ("starting:"), served gRPC, and until the first leader was elected."""
+    marks = {"state_loaded": " starting: term ", "serving": " serving gRPC on ", "leader_elected": " is the leader for term "}
+    out: Dict[str, Dict[str, float]] = {}
+    for i in sorted(system.addresses):
+        seen: Dict[str, float] = {}
+        for line in system.log(i).splitlines():
+            m = LOG_TIME.match(line)
+            if m is None:
+                continue
+            at = datetime.datetime.strptime(m.group(1), "%Y-%m-%d %H:%M:%S,%f").timestamp()
+            if at < since - 0.001:
+                continue
+            for key, text in marks.items():
+                if key not in seen and text in line:
+                    seen[key] = round(at - since, 3)
+        out[str(i)] = seen
+    elected = [v["leader_elected"] for v in out.values() if "leader_elected" in v]
+    out["leader_elected"] = {"s": min(elected)} if elected else {}
+    return out
 
 
 def snapshot_intervals(system: LongevitySystem) -> List[Tuple[float, float, int, int, float]]:
@@ -436,6 +461,13 @@ async def catch_up_phase(base: str, args: argparse.Namespace, label: str, server
         system.close()
 
 
+def phases_text(restart: Dict[str, Any]) -> str:
+    phases = restart.get("phases_s", {})
+    loaded = [v["state_loaded"] for k, v in phases.items() if k.isdigit() and "state_loaded" in v]
+    elected = phases.get("leader_elected", {}).get("s")
+    return f"(replicas loaded their state after {min(loaded, default=float('nan'))}-{max(loaded, default=float('nan'))} s, a leader at {elected} s)"
+
+
 def table(results: Dict[str, Any]) -> str:
     lines = []
     a = results.get("acknowledged")
@@ -446,16 +478,16 @@ def table(results: Dict[str, Any]) -> str:
             lines.append(f"  {what:<9} " + ", ".join(f"r{i}: {small[i]} -> {full[i]} ({ratio[i]}x)" for i in sorted(full))
                          + f"   [load {a['after_small']['load']} / {a['after_all']['load']}]")
         r = a["restart"]
-        lines.append(f"  restart -> first write {r['first_write_s']} s, all caught up {r['all_caught_up_s']} s, "
+        lines.append(f"  restart -> first write {r['first_write_s']} s {phases_text(r)}, all caught up {r['all_caught_up_s']} s, "
                      f"RSS after {r['after']['rss_mib']} [load {r['load']}]")
     u = results.get("unread")
     if u:
         lines.append(f"unread ({u['unread']:,} stored for one user): RSS {u['stored']['rss_mib']} MiB, "
                      f"data {u['stored']['data_mib']} MiB [load {u['stored']['load']}]")
         r, e = u["restart"], u["restart_empty"]
-        lines.append(f"  restart -> first write {r['first_write_s']} s, all caught up {r['all_caught_up_s']} s, "
+        lines.append(f"  restart -> first write {r['first_write_s']} s {phases_text(r)}, all caught up {r['all_caught_up_s']} s, "
                      f"RSS after {r['after']['rss_mib']} MiB [load {r['load']}]; queued after: {u['queued_after_restart']:,}")
-        lines.append(f"  baseline, the same restart with nothing stored: first write {e['first_write_s']} s, "
+        lines.append(f"  baseline, the same restart with nothing stored: first write {e['first_write_s']} s {phases_text(e)}, "
                      f"RSS after {e['after']['rss_mib']} MiB [load {e['load']}]")
         p = u["write_pause"]
         lines.append(f"  write pause ({p['snapshots']} snapshots, largest {p['largest_snapshot']}):")
