@@ -1,15 +1,18 @@
-"""Snapshots in the asyncio runtime: taking them off the event loop, compacting the log, streaming
-them to followers the leader's log no longer reaches, and installing a received one.
+"""Snapshots in the asyncio runtime: the IO of taking them off the event loop, compacting the
+durable log, streaming them to followers the leader's log no longer reaches, and installing a
+received one. What to do and in which order is the driver's (runtime/driver.py,
+runtime/snapshots.py), shared with the simulator; this module runs the blocking steps on the
+right threads and the chunked transfer over the peer transport.
 
 The node owns one `SnapshotRuntime` and calls it at four points: after each applied batch
-(`after_apply`, which may start taking a snapshot in the background), on the messages a Ready
-sends (`outgoing`, which turns a SNAPSHOT message into a chunked transfer), on snapshot chunks
-and acknowledgements from peers (`on_chunk`, `on_ack`), and on a Ready that carries a snapshot
+(`after_apply`, which may start taking a snapshot in the background when the driver says it is
+due), on a Step's `snapshots_to_send` (`send_snapshots`, chunked transfers), on snapshot chunks
+and acknowledgements from peers (`on_chunk`, `on_ack`), and on a Step that carries a snapshot
 to install (`install`). The blocking steps and their crash-safe order are in snapshotting.py.
 
-Core changes made here (`snapshot_taken`, `compact`, `report_snapshot`) happen on the event
-loop, possibly while a Ready is being persisted. That is safe: they touch only entries at or
-below the applied index, which no Ready in flight persists or applies, and the progress of a
+Driver calls made here (`snapshot_written`, `snapshot_recorded`, `snapshot_sent`) happen on the
+event loop, possibly while a Ready is being persisted. That is safe: they touch only entries at
+or below the applied index, which no Ready in flight persists or applies, and the progress of a
 follower being sent a snapshot, which no Ready carries.
 """
 import asyncio
@@ -21,9 +24,8 @@ from typing import Awaitable, Callable, Dict, List, Optional, Sequence, TypeVar
 from replichat.chat.snapshot import (
     file_checksum, remove_snapshots_before, remove_snapshots_except, restore_state, take_snapshot,
 )
-from replichat.raft.core import RaftCore
-from replichat.raft.messages import HardState, Message, MsgType, SnapshotMeta
-from replichat.snapshot_policy import SnapshotPolicy
+from replichat.raft.messages import Message, MsgType
+from replichat.runtime.driver import Driver, Step
 from replichat.snapshot_transfer import IncomingSnapshot, OutgoingSnapshot, SnapshotAck, SnapshotChunk
 from replichat.snapshotting import compact, record, snapshot_file_name
 from replichat.storage import RaftStorage
@@ -45,8 +47,7 @@ class SnapshotRuntime:
         data_dir: str,
         state_path: str,
         storage: RaftStorage,
-        policy: SnapshotPolicy,
-        core: Callable[[], RaftCore],
+        driver: Callable[[], Driver],
         on_disk: Callable[..., Awaitable[object]],
         on_worker: Callable[..., Awaitable[object]],
         on_snapshot_thread: Callable[..., Awaitable[object]],
@@ -58,9 +59,8 @@ class SnapshotRuntime:
         self.id = node_id
         self.data_dir = data_dir
         self.state_path = state_path
-        self.policy = policy
         self._storage = storage
-        self._core = core
+        self._driver = driver
         self._on_disk = on_disk
         self._on_worker = on_worker
         self._on_snapshot_thread = on_snapshot_thread
@@ -89,22 +89,23 @@ class SnapshotRuntime:
     # ----------------------------------------------------------------- taking
 
     def after_apply(self) -> None:
-        core = self._core()
-        if self._taking is None and self.policy.due(core.log.applied, core.snapshot.index):
+        if self._taking is None and self._driver().snapshot_due():
             self._taking = asyncio.ensure_future(self._take())
 
     async def _take(self) -> None:
+        driver = self._driver()
         try:
             started = time.monotonic()
-            snapshot = await self._on_snapshot_thread(take_snapshot, self.state_path, self.data_dir)
-            core = self._core()
-            if snapshot.index <= core.snapshot.index:
+            try:
+                snapshot = await self._on_snapshot_thread(take_snapshot, self.state_path, self.data_dir)
+            except BaseException:
+                driver.snapshot_abandoned()
+                raise
+            meta = driver.snapshot_written(snapshot.index)
+            if meta is None:
                 return  # an install overtook it
-            term = core.log.term(snapshot.index)
-            self.recorded = await self._on_disk(record, self._storage, snapshot, term)
-            core.snapshot_taken(SnapshotMeta(snapshot.index, term))
-            to = self.policy.compact_to(snapshot.index, core.log.base_index)
-            core.compact(to)
+            self.recorded = await self._on_disk(record, self._storage, snapshot, meta.term)
+            to = driver.snapshot_recorded(meta)
             freed = await self._on_disk(compact, self._storage, self.data_dir, to)
             seconds = time.monotonic() - started
             log.info(
@@ -124,17 +125,10 @@ class SnapshotRuntime:
 
     # ----------------------------------------------------------------- sending
 
-    def outgoing(self, messages: List[Message]) -> List[Message]:
-        """The messages to send as they are; SNAPSHOT messages become chunked transfers."""
-        if not any(m.type is MsgType.SNAPSHOT for m in messages):
-            return messages
-        rest = []
+    def send_snapshots(self, messages: Sequence[Message]) -> None:
+        """Start a chunked transfer for each SNAPSHOT message (Step.snapshots_to_send)."""
         for m in messages:
-            if m.type is MsgType.SNAPSHOT:
-                self._start_transfer(m)
-            else:
-                rest.append(m)
-        return rest
+            self._start_transfer(m)
 
     def _start_transfer(self, m: Message) -> None:
         previous = self._outgoing.pop(m.dst, None)
@@ -193,7 +187,7 @@ class SnapshotRuntime:
 
     def _report(self, peer: int, success: bool) -> None:
         self._last_progress.pop(peer, None)
-        self._core().report_snapshot(peer, success)
+        self._driver().snapshot_sent(peer, success)
         self._wake()
 
     # ----------------------------------------------------------------- receiving
@@ -208,25 +202,29 @@ class SnapshotRuntime:
             self._step([Message(MsgType.SNAPSHOT, chunk.src, self.id, chunk.term, log_term=chunk.snapshot_term, index=chunk.index)])
             self._wake()
 
-    async def install(self, meta: SnapshotMeta, hard_state: Optional[HardState],
-                      close_state: Callable[[], Awaitable[None]], open_state: Callable[[], Awaitable[None]]) -> None:
-        """Install the received snapshot the core accepted (Ready.snapshot)."""
+    async def install(self, step: Step, close_state: Callable[[], Awaitable[None]],
+                      open_state: Callable[[], Awaitable[None]]) -> None:
+        """Install the received snapshot the core accepted (Step.install), in the driver's order."""
+        meta = step.install
+        assert meta is not None
+        driver = self._driver()
         started = time.monotonic()
         if self._taking is not None:
             # It reads state.db, which the install replaces: let it finish first (it will find
             # the install newer and record nothing).
             await asyncio.wait([self._taking])
-        core = self._core()
-        hs = hard_state or HardState(core.term, core.vote, meta.index)
+        hs = driver.install_hard_state(step)
         name = snapshot_file_name(meta.index)
         size, checksum = await self._on_worker(file_checksum, os.path.join(self.data_dir, name))
         recorded = StoredSnapshot(meta.index, meta.term, name, size, checksum)
         # raft.db first (its own thread), then state.db: see snapshotting.install.
         await self._on_disk(self._storage.install_snapshot, recorded, hs)
         self.recorded = recorded
+        driver.install_logged(step)
         await close_state()
         await self._on_worker(restore_state, self.state_path, os.path.join(self.data_dir, name), size, checksum, meta.index)
         await open_state()
+        driver.install_restored(step)
         await self._on_worker(remove_snapshots_before, self.data_dir, meta.index)
         seconds = time.monotonic() - started
         log.info("replica %d installed snapshot %d (term %d, %.1f MiB) in %.2f s", self.id, meta.index, meta.term,

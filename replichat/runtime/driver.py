@@ -24,10 +24,12 @@ One turn of the cycle, as the shell drives it:
 Answers leave through a `Listener` the shell implements (futures for the node; replies to
 simulated clients for the simulator).
 
-Extension points for snapshots (not implemented here): `Step` is where a Ready's snapshot to
-persist or install would travel (a field next to `entries`), `StateMachine` gains
-snapshot/restore next to `apply_batch`, and `recover_core` is where a restart would start from
-a snapshot's index instead of 1.
+Snapshots are decided here too (the policy, the order of their steps; runtime/snapshots.py):
+`snapshot_due` / `snapshot_written` / `snapshot_recorded` around taking one and compacting the
+log behind it, `Step.snapshots_to_send` for followers the log no longer reaches (the shell
+streams the file and reports with `snapshot_sent`), and `Step.install` for a received snapshot
+the core accepted, installed log first (`install_logged`), then the state (`install_restored`),
+before anything else of that Step is persisted or sent.
 """
 import collections
 from typing import Any, Callable, Deque, Dict, Hashable, Iterable, List, Optional, Sequence, Tuple
@@ -39,7 +41,9 @@ except ImportError:  # pragma: no cover
 
 from replichat.raft.core import Config, NotLeader, RaftCore, Ready
 from replichat.raft.log import RaftLog
-from replichat.raft.messages import NO_LEADER, Entry, HardState, Message, SnapshotMeta
+from replichat.raft.messages import NO_LEADER, Entry, HardState, Message, MsgType, SnapshotMeta
+from replichat.runtime.snapshots import NEVER, compaction_target
+from replichat.snapshot_policy import SnapshotPolicy
 
 CoreFactory = Callable[[Config, RaftLog, HardState], RaftCore]
 
@@ -92,13 +96,23 @@ class Listener(Protocol):
 class Step:
     """One Ready on its way through persist -> send -> apply -> advance."""
 
-    __slots__ = ("ready", "early", "late", "_phase")
+    __slots__ = ("ready", "early", "late", "snapshots_to_send", "_phase", "_install_phase")
 
-    def __init__(self, ready: Ready, early: List[Message], late: List[Message]) -> None:
+    def __init__(self, ready: Ready, early: List[Message], late: List[Message],
+                 snapshots_to_send: Sequence[Message] = ()) -> None:
         self.ready = ready
         self.early = early  # to send now, while persisting
         self.late = late  # to send once persisted
+        # SNAPSHOT messages: followers to stream the recorded snapshot to (any time: the file
+        # is durable already); the shell reports each outcome with Driver.snapshot_sent.
+        self.snapshots_to_send = snapshots_to_send
         self._phase = 0  # 0 handed out, 1 persisted, 2 applied
+        self._install_phase = 0  # with a snapshot to install: 1 log recorded, 2 state restored
+
+    @property
+    def install(self) -> Optional[SnapshotMeta]:
+        """A received snapshot to install before anything else of this step (see Driver)."""
+        return self.ready.snapshot
 
     @property
     def hard_state(self) -> Optional[HardState]:
@@ -148,11 +162,15 @@ class Driver:
         listener: Listener,
         retry_interval: float,
         request_timeout: float,
+        snapshot_policy: SnapshotPolicy = NEVER,
     ) -> None:
         """`retry_interval`: how long a write (or a read without its index) waits for an
         answer before it is proposed again; `request_timeout`: when it is given up. Same unit
-        as the `now` the shell passes in."""
+        as the `now` the shell passes in. `snapshot_policy`: when to take snapshots and how
+        much log to keep behind them (the default never takes one)."""
         self.core = core
+        self.snapshot_policy = snapshot_policy
+        self._snapshot_in_flight = False
         self._request_key = request_key
         self._listener = listener
         self._retry = retry_interval
@@ -280,7 +298,12 @@ class Driver:
             return None
         ready = core.ready()
         early, late = self._split(ready)
-        return Step(ready, early, late)
+        snapshots: List[Message] = []
+        if any(m.type is MsgType.SNAPSHOT for m in ready.messages):
+            snapshots = [m for m in ready.messages if m.type is MsgType.SNAPSHOT]
+            early = [m for m in early if m.type is not MsgType.SNAPSHOT]
+            late = [m for m in late if m.type is not MsgType.SNAPSHOT]
+        return Step(ready, early, late, snapshots)
 
     def _split(self, ready: Ready) -> Tuple[List[Message], List[Message]]:
         """Which messages may leave before the Ready is durable. A leader's promise nothing
@@ -293,6 +316,8 @@ class Driver:
     def persisted(self, step: Step) -> List[Message]:
         """The shell made the step durable (or it had nothing to persist): what to send now."""
         assert step._phase == 0, "persisted() twice"
+        if step.ready.snapshot is not None:
+            assert step._install_phase == 2, "persisted before the snapshot in this step was installed"
         step._phase = 1
         return step.late
 
@@ -310,9 +335,67 @@ class Driver:
         if committed:
             self.applied_index = committed[-1].index
 
-    def installed(self, index: int) -> None:
-        """The shell installed a snapshot (Ready.snapshot) up to `index`: it counts as applied."""
-        self.applied_index = max(self.applied_index, index)
+    # ----------------------------------------------------------------- snapshots
+
+    def snapshot_due(self) -> bool:
+        """Whether the shell should take a snapshot of the state machine now (after an applied
+        batch). True marks one in flight until snapshot_written or snapshot_abandoned."""
+        if self._snapshot_in_flight or not self.snapshot_policy.due(self.core.log.applied, self.core.snapshot.index):
+            return False
+        self._snapshot_in_flight = True
+        return True
+
+    def snapshot_written(self, index: int) -> Optional[SnapshotMeta]:
+        """The shell wrote a snapshot of the state at applied index `index` (not yet recorded):
+        its meta to record, or None if it is no newer than the core's snapshot (an install
+        overtook it: drop it)."""
+        self._snapshot_in_flight = False
+        core = self.core
+        if index <= core.snapshot.index:
+            return None
+        if index > core.log.applied:
+            raise AssertionError(f"snapshot at {index} is past the applied index {core.log.applied}")
+        return SnapshotMeta(index, core.log.term(index))
+
+    def snapshot_abandoned(self) -> None:
+        self._snapshot_in_flight = False
+
+    def snapshot_recorded(self, meta: SnapshotMeta) -> int:
+        """The snapshot is durably recorded: the core sends it from now on and forgets its log
+        up to the returned index, which the shell then compacts its durable log to."""
+        core = self.core
+        core.snapshot_taken(meta)
+        to = self._compaction_target(meta.index)
+        core.compact(to)
+        return to
+
+    def _compaction_target(self, snapshot_index: int) -> int:
+        log = self.core.log
+        return compaction_target(self.snapshot_policy, snapshot_index, log.base_index, log.applied, log.stable)
+
+    def snapshot_sent(self, peer: int, success: bool) -> None:
+        """The shell finished (or gave up) streaming the snapshot to `peer`."""
+        self.core.report_snapshot(peer, success)
+
+    def install_hard_state(self, step: Step) -> HardState:
+        """The hard state to record with the install of `step.install` (its commit is the
+        snapshot's index at least)."""
+        assert step.install is not None
+        if step.hard_state is not None:
+            return step.hard_state
+        core = self.core
+        return HardState(core.term, core.vote, max(core.log.committed, step.install.index))
+
+    def install_logged(self, step: Step) -> None:
+        """The shell durably recorded `step.install` and emptied its log (one transaction)."""
+        assert step.install is not None and step._install_phase == 0, "install_logged out of order"
+        step._install_phase = 1
+
+    def install_restored(self, step: Step) -> None:
+        """The shell restored the state machine from `step.install`: it counts as applied."""
+        assert step.install is not None and step._install_phase == 1, "state restored before the log recorded the snapshot"
+        step._install_phase = 2
+        self.applied_index = max(self.applied_index, step.install.index)
 
     def advance(self, step: Step) -> None:
         if step.ready.committed:

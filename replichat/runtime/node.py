@@ -33,6 +33,7 @@ from replichat.raft.core import Config, RaftCore, Role
 from replichat.raft.messages import NO_LEADER, Entry, Message, SnapshotMeta
 from replichat.runtime.driver import Driver, Step, recover_core
 from replichat.runtime.interfaces import LogExtent, LogStore, StateMachine
+from replichat.runtime.snapshots import NEVER
 from replichat.snapshot_policy import DEFAULT_KEEP_ENTRIES, DEFAULT_SNAPSHOT_ENTRIES, SnapshotPolicy
 from replichat.snapshot_runtime import SnapshotRuntime
 from replichat.storage import RaftStorage
@@ -165,8 +166,7 @@ class Node:
             base = SnapshotMeta(*await self._on_disk(store.log_base))
             self._snapshots = SnapshotRuntime(
                 self.id, self.data_dir, os.path.join(self.data_dir, "state.db"), store,
-                SnapshotPolicy(self.options.snapshot_entries, self.options.snapshot_keep),
-                lambda: self._driver().core, self._on_disk, self.on_state_thread, self._on_snapshot_thread,
+                self._driver, self._on_disk, self.on_state_thread, self._on_snapshot_thread,
                 self.transport.send, self._step_snapshot, self._wake.set, lambda: self.observer,
             )
             recorded = await self._snapshots.load()
@@ -181,8 +181,9 @@ class Node:
         )
         snapshot = SnapshotMeta(recorded.index, recorded.term) if recorded is not None else None
         core = recover_core(config, hard_state, entries, applied, base=base, snapshot=snapshot)
+        policy = SnapshotPolicy(self.options.snapshot_entries, self.options.snapshot_keep) if self._snapshots else NEVER
         self.driver = Driver(
-            core, machine.request_key, self, self.options.retry_interval_s, self.options.request_timeout_s
+            core, machine.request_key, self, self.options.retry_interval_s, self.options.request_timeout_s, policy
         )
         log.info(
             "replica %d starting: term %d, %d log entries after index %d (snapshot at %d), applied %d, peers %s",
@@ -334,15 +335,16 @@ class Node:
                     "onwards): its data was wiped or rolled back; catching it up from there",
                     self.id, regression.peer, regression.acknowledged, regression.now_before,
                 )
-            if step.ready.snapshot is not None:
+            if step.install is not None:
                 assert snapshots is not None
-                await snapshots.install(step.ready.snapshot, step.hard_state, self._close_machine, self._reopen_machine)
-                driver.installed(step.ready.snapshot.index)
+                await snapshots.install(step, self._close_machine, self._reopen_machine)
                 for install_hook in self._install_hooks:
                     install_hook()
             machine = self._machine
+            if step.snapshots_to_send and snapshots is not None:
+                snapshots.send_snapshots(step.snapshots_to_send)
             if step.early:
-                self.transport.send(snapshots.outgoing(step.early) if snapshots else step.early)
+                self.transport.send(step.early)
             if step.must_persist:
                 started = time.perf_counter()
                 if not step.leader_step and len(step.entries) <= INLINE_PERSIST_MAX:
@@ -353,7 +355,7 @@ class Node:
                 self.observer.persisted(time.perf_counter() - started, len(step.entries))
             late = driver.persisted(step)
             if late:
-                self.transport.send(snapshots.outgoing(late) if snapshots else late)
+                self.transport.send(late)
             items = step.committed_items()
             if items:
                 started = time.perf_counter()
