@@ -270,6 +270,14 @@ class ChatState(_StateQueries):
     def close(self) -> None:
         self._db.close()
 
+    def copy_to(self, path: str) -> "ChatState":
+        """A consistent copy of the whole state — every table, the exactly-once `clients` table
+        and last_applied included — as a new state at `path` (the simulator's snapshots and
+        their restores, in memory; the real runtime copies files: chat/snapshot.py)."""
+        target = type(self)(path)
+        self._db.backup(target._db)
+        return target
+
     def _check_schema_version(self) -> None:
         (version,) = self._db.execute("PRAGMA user_version").fetchone()
         if version not in (0, 1, 2, _SCHEMA_VERSION):  # 1: before credentials, 2: before lookalikes

@@ -51,6 +51,10 @@ def _parser() -> argparse.ArgumentParser:
         "--failover-ticks", type=int, default=SimConfig._field_defaults["failover_ticks"],
         help="ticks allowed per failover (default %(default)s)",
     )
+    p.add_argument(
+        "--snapshot-entries", type=int, default=0,
+        help="applied entries between snapshots (default 0: drawn per seed from a few dozen; negative: never)",
+    )
     p.add_argument("--no-linearizability", action="store_true", help="skip the history check")
     p.add_argument("--trace", action="store_true", help="print every event (single seed)")
     p.add_argument("--history", action="store_true", help="print the client history (single seed)")
@@ -82,6 +86,7 @@ def _config(args: argparse.Namespace, seed: int, replicas: int) -> SimConfig:
         liveness_terms=args.liveness_terms,
         failover_probes=args.failover_probes,
         failover_ticks=args.failover_ticks,
+        snapshot_entries=args.snapshot_entries,
     )
 
 

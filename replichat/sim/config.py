@@ -123,6 +123,9 @@ class SimConfig(NamedTuple):
     liveness_terms: int = 5
     failover_probes: int = 5
     failover_ticks: int = 80
+    # Applied entries between snapshots; 0: drawn per run (simulation.SNAPSHOT_EVERY_CHOICES);
+    # negative: never snapshot.
+    snapshot_entries: int = 0
 
     def command(self, trace: bool = True) -> str:
         """The command line that replays this run."""
@@ -142,6 +145,8 @@ class SimConfig(NamedTuple):
             parts.append("--workloads " + ",".join(w.value for w in Workload if w in self.workloads))
         if self.mutant:
             parts.append(f"--mutant {self.mutant}")
+        if self.snapshot_entries:
+            parts.append(f"--snapshot-entries {self.snapshot_entries}")
         if trace:
             parts.append("--trace")
         return " ".join(parts)

@@ -11,22 +11,57 @@ functions (integrity.entry_checksum, storage.verified_entries), so a flipped byt
 corrupt-disk fault) is caught on load exactly as the real replica catches it: CorruptDataError
 naming the index. `entries` stays what Raft wrote (the checkers compare logs by it); the bytes
 a load reads are `stored_data`, which differs from it only where the disk was corrupted.
-"""
-from typing import Dict, List, Optional, Sequence, Tuple
 
+Snapshots: the disk also holds the recorded snapshot (`SimSnapshot`: index, term and a copy of
+the chat state at that applied index, the exactly-once table included) and the log's base (the
+last compacted entry), like raft.db's snapshot row and `log_base`. Recording a snapshot,
+compacting the log and installing a received snapshot (record it and empty the log, with the
+hard state) are each one atomic transaction, as in storage.py; a snapshot copy taken but not yet
+recorded is not on the disk (the real one is a file removed at the next start).
+"""
+from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
+
+from replichat.chat.state import ChatState
 from replichat.integrity import entry_checksum
-from replichat.raft.messages import Entry, HardState
+from replichat.raft.messages import Entry, HardState, SnapshotMeta
 from replichat.storage import verified_entries
+
+
+class SimSnapshot(NamedTuple):
+    """A recorded (or received) snapshot. `state` is never changed: restoring copies it."""
+
+    index: int
+    term: int
+    state: ChatState
+
+    @property
+    def meta(self) -> SnapshotMeta:
+        return SnapshotMeta(self.index, self.term)
 
 
 class Disk:
     def __init__(self) -> None:
+        # The log after the base: entries base.index + 1 .. base.index + len(entries).
         self.entries: List[Entry] = []
         self.checksums: List[int] = []
+        self.base = SnapshotMeta()
+        self.snapshot: Optional[SimSnapshot] = None
         # Index -> the bytes now stored in place of that entry's data (a corrupted sector).
         self.stored_data: Dict[int, bytes] = {}
         self.hard_state = HardState()
         self.saves = 0
+
+    @property
+    def last_index(self) -> int:
+        return self.base.index + len(self.entries)
+
+    def holds(self, index: int, entry: Entry) -> bool:
+        """Whether this disk vouches for committed `entry`: in its log, or folded into its
+        recorded snapshot (which covers only committed entries)."""
+        if self.snapshot is not None and index <= self.snapshot.index:
+            return True
+        position = index - self.base.index - 1
+        return 0 <= position < len(self.entries) and self.entries[position] == entry
 
     def save(self, hard_state: Optional[HardState], entries: Sequence[Entry]) -> List[Entry]:
         """Persist; returns the entries this save removed or overwrote with different ones
@@ -35,13 +70,16 @@ class Disk:
         removed: List[Entry] = []
         if entries:
             first = entries[0].index
-            if first > len(self.entries) + 1:
-                raise AssertionError(f"save leaves a gap: entry {first} after {len(self.entries)} on disk")
-            old_suffix = self.entries[first - 1 :]
+            if first > self.last_index + 1:
+                raise AssertionError(f"save leaves a gap: entry {first} after {self.last_index} on disk")
+            if first <= self.base.index:
+                raise AssertionError(f"save of entry {first}, which is compacted (the log starts after {self.base.index})")
+            position = first - self.base.index - 1
+            old_suffix = self.entries[position:]
             new_by_index = {e.index: e for e in entries}
             removed = [e for e in old_suffix if new_by_index.get(e.index) != e]
-            del self.entries[first - 1 :]
-            del self.checksums[first - 1 :]
+            del self.entries[position:]
+            del self.checksums[position:]
             for index in [i for i in self.stored_data if i >= first]:
                 del self.stored_data[index]  # the rewritten rows are fresh bytes
             self.entries.extend(entries)
@@ -58,11 +96,46 @@ class Disk:
     def corrupt(self, index: int, position: int, mask: int) -> bytes:
         """Flip bits (`mask`, non-zero) of one byte of entry `index`'s stored data; returns
         the bytes now stored. The checksum is left as it was written."""
-        data = bytearray(self.stored_data.get(index, self.entries[index - 1].data))
+        data = bytearray(self.stored_data.get(index, self.entries[index - self.base.index - 1].data))
         data[position] ^= mask
         self.stored_data[index] = bytes(data)
         return self.stored_data[index]
 
     def load(self) -> Tuple[HardState, List[Entry]]:
-        """Raises CorruptDataError (naming the index) if a stored entry fails its checksum."""
+        """The hard state and the log after `base`. Raises CorruptDataError (naming the index)
+        if a stored entry fails its checksum."""
         return self.hard_state, verified_entries(self.rows())
+
+    # ----------------------------------------------------------------- snapshots
+
+    def record_snapshot(self, snapshot: SimSnapshot) -> None:
+        """One transaction: this is the replica's snapshot from now on (storage.save_snapshot)."""
+        if self.snapshot is not None and snapshot.index <= self.snapshot.index:
+            raise AssertionError(f"recording snapshot {snapshot.index} over a newer one at {self.snapshot.index}")
+        self.snapshot = snapshot
+
+    def compact(self, to_index: int) -> List[Entry]:
+        """One transaction: forget the log up to `to_index` (storage.compact). Returns what it
+        removed (the checker makes sure the recorded snapshot covers all of it)."""
+        if to_index <= self.base.index:
+            return []
+        if to_index > self.last_index:
+            raise AssertionError(f"compaction to {to_index} past the last entry {self.last_index}")
+        count = to_index - self.base.index
+        removed = self.entries[:count]
+        self.base = SnapshotMeta(to_index, removed[-1].term)
+        del self.entries[:count]
+        del self.checksums[:count]
+        for index in [i for i in self.stored_data if i <= to_index]:
+            del self.stored_data[index]
+        return removed
+
+    def install(self, snapshot: SimSnapshot, hard_state: HardState) -> List[Entry]:
+        """One transaction: record a received snapshot and empty the log after it, with the hard
+        state (storage.install_snapshot). Returns the entries it removed."""
+        removed = list(self.entries)
+        self.entries, self.checksums, self.stored_data = [], [], {}
+        self.base = snapshot.meta
+        self.snapshot = snapshot
+        self.hard_state = hard_state
+        return removed

@@ -33,8 +33,13 @@ and gets there in at most `SimConfig.liveness_terms` new terms (each election ro
 one, won or split). Both bounds are tight on purpose — measured, then given a margin (see
 config.py) — so that a cluster that still recovers, only slowly (say, every replica times out
 at the same tick and splits the vote again and again), fails too.
+Snapshots: a log may start after a base (entries up to it were compacted into a snapshot). The
+checks that look at log contents look at what is still there; a snapshot vouches for the
+entries it covers (it is a copy of the state that applied them: state machine safety and the
+digest checks compare that state), and compaction must never drop an entry that the disk's
+recorded snapshot does not cover (`on_compacted`).
 """
-from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Set, Tuple
+from typing import Dict, Iterable, List, Mapping, NamedTuple, Optional, Sequence, Set, Tuple, Union
 
 from replichat.chat.state import Applied
 from replichat.raft.core import Ready, Role
@@ -54,11 +59,39 @@ def _short(e: Entry) -> str:
     return f"({e.index}, t{e.term}, {data or 'no-op'})"
 
 
+class LogView(NamedTuple):
+    """A log that may start after a base: entries base + 1 .. base + len(entries); `covered`:
+    the index its recorded snapshot covers (those entries count as held)."""
+
+    base: int
+    entries: Sequence[Entry]
+    covered: int = 0
+
+    def holds(self, index: int, entry: Entry) -> bool:
+        if index <= self.covered:
+            return True
+        position = index - self.base - 1
+        return 0 <= position < len(self.entries) and self.entries[position] == entry
+
+
+AnyLog = Union[Sequence[Entry], LogView]
+
+
+def _view(log: AnyLog) -> LogView:
+    return log if isinstance(log, LogView) else LogView(0, log)
+
+
+def _contents(log: RaftLog) -> Tuple[int, List[Entry]]:
+    """(base, entries) of an in-memory log, without touching what was compacted."""
+    return log.base_index, log.slice(log.first_index, log.last_index + 1)
+
+
 class SafetyChecker:
     def __init__(self, replica_ids: Sequence[int]) -> None:
         self.quorum = len(replica_ids) // 2 + 1
         self.leaders: Dict[int, int] = {}
-        self._leader_logs: Dict[int, Tuple[Entry, ...]] = {}
+        # Each leader's log as it was elected: (base, entries after it).
+        self._leader_logs: Dict[int, Tuple[int, Tuple[Entry, ...]]] = {}
         self._max_leader_term = 0
         self._votes: Dict[Tuple[int, int], int] = {}
         self._entries: Dict[Tuple[int, int], Tuple[bytes, int]] = {}
@@ -88,7 +121,8 @@ class SafetyChecker:
         if committed < last:
             raise InvariantViolation("commit-regressed", f"replica {rid} commit index went from {last} back to {committed}")
         if committed > last:
-            for entry in log.slice(last + 1, committed + 1):
+            # Entries up to the base came with an installed snapshot: committed elsewhere.
+            for entry in log.slice(max(last, log.base_index) + 1, committed + 1):
                 self._record_commit(rid, entry, term)
             self._commit[rid] = committed
         applied = log.applied
@@ -101,11 +135,12 @@ class SafetyChecker:
         if other is not None:
             raise InvariantViolation("election-safety", f"replicas {other} and {rid} are both leaders of term {term}")
         self.leaders[term] = rid
-        snapshot = tuple(log.slice(1, log.last_index + 1))
-        self._leader_logs[term] = snapshot
+        base, entries = _contents(log)
+        self._leader_logs[term] = (base, tuple(entries))
         self._max_leader_term = max(self._max_leader_term, term)
         for index, entry in self.committed.items():
-            if self._commit_bound[index] < term and (index > len(snapshot) or snapshot[index - 1] != entry):
+            # What the leader compacted into its snapshot it holds as state (checked by digests).
+            if index > base and self._commit_bound[index] < term and not _has(base, entries, entry):
                 raise InvariantViolation(
                     "leader-completeness",
                     f"replica {rid} became leader of term {term} without committed entry {_short(entry)} "
@@ -118,8 +153,8 @@ class SafetyChecker:
             self.committed[entry.index] = entry
             self._commit_bound[entry.index] = term
             if term < self._max_leader_term:
-                for leader_term, snapshot in self._leader_logs.items():
-                    if leader_term > term and (entry.index > len(snapshot) or snapshot[entry.index - 1] != entry):
+                for leader_term, (base, entries) in self._leader_logs.items():
+                    if leader_term > term and entry.index > base and not _has(base, entries, entry):
                         raise InvariantViolation(
                             "leader-completeness",
                             f"entry {_short(entry)} committed by term {term} is missing from the log of "
@@ -173,10 +208,22 @@ class SafetyChecker:
                         "double-vote", f"replica {rid} voted for {voted} and then for {m.dst} in term {m.term}"
                     )
 
-    def on_saved(self, rid: int, removed: Sequence[Entry]) -> None:
+    def on_saved(self, rid: int, removed: Sequence[Entry], covered: int = 0) -> None:
+        """`removed`: entries a save (or an install) took off the disk; `covered`: the index the
+        disk's snapshot covers (an install replaces the log by a newer snapshot)."""
         for entry in removed:
-            if self.committed.get(entry.index) == entry:
+            if entry.index > covered and self.committed.get(entry.index) == entry:
                 raise InvariantViolation("durability", f"replica {rid} removed committed entry {_short(entry)} from its disk")
+
+    def on_compacted(self, rid: int, removed: Sequence[Entry], snapshot_index: int) -> None:
+        """Compaction dropped `removed` from replica `rid`'s disk, whose recorded snapshot
+        covers up to `snapshot_index`: anything past it is lost for good."""
+        for entry in removed:
+            if entry.index > snapshot_index:
+                raise InvariantViolation(
+                    "durability",
+                    f"replica {rid} compacted entry {_short(entry)} away, past its snapshot at {snapshot_index}",
+                )
 
     def on_applied(self, rid: int, entries: Sequence[Entry], applied: Sequence[Applied]) -> None:
         if len(entries) != len(applied):
@@ -211,15 +258,17 @@ class SafetyChecker:
 
     # ----------------------------------------------------------------- whole-cluster
 
-    def full_check(self, logs: Mapping[str, Sequence[Entry]], disks: Mapping[int, Sequence[Entry]], lost: int = 0) -> None:
+    def full_check(self, logs: Mapping[str, AnyLog], disks: Mapping[int, AnyLog], lost: int = 0) -> None:
         """`disks`: the disks still trusted; `lost`: how many others were lost to corruption
         (each can take one copy of a committed entry with it, so a quorum less that many)."""
-        labels = sorted(logs)
+        views = {label: _view(log) for label, log in logs.items()}
+        labels = sorted(views)
         for a_pos, a in enumerate(labels):
             for b in labels[a_pos + 1 :]:
-                _check_pair(a, logs[a], b, logs[b])
+                _check_pair(a, views[a], b, views[b])
+        disk_views = [_view(d) for d in disks.values()]
         for index, entry in self.committed.items():
-            holders = sum(1 for d in disks.values() if len(d) >= index and d[index - 1] == entry)
+            holders = sum(1 for d in disk_views if d.holds(index, entry))
             if holders < self.quorum - lost:
                 raise InvariantViolation(
                     "durability",
@@ -231,6 +280,8 @@ class SafetyChecker:
         """After the healed cluster converged: acknowledged writes are everywhere, replicas agree."""
         for rid, log in sorted(logs.items()):
             for index, entry in self.acknowledged.items():
+                if index <= log.base_index:
+                    continue  # in its snapshot: the state digests below compare that
                 if index > log.committed or log.slice(index, index + 1) != [entry]:
                     raise InvariantViolation(
                         "acknowledged", f"acknowledged entry {_short(entry)} is not committed on replica {rid}"
@@ -243,29 +294,42 @@ class SafetyChecker:
         return len(self.leaders)
 
 
-def _check_pair(a: str, log_a: Sequence[Entry], b: str, log_b: Sequence[Entry]) -> None:
-    """Log matching between two logs: at the highest index where the terms agree, everything
-    up to it is identical."""
-    index = min(len(log_a), len(log_b))
-    while index > 0 and log_a[index - 1].term != log_b[index - 1].term:
+def _has(base: int, entries: Sequence[Entry], entry: Entry) -> bool:
+    position = entry.index - base - 1
+    return 0 <= position < len(entries) and entries[position] == entry
+
+
+def _check_pair(a: str, log_a: LogView, b: str, log_b: LogView) -> None:
+    """Log matching between two logs, over the indexes both still hold: at the highest index
+    where the terms agree, everything from the first common index up to it is identical."""
+    first = max(log_a.base, log_b.base) + 1
+    last = min(log_a.base + len(log_a.entries), log_b.base + len(log_b.entries))
+    entries_a, entries_b = log_a.entries, log_b.entries
+    index = last
+    while index >= first and entries_a[index - log_a.base - 1].term != entries_b[index - log_b.base - 1].term:
         index -= 1
-    if index and log_a[:index] != log_b[:index]:
-        first = next(i for i in range(index) if log_a[i] != log_b[i])
+    if index < first:
+        return
+    part_a = entries_a[first - log_a.base - 1 : index - log_a.base]
+    part_b = entries_b[first - log_b.base - 1 : index - log_b.base]
+    if part_a != part_b:
+        offset = next(i for i in range(len(part_a)) if part_a[i] != part_b[i])
         raise InvariantViolation(
             "log-matching",
-            f"{a} and {b} agree on the term at index {index} but differ at index {first + 1}: "
-            f"{_short(log_a[first])} vs {_short(log_b[first])}",
+            f"{a} and {b} agree on the term at index {index} but differ at index {first + offset}: "
+            f"{_short(part_a[offset])} vs {_short(part_b[offset])}",
         )
 
 
-def logs_of(cores: Mapping[int, Optional[RaftLog]], disks: Mapping[int, Sequence[Entry]]) -> Dict[str, List[Entry]]:
+def logs_of(cores: Mapping[int, Optional[RaftLog]], disks: Mapping[int, AnyLog]) -> Dict[str, LogView]:
     """Every log worth comparing: each live replica's in-memory log and each disk."""
-    logs: Dict[str, List[Entry]] = {}
+    logs: Dict[str, LogView] = {}
     for rid, log in cores.items():
         if log is not None:
-            logs[f"replica {rid} (memory)"] = log.slice(1, log.last_index + 1)
-    for rid, entries in disks.items():
-        logs[f"replica {rid} (disk)"] = list(entries)
+            base, entries = _contents(log)
+            logs[f"replica {rid} (memory)"] = LogView(base, entries, base)
+    for rid, disk in disks.items():
+        logs[f"replica {rid} (disk)"] = _view(disk)
     return logs
 
 

@@ -12,7 +12,7 @@ from replichat.chat.state import ChatState
 from replichat.proto.command_pb2 import Command
 from replichat.raft.core import Config, RaftCore, Ready, _PendingRead
 from replichat.raft.log import RaftLog
-from replichat.raft.messages import NO_LEADER, Entry, HardState, Message, MsgType, ReadState
+from replichat.raft.messages import NO_LEADER, Entry, HardState, Message, MsgType, ReadState, SnapshotMeta
 from replichat.runtime.driver import Driver
 from replichat.sim.disk import Disk
 
@@ -148,6 +148,46 @@ class SkipsPrincipalCheck(ChatState):
         pass
 
 
+class CompactsUnapplied(Driver):
+    """Compacts the durable log up to its last durable entry rather than to the snapshot's index
+    (less the tail) the core was compacted to: entries not yet applied, some not even
+    committed, and in no snapshot, are deleted from the disk."""
+
+    def snapshot_recorded(self, meta: SnapshotMeta) -> int:
+        super().snapshot_recorded(meta)
+        return self.core.log.stable
+
+
+class InstallsStaleSnapshots(RaftCore):
+    """Installs any snapshot whose last entry its log does not hold, without comparing it to its
+    own commit index (and past the log's own guard, which is the same rule): a snapshot that
+    arrives late (delayed, duplicated, or overtaken by a newer one) takes the replica back to an
+    older state than it had."""
+
+    def _handle_snapshot(self, m: Message) -> None:
+        log = self.log
+        meta = SnapshotMeta(m.index, m.log_term)
+        if log.has(meta.index, meta.term):
+            if meta.index > log.committed:
+                log.commit_to(meta.index)
+        else:
+            log.committed = min(log.committed, meta.index - 1)  # lets restore() go back
+            log.restore(meta.index, meta.term)
+            self.snapshot = meta
+            self._snapshot_to_install = meta
+        self._send(Message(MsgType.APPEND_RESP, self.id, m.src, self.term, index=meta.index))
+
+
+class SnapshotsWithoutClients(ChatState):
+    """A snapshot (and hence a restore from one) leaves out the exactly-once `clients` table: a
+    replica restored from it applies a retried request a second time."""
+
+    def copy_to(self, path: str) -> ChatState:
+        copy = super().copy_to(path)
+        copy._db.execute("DELETE FROM clients")
+        return copy
+
+
 CoreFactory = Callable[[Config, RaftLog, HardState], RaftCore]
 DriverFactory = Callable[..., Driver]
 
@@ -178,6 +218,12 @@ MUTANTS: Dict[str, Mutant] = {
     ),
     "unchecked-disk": Mutant(RaftCore, make_disk=UncheckedDisk, description=UncheckedDisk.__doc__ or ""),
     "skip-principal-check": Mutant(RaftCore, make_state=SkipsPrincipalCheck, description=SkipsPrincipalCheck.__doc__ or ""),
+    # Snapshots (issue 10).
+    "compact-unapplied": Mutant(RaftCore, CompactsUnapplied, description=CompactsUnapplied.__doc__ or ""),
+    "install-stale-snapshot": Mutant(InstallsStaleSnapshots, description=InstallsStaleSnapshots.__doc__ or ""),
+    "snapshot-without-clients": Mutant(
+        RaftCore, make_state=SnapshotsWithoutClients, description=SnapshotsWithoutClients.__doc__ or ""
+    ),
 }
 
 

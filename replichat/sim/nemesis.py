@@ -20,7 +20,7 @@ from typing import Callable, Dict, List, Optional, Set, Tuple
 from replichat.sim.clients import ClientNetwork
 from replichat.sim.config import Fault
 from replichat.sim.network import Network
-from replichat.sim.replica import CRASH_POINTS, SimReplica, Status
+from replichat.sim.replica import SimReplica, Status
 from replichat.sim.world import World
 
 _WEIGHTS = {
@@ -64,6 +64,13 @@ class Nemesis:
         if self._kinds:
             self.active = True
             self._schedule_next()
+        # Snapshot steps are too short for a crash at a random time to land in: while faults
+        # run, each snapshot taken or installed is struck at one of its steps with this chance
+        # (a crash, or a power loss if that fault is on) — on top of the nemesis's own traps.
+        faults = self.world.config.faults
+        if Fault.CRASH in faults or Fault.POWER_LOSS in faults:
+            self.world.snapshot_crash_chance = 0.15
+            self.world.snapshot_power_loss = Fault.POWER_LOSS in faults
 
     def _ticks(self, low: int, high: int) -> int:
         return self.world.rng.randint(low, high) * self.world.timing.tick
@@ -239,7 +246,16 @@ class Nemesis:
             victim.trap = rng.choice(("vote", "commit", "ack"))
             self._count(Fault.CRASH, f"r{victim.id} will crash at its next {victim.trap}")
             return
-        point = rng.choice(CRASH_POINTS) if victim.busy else None
+        if victim.trap is None and rng.random() < 0.25:
+            # A snapshot trap: crash (or lose power) at a random step of the victim's next
+            # snapshot taken or installed — windows too short for a crash at a random time.
+            victim.trap = rng.choice(("snapshot", "install"))
+            victim.power_loss_pending = power_loss
+            kind = Fault.POWER_LOSS if power_loss else Fault.CRASH
+            self._count(kind, f"r{victim.id} will {'lose power' if power_loss else 'crash'} during its next {victim.trap}")
+            return
+        points = victim.crash_points()
+        point = rng.choice(points) if points else None
         victim.power_loss_pending = power_loss
         self._count(Fault.POWER_LOSS if power_loss else Fault.CRASH, f"r{victim.id}" + (f" ({point})" if point else ""))
         victim.crash(point)
@@ -340,6 +356,7 @@ class Nemesis:
     def heal_all(self) -> None:
         """Every fault ends now: links, weather, stopped and crashed processes, slowness."""
         self.active = False
+        self.world.snapshot_crash_chance = 0.0
         self.network.heal()
         self.network.calm()
         self.client_net.loss = 0.0

@@ -14,6 +14,8 @@ from replichat.sim.events import EventQueue, Trace
 
 
 def describe(m: Message) -> str:
+    if not isinstance(m, Message):  # a snapshot parcel (replica.py) describes itself
+        return m.describe()  # type: ignore[attr-defined]
     text = f"{m.type.name} {m.src}->{m.dst} t{m.term}"
     if m.type in (MsgType.APPEND, MsgType.VOTE, MsgType.PRE_VOTE):
         text += f" prev={m.index}/{m.log_term}"

@@ -22,17 +22,32 @@ the rest of the run, `refused` says why, and the cluster must carry on without i
 
 Client requests wait in the driver's tables (serving.py only maps them to simulated clients);
 a stopped process holds them until it resumes, a dead one drops them.
+
+Snapshots follow the driver's decisions with simulated IO (the node's snapshot_runtime.py does
+the same with files and threads): after an applied batch the driver may say one is due; the
+replica copies its chat state at the applied index (exactly-once table included), the copy
+takes disk time to write, then is recorded on the disk, then the driver compacts the core's log
+and the disk drops the log rows it names. A follower the leader's log no longer reaches is sent
+the recorded snapshot as one parcel through the simulated network (lost, delayed, duplicated,
+cut like any message) and acknowledges it; a transfer with no acknowledgement in
+TRANSFER_TIMEOUT_TICKS fails and the core tries again. An installed snapshot is recorded on the
+disk with the log emptied (one transaction), then the chat state is restored from it, and only
+then is the rest of its Ready persisted and sent. Crashes can strike between each of these
+steps (SNAPSHOT_CRASH_POINTS, INSTALL_CRASH_POINTS); at restart a state older than the log's
+first entry (a power loss, or a crash between an install's two steps) is restored from the
+recorded snapshot, as the node's state check does.
 """
 import enum
-from typing import Callable, List, Optional, Tuple, TypeVar
+from typing import Callable, Dict, List, NamedTuple, Optional, Tuple, TypeVar, Union
 
 from replichat.chat.machine import ChatMachine
-from replichat.chat.state import Applied
+from replichat.chat.state import Applied, ChatState
 from replichat.integrity import CorruptDataError
 from replichat.raft.core import Config, RaftCore, Role
 from replichat.raft.messages import Message, MsgType
 from replichat.runtime.driver import Driver, RecoveryError, Step, recover_core
-from replichat.sim.disk import Disk
+from replichat.runtime.snapshots import StateRecovery, state_recovery
+from replichat.sim.disk import Disk, SimSnapshot
 from replichat.sim.invariants import InvariantViolation
 from replichat.sim.mutants import Mutant
 from replichat.sim.network import Network, describe
@@ -44,6 +59,45 @@ T = TypeVar("T")
 
 # Where a crash requested during a Ready's persist window strikes.
 CRASH_POINTS = ("before-persist", "after-persist", "after-send", "after-apply")
+# ... while a snapshot is being taken: its copy written (not recorded), recorded (log not yet
+# compacted), log compacted.
+SNAPSHOT_CRASH_POINTS = ("snapshot-after-write", "snapshot-after-record", "snapshot-after-compact")
+# ... while a Ready installs a received snapshot: recorded with the log emptied (state not yet
+# restored), state restored (nothing of the Ready persisted or sent yet).
+INSTALL_CRASH_POINTS = ("install-after-log", "install-after-restore")
+
+# A snapshot transfer with no acknowledgement for this many ticks failed: the core retries.
+TRANSFER_TIMEOUT_TICKS = 5
+# Streaming a snapshot takes up to this many ticks before its last chunk leaves (a big state
+# over a busy link): some transfers outlive their timeout, so a retry (perhaps of a newer
+# snapshot) and the old transfer arrive in either order.
+TRANSFER_TIME_TICKS = 8
+
+
+class SnapshotParcel(NamedTuple):
+    """The whole snapshot, on its way to a follower (the node streams it in chunks)."""
+
+    src: int
+    dst: int
+    message: Message  # the leader's SNAPSHOT message (index, term of the snapshot)
+    snapshot: SimSnapshot
+
+    def describe(self) -> str:
+        return f"SNAPSHOT-FILE {self.src}->{self.dst} t{self.message.term} idx={self.message.index}"
+
+
+class SnapshotAck(NamedTuple):
+    """The follower holds the whole snapshot (the node's final chunk acknowledgement)."""
+
+    src: int
+    dst: int
+    index: int
+
+    def describe(self) -> str:
+        return f"SNAPSHOT-ACK {self.src}->{self.dst} idx={self.index}"
+
+
+Parcel = Union[SnapshotParcel, SnapshotAck]
 
 DIGEST_EVERY = 16
 
@@ -95,6 +149,14 @@ class SimReplica:
         self.power_loss_pending = False
         self.tick_factor = 1
         self.disk_factor = 1
+        # Snapshots: one being taken (its copy on the way to the disk); received ones not yet
+        # installed, by index; transfers to followers awaiting an acknowledgement (peer ->
+        # (transfer number, index)); whether the Ready in flight installs one.
+        self._taking = False
+        self._incoming: Dict[int, SimSnapshot] = {}
+        self._transfers: Dict[int, Tuple[int, int]] = {}
+        self._transfer_numbers = 0
+        self._installing = False
 
     # ----------------------------------------------------------------- lifecycle
 
@@ -108,17 +170,36 @@ class SimReplica:
         except CorruptDataError as error:
             self._refuse(error)
             return
+        disk = self.disk
+        recorded = disk.snapshot
         applied = self.state.last_applied
+        recovery = state_recovery(applied, disk.base.index, disk.last_index, recorded.index if recorded else None)
+        if recovery is StateRecovery.RESTORE:
+            assert recorded is not None
+            world.log(f"r{self.id} chat state at {applied} is older than the log's first entry: restoring snapshot {recorded.index}")
+            self._restore_state(recorded)
+            world.counts["snapshot restores at start"] += 1
+            applied = self.state.last_applied
+        elif recovery is StateRecovery.REFUSE and applied <= disk.last_index:
+            raise InvariantViolation(
+                "durability",
+                f"replica {self.id}: chat state at {applied} cannot continue a log that starts after "
+                f"{disk.base.index} and no snapshot covers the gap",
+            )
         config = self.config._replace(seed=world.rng.randrange(1 << 30))
         try:
-            core = recover_core(config, hard_state, entries, applied, self._mutant.make_core)
-        except RecoveryError as error:
+            core = recover_core(
+                config, hard_state, entries, applied, self._mutant.make_core,
+                base=disk.base, snapshot=recorded.meta if recorded is not None else None,
+            )
+        except (RecoveryError, ValueError) as error:  # ValueError: the log and snapshot do not fit
             raise InvariantViolation("durability", f"replica {self.id}: {error}") from error
         self.life += 1
         self.desk = ClientDesk(world, self.id, self.life, self.state, self._reply)
         timing = world.timing
         self.driver = self._mutant.make_driver(
-            core, ChatMachine.request_key, self.desk, timing.server_retry, timing.server_timeout
+            core, ChatMachine.request_key, self.desk, timing.server_retry, timing.server_timeout,
+            snapshot_policy=world.snapshot_policy,
         )
         self.core = core
         self.status = Status.UP
@@ -129,7 +210,8 @@ class SimReplica:
         world.checker.new_life(self.id)
         world.log(
             f"r{self.id} start life {self.life}: term {hard_state.term} vote {hard_state.vote} "
-            f"log {len(entries)} commit {core.log.committed} applied {applied}"
+            f"log {len(entries)} after {disk.base.index} (snapshot {core.snapshot.index}) commit {core.log.committed} "
+            f"applied {applied}"
         )
         self._observe()
         self.kick()
@@ -149,11 +231,20 @@ class SimReplica:
         """kill -9. With `point`, and a Ready being persisted, strike at that point of it."""
         if self.status is Status.DOWN:
             return
-        if point is not None and point != "before-persist" and self.busy and self.status is Status.UP:
+        if point is not None and point != "before-persist" and self.status is Status.UP and (self.busy or self._taking):
             self.crash_point = point
             self.world.log(f"r{self.id} will crash {point}")
             return
         self._die("crash")
+
+    def crash_points(self) -> List[str]:
+        """Where a crash asked for now could strike (the nemesis picks one)."""
+        points: List[str] = list(CRASH_POINTS) if self.busy else []
+        if self._installing:
+            points.extend(INSTALL_CRASH_POINTS)
+        if self._taking:
+            points.extend(SNAPSHOT_CRASH_POINTS)
+        return points
 
     def _die(self, how: str) -> None:
         self.status = Status.DOWN
@@ -164,6 +255,10 @@ class SimReplica:
         self.crash_point = None
         self.trap = None
         self._held.clear()
+        # A snapshot copy not yet recorded, files received but not installed, transfers: gone.
+        self._taking = self._installing = False
+        self._incoming.clear()
+        self._transfers.clear()
         if self.power_loss_pending:
             self.power_loss_pending = False
             self.state.close()
@@ -291,6 +386,11 @@ class SimReplica:
         early_out = bool(step.early) and (chance >= 1.0 or (chance > 0.0 and self.world.rng.random() < chance))
         if early_out:
             self._send(step.early)
+        if step.snapshots_to_send:
+            self._send_snapshots(step.snapshots_to_send)
+        self._installing = step.install is not None
+        if self._installing:
+            self._maybe_strike("install", INSTALL_CRASH_POINTS)
         self.busy = True
         life = self.life
         delay = self.world.rng.randint(0, self.world.timing.disk) * self.disk_factor if step.must_persist else 0
@@ -310,6 +410,8 @@ class SimReplica:
         driver = self.driver
         assert driver is not None
         world = self.world
+        if step.install is not None and not self._install(driver, step):
+            return  # crashed between its steps
         if step.must_persist:
             removed = self.disk.save(step.hard_state, step.entries)
             world.checker.on_saved(self.id, removed)
@@ -327,6 +429,8 @@ class SimReplica:
             return
         if step.ready.committed:
             self._apply(driver, step)
+            if not self._taking and self._guarded(driver.snapshot_due, " in snapshot_due"):
+                self._take_snapshot()
         if self._crash_here("after-apply"):
             return
         self._guarded(lambda: driver.advance(step), " in advance")
@@ -341,6 +445,7 @@ class SimReplica:
 
     def _crash_here(self, point: str) -> bool:
         if self.crash_point == point:
+            self.world.counts[f"crash at {point}"] += 1
             self._die(f"crash {point}")
             return True
         return False
@@ -358,6 +463,173 @@ class SimReplica:
         if last % DIGEST_EVERY == 0:
             world.checker.on_digest(self.id, last, self.state.digest())
         driver.applied(step, applied)
+
+    # ----------------------------------------------------------------- snapshots
+
+    def _restore_state(self, snapshot: SimSnapshot) -> None:
+        """The chat state becomes a copy of the snapshot's (the node's restore_state)."""
+        self.state.close()
+        self.state = snapshot.state.copy_to(":memory:")
+        if self.state.last_applied != snapshot.index:
+            raise InvariantViolation(
+                "snapshot", f"replica {self.id}: snapshot {snapshot.index} holds a state applied to {self.state.last_applied}"
+            )
+        if self.desk is not None:
+            self.desk.state = self.state
+        # The restored state must be the state every replica had after this index.
+        self.world.checker.on_digest(self.id, snapshot.index, self.state.digest())
+
+    def _maybe_strike(self, trap: str, points: Tuple[str, ...]) -> None:
+        """A snapshot step starts: crash at one of its points if a trap waits for it or the
+        nemesis's chance says so (then come back soon, as after any sprung trap)."""
+        world = self.world
+        if self.crash_point is not None:
+            return
+        if self.trap == trap:
+            self.trap = None
+        elif not (world.snapshot_crash_chance and world.rng.random() < world.snapshot_crash_chance):
+            return
+        else:
+            self.power_loss_pending = self.power_loss_pending or (world.snapshot_power_loss and world.rng.random() < 0.5)
+        self._sprung = trap
+        self.crash_point = world.rng.choice(points)
+        world.log(f"r{self.id} will {'lose power' if self.power_loss_pending else 'crash'} {self.crash_point}")
+
+    def _take_snapshot(self) -> None:
+        """Copy the state at its applied index (one read transaction in the node: the copy is
+        consistent); writing it takes disk time, during which apply goes on."""
+        world = self.world
+        index = self.state.last_applied
+        copy = self.state.copy_to(":memory:")
+        world.checker.on_digest(self.id, index, self.state.digest())
+        self._taking = True
+        life = self.life
+        world.log(f"r{self.id} taking a snapshot at {index}")
+        self._maybe_strike("snapshot", SNAPSHOT_CRASH_POINTS)
+        delay = world.rng.randint(0, world.timing.disk) * self.disk_factor
+        world.queue.after(delay, lambda: self._snapshot_written(index, copy, life))
+
+    def _snapshot_written(self, index: int, copy: ChatState, life: int) -> None:
+        if life != self.life or self.status is Status.DOWN:
+            copy.close()  # an unrecorded file: removed at the next start
+            return
+        if self.status is Status.PAUSED:
+            self._held.append(lambda: self._snapshot_written(index, copy, life))
+            return
+        driver = self.driver
+        assert driver is not None
+        world = self.world
+        if self._crash_here("snapshot-after-write"):
+            return
+        meta = self._guarded(lambda: driver.snapshot_written(index), " in snapshot_written")
+        if meta is None:
+            self._taking = False
+            copy.close()
+            if self.crash_point in SNAPSHOT_CRASH_POINTS:
+                self.crash_point = self._sprung = None  # the steps it waited for never come
+            world.log(f"r{self.id} drops its snapshot at {index}: an installed one is newer")
+            return
+        self.disk.record_snapshot(SimSnapshot(meta.index, meta.term, copy))
+        world.counts["snapshots taken"] += 1
+        if self._crash_here("snapshot-after-record"):
+            return
+        to = self._guarded(lambda: driver.snapshot_recorded(meta), " in snapshot_recorded")
+        removed = self.disk.compact(to)
+        world.checker.on_compacted(self.id, removed, meta.index)
+        if removed:
+            world.counts["log compactions"] += 1
+            world.counts["entries compacted"] += len(removed)
+        self._taking = False
+        world.log(f"r{self.id} snapshot {meta.index} (t{meta.term}) recorded; log compacted to {to} ({len(removed)} entries)")
+        if self._crash_here("snapshot-after-compact"):
+            return
+        self._observe()
+        self.kick()
+
+    def _send_snapshots(self, messages: List[Message]) -> None:
+        driver = self.driver
+        assert driver is not None
+        recorded = self.disk.snapshot
+        for m in messages:
+            if recorded is None or recorded.index != m.index:
+                raise InvariantViolation(
+                    "snapshot", f"replica {self.id} was asked to send snapshot {m.index} but has recorded "
+                    f"{recorded.index if recorded else 'none'}"
+                )
+            self._transfer_numbers += 1
+            number = self._transfer_numbers
+            self._transfers[m.dst] = (number, m.index)
+            self.world.counts["snapshots sent"] += 1
+            life = self.life
+            tick = self.world.timing.tick
+            streaming = self.world.rng.randint(0, TRANSFER_TIME_TICKS * tick)
+            parcel = SnapshotParcel(self.id, m.dst, m, recorded)
+            self.world.queue.after(streaming, lambda p=parcel: self._stream_done(p, life))
+            self.world.queue.after(
+                TRANSFER_TIMEOUT_TICKS * tick, lambda peer=m.dst, n=number: self._transfer_timed_out(peer, n, life)
+            )
+
+    def _stream_done(self, parcel: SnapshotParcel, life: int) -> None:
+        """The transfer's last chunk leaves (a crashed sender's transfer dies with it)."""
+        if life != self.life or self.status is Status.DOWN:
+            return
+        if self.status is Status.PAUSED:
+            self._held.append(lambda: self._stream_done(parcel, life))
+            return
+        self.network.send(parcel)  # type: ignore[arg-type]
+
+    def _transfer_timed_out(self, peer: int, number: int, life: int) -> None:
+        if life != self.life or self.status is not Status.UP or self._transfers.get(peer, (0, 0))[0] != number:
+            return
+        del self._transfers[peer]
+        assert self.driver is not None
+        self.world.log(f"r{self.id} snapshot transfer to r{peer} timed out")
+        self._guarded(lambda: self.driver.snapshot_sent(peer, False), " in snapshot_sent")  # type: ignore[union-attr]
+        self.kick()
+
+    def receive_parcel(self, parcel: Parcel) -> None:
+        if self.status is Status.DOWN:
+            return
+        if self.status is Status.PAUSED:
+            self._held.append(lambda: self.receive_parcel(parcel))
+            return
+        driver = self.driver
+        assert driver is not None
+        self.world.log(f"deliver   {parcel.describe()}")
+        if isinstance(parcel, SnapshotParcel):
+            # The whole file arrived and checks out (the node verifies chunks and SHA-256):
+            # keep it, tell the core, acknowledge it.
+            self._incoming[parcel.message.index] = parcel.snapshot
+            driver.snapshot_messages([parcel.message])
+            self.network.send(SnapshotAck(self.id, parcel.src, parcel.message.index))  # type: ignore[arg-type]
+        else:
+            pending = self._transfers.get(parcel.src)
+            if pending is None or pending[1] != parcel.index:
+                return
+            del self._transfers[parcel.src]
+            self._guarded(lambda: driver.snapshot_sent(parcel.src, True), " in snapshot_sent")
+        self.kick()
+
+    def _install(self, driver: Driver, step: Step) -> bool:
+        """Install the snapshot the core accepted, in the driver's order; False if a crash
+        struck between the steps."""
+        meta = step.install
+        assert meta is not None
+        snapshot = self._incoming.pop(meta.index, None)
+        if snapshot is None or snapshot.meta != meta:
+            raise InvariantViolation("snapshot", f"replica {self.id} installs snapshot {meta} it never received")
+        world = self.world
+        removed = self.disk.install(snapshot, driver.install_hard_state(step))
+        world.checker.on_saved(self.id, removed, covered=meta.index)
+        driver.install_logged(step)
+        if self._crash_here("install-after-log"):
+            return False
+        self._restore_state(snapshot)
+        driver.install_restored(step)
+        self._installing = False
+        world.counts["snapshots installed"] += 1
+        world.log(f"r{self.id} installed snapshot {meta.index} (t{meta.term})")
+        return not self._crash_here("install-after-restore")
 
     # ----------------------------------------------------------------- serving clients
 

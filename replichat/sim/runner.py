@@ -26,6 +26,7 @@ class Totals:
         self.inconclusive = 0
         self.max_heal_ticks = 0
         self.max_msgs_per_tick = 0
+        self.snapshots: Counter[str] = Counter()
         self.started = time.monotonic()
 
     def add(self, result: RunResult) -> None:
@@ -33,6 +34,7 @@ class Totals:
         self.events += result.events
         self.ticks += result.ticks
         self.faults.update(result.faults)
+        self.snapshots.update(result.snapshots)
         self.elections += result.elections
         self.committed += result.committed
         self.client_ops += result.client_ops
@@ -46,13 +48,14 @@ class Totals:
 
     def line(self) -> str:
         faults = ", ".join(f"{k}={v}" for k, v in sorted(self.faults.items()))
+        snapshots = ", ".join(f"{k}={v}" for k, v in sorted(self.snapshots.items()))
         elapsed = time.monotonic() - self.started
         return (
             f"summary: seeds={self.seeds} steps(ticks)={self.ticks} events={self.events} "
             f"faults[{faults}] elections={self.elections} committed={self.committed} "
             f"client_ops={self.client_ops} unknown_ops={self.unknown_ops} "
             f"linearizability_inconclusive={self.inconclusive} max_heal_ticks={self.max_heal_ticks} max_msgs_per_tick={self.max_msgs_per_tick} "
-            f"violations={len(self.failures)} time={elapsed:.1f}s"
+            f"snapshots[{snapshots}] violations={len(self.failures)} time={elapsed:.1f}s"
         )
 
 

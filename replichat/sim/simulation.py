@@ -14,7 +14,7 @@ The first violation stops the run; its RunResult carries the replay command.
 """
 import io
 import traceback
-from typing import Callable, Dict, List, NamedTuple, Optional, TextIO, Tuple
+from typing import Callable, Dict, List, NamedTuple, Optional, TextIO, Tuple, Union
 
 from replichat.raft.core import Config, Role
 from replichat.raft.messages import Message
@@ -22,11 +22,12 @@ from replichat.sim import mutants
 from replichat.sim.clients import NAMES, ClientNetwork, SimClient, make_clients
 from replichat.sim.commands import is_read
 from replichat.sim.config import SimConfig
-from replichat.sim.invariants import InvariantViolation, check_heal, logs_of
+from replichat.sim.invariants import InvariantViolation, LogView, check_heal, logs_of
 from replichat.sim.linearizability import Operation, Result, check_history
 from replichat.sim.network import Network
 from replichat.sim.nemesis import Nemesis
-from replichat.sim.replica import SimReplica, Status
+from replichat.sim.replica import Parcel, SimReplica, Status
+from replichat.snapshot_policy import SnapshotPolicy
 from replichat.sim.requests import Request
 from replichat.sim.workloads import Workloads
 from replichat.sim.world import World
@@ -37,6 +38,15 @@ FULL_CHECK_EVERY = 20
 # say two replicas bouncing a rejected append forever). Normal traffic stays far below.
 STORM_PER_REPLICA = 400
 LINEARIZABILITY_BUDGET = 400_000
+# Snapshot policy per run (SimConfig.snapshot_entries 0): applied entries between snapshots,
+# log entries kept behind one. Runs commit ~100 entries, so these make several per replica.
+SNAPSHOT_EVERY_CHOICES = (10, 20, 40, 80)
+SNAPSHOT_KEEP_CHOICES = (0, 1, 4, 16)
+# What RunResult.snapshots counts (world.counts keys).
+SNAPSHOT_COUNTS = (
+    "snapshots taken", "log compactions", "entries compacted", "snapshots sent", "snapshots installed",
+    "snapshot restores at start",
+)
 
 
 class RunResult(NamedTuple):
@@ -64,6 +74,8 @@ class RunResult(NamedTuple):
     heal_terms: Optional[int] = None
     failover_ticks: Tuple[int, ...] = ()
     failover_terms: Tuple[int, ...] = ()
+    # Snapshots taken, compactions, entries compacted, transfers, installs, restores at start.
+    snapshots: Dict[str, int] = {}
 
     def summary(self) -> str:
         status = "ok" if self.ok else f"FAILED {self.kind}"
@@ -71,7 +83,9 @@ class RunResult(NamedTuple):
             f"seed {self.config.seed} replicas {self.config.replicas} steps {self.config.steps}: {status}; "
             f"{self.events} events, {self.elections} elections, {self.committed} committed, "
             f"{self.client_ops} client ops ({self.unknown_ops} unknown), healed in {self.heal_ticks} ticks, "
-            f"linearizability {self.linearizability}; trace {self.trace_digest}"
+            f"linearizability {self.linearizability}; snapshots "
+            f"{self.snapshots['snapshots taken']} taken, {self.snapshots['snapshots installed']} installed; "
+            f"trace {self.trace_digest}"
         )
 
     def report(self) -> str:
@@ -100,6 +114,11 @@ class Simulation:
         # A leader's appends sent while it persists are out before a crash: never, half the
         # time, always (never keeps the logs of short-lived leaders apart: Figure 8's setting).
         world.early_send_chance = rng.choice((0.0, 0.5, 1.0))
+        # Snapshots every few dozen applied entries, keeping a short tail of log behind them:
+        # followers that were down or cut off often need a snapshot instead of entries.
+        every = config.snapshot_entries or rng.choice(SNAPSHOT_EVERY_CHOICES)
+        keep = rng.choice(SNAPSHOT_KEEP_CHOICES) if config.snapshot_entries >= 0 else 0
+        world.snapshot_policy = SnapshotPolicy(max(every, 0), keep)
         self.replicas: Dict[int, SimReplica] = {}
         for rid in ids:
             core_config = Config(
@@ -112,7 +131,8 @@ class Simulation:
             self.client_net.replicas[rid] = self._handler(self.replicas[rid])
         world.log(
             f"config {config.command(trace=False)}; batch {batch}, inflight {inflight}, "
-            f"early sends {world.early_send_chance:g}"
+            f"early sends {world.early_send_chance:g}, snapshot every {world.snapshot_policy.every_entries} "
+            f"keep {world.snapshot_policy.keep_entries}"
         )
         self.history: List[Operation] = []
         self.clients: List[SimClient] = make_clients(
@@ -154,8 +174,11 @@ class Simulation:
 
         return handle
 
-    def _deliver(self, m: Message) -> None:
-        self.replicas[m.dst].receive(m)
+    def _deliver(self, m: Union[Message, Parcel]) -> None:
+        if isinstance(m, Message):
+            self.replicas[m.dst].receive(m)
+        else:
+            self.replicas[m.dst].receive_parcel(m)
 
     # ----------------------------------------------------------------- running
 
@@ -224,6 +247,7 @@ class Simulation:
             heal_terms=self.heal_terms,
             failover_ticks=tuple(self.failover_ticks),
             failover_terms=tuple(self.failover_terms),
+            snapshots={name: world.counts[name] for name in SNAPSHOT_COUNTS},
         )
 
     def _run_until(self, end: int) -> None:
@@ -273,7 +297,10 @@ class Simulation:
 
     def full_check(self) -> None:
         cores = {rid: (r.core.log if r.core is not None else None) for rid, r in self.replicas.items()}
-        disks = {rid: r.disk.entries for rid, r in self.replicas.items()}
+        disks = {
+            rid: LogView(r.disk.base.index, r.disk.entries, r.disk.snapshot.index if r.disk.snapshot else 0)
+            for rid, r in self.replicas.items()
+        }
         # A corrupted disk no longer vouches for what it holds (the real one is replaced).
         trusted = {rid: d for rid, d in disks.items() if not self.replicas[rid].disk.stored_data}
         self.world.checker.full_check(logs_of(cores, disks), trusted, lost=len(disks) - len(trusted))

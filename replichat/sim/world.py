@@ -10,7 +10,9 @@ from typing import Callable, Optional, TextIO
 
 from replichat.sim.config import SimConfig
 from replichat.sim.events import EventQueue, Trace
+from replichat.runtime.snapshots import NEVER
 from replichat.sim.invariants import SafetyChecker
+from replichat.snapshot_policy import SnapshotPolicy
 
 
 class World:
@@ -27,6 +29,12 @@ class World:
         # How often a leader's messages leave while it persists (rather than after): drawn
         # per run by the simulation.
         self.early_send_chance = 1.0
+        # When replicas take snapshots and how much log they keep: drawn per run too.
+        self.snapshot_policy: SnapshotPolicy = NEVER
+        # Set by the nemesis: how often a snapshot being taken or installed crashes at one of
+        # its steps, and whether that crash may be a power loss.
+        self.snapshot_crash_chance = 0.0
+        self.snapshot_power_loss = False
         # Set once faults stop: clients finish what they started and start nothing new.
         self.draining = False
         # Called with a replica id whenever a replica becomes leader (the nemesis listens).

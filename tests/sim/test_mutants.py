@@ -59,6 +59,21 @@ CASES = [
     ("no-election-randomization", "crash,partition,isolate-leader,loss", 20, {"liveness"}),
     # State machine: apply ignores the stamped principal (another user's, or a stale account's).
     ("skip-principal-check", "crash,partition,loss", 10, {"linearizability"}),
+    # Snapshots (issue 10). Caught when added: compact-unapplied seed 0 (durability: an entry
+    # compacted past the snapshot), install-stale-snapshot seed 19 (commit-regressed: a late
+    # transfer took a follower back), snapshot-without-clients seed 0 (determinism: a restored
+    # state differs from the state the snapshot was taken from).
+    # The durable log compacted past the snapshot: entries not yet applied are lost.
+    ("compact-unapplied", "crash,power-loss,partition", 10, {"durability"}),
+    # A snapshot older than the follower's state installed (a transfer that arrives late).
+    (
+        "install-stale-snapshot",
+        "crash,power-loss,partition,isolate-leader",
+        40,
+        {"commit-regressed", "applied-regressed", "durability", "state-machine-safety", "determinism", "convergence"},
+    ),
+    # A snapshot without the exactly-once table: a restored replica applies a retry twice.
+    ("snapshot-without-clients", "crash,power-loss,partition", 10, {"determinism", "convergence", "linearizability"}),
 ]
 
 
