@@ -353,8 +353,8 @@ class Driver:
         core = self.core
         if index <= core.snapshot.index:
             return None
-        if index > core.log.applied:
-            raise AssertionError(f"snapshot at {index} is past the applied index {core.log.applied}")
+        if index > self.applied_index:
+            raise AssertionError(f"snapshot at {index} is past the applied index {self.applied_index}")
         return SnapshotMeta(index, core.log.term(index))
 
     def snapshot_abandoned(self) -> None:

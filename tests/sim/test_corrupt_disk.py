@@ -26,11 +26,15 @@ def test_disk_detects_a_flipped_byte_naming_the_index() -> None:
     assert disk.load()[1] == [Entry(1, 1, b"a"), Entry(2, 2, b"new")]
 
 
-@pytest.mark.timeout(60)
+@pytest.mark.timeout(120)
 @pytest.mark.parametrize("replicas", [3, 5])
 def test_corrupted_replicas_refuse_and_the_majority_carries_on(replicas: int) -> None:
     refused_runs = 0
-    for seed in range(15):
+    # Until 10 runs saw a corrupted replica refuse (compacted logs leave the fault fewer
+    # stored entries to flip, so not every run gets one).
+    for seed in range(25):
+        if refused_runs >= 10:
+            break
         config = SimConfig(seed=seed, replicas=replicas, steps=200, faults=parse_faults("corrupt-disk,crash,partition,loss"))
         simulation = Simulation(config)
         result = simulation.run()
@@ -42,4 +46,4 @@ def test_corrupted_replicas_refuse_and_the_majority_carries_on(replicas: int) ->
             assert f"raft log entry {first_bad} " in replica.refused and replica.core is None
         refused_runs += bool(refused)
         assert result.heal_ticks is not None  # the healthy majority converged
-    assert refused_runs >= 10, f"only {refused_runs} of 15 runs saw a corrupted replica refuse"
+    assert refused_runs >= 10, f"only {refused_runs} of 25 runs saw a corrupted replica refuse"
