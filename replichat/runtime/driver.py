@@ -26,8 +26,8 @@ simulated clients for the simulator).
 
 Snapshots are decided here too (the policy, the order of their steps; runtime/snapshots.py):
 `snapshot_due` / `snapshot_written` / `snapshot_recorded` around taking one and compacting the
-log behind it, `Step.snapshots_to_send` for followers the log no longer reaches (the shell
-streams the file and reports with `snapshot_sent`), and `Step.install` for a received snapshot
+log behind it, `Step.snapshots_early` / `snapshots_late` for followers the log no longer reaches
+(the shell streams the file and reports with `snapshot_sent`), and `Step.install` for a received snapshot
 the core accepted, installed log first (`install_logged`), then the state (`install_restored`),
 before anything else of that Step is persisted or sent.
 """
@@ -96,18 +96,23 @@ class Listener(Protocol):
 class Step:
     """One Ready on its way through persist -> send -> apply -> advance."""
 
-    __slots__ = ("ready", "early", "late", "snapshots_to_send", "_phase", "_install_phase")
+    __slots__ = ("ready", "early", "late", "snapshots_early", "snapshots_late", "_phase", "_install_phase")
 
     def __init__(self, ready: Ready, early: List[Message], late: List[Message],
-                 snapshots_to_send: Sequence[Message] = ()) -> None:
+                 snapshots_early: Sequence[Message] = (), snapshots_late: Sequence[Message] = ()) -> None:
         self.ready = ready
         self.early = early  # to send now, while persisting
         self.late = late  # to send once persisted
-        # SNAPSHOT messages: followers to stream the recorded snapshot to (any time: the file
-        # is durable already); the shell reports each outcome with Driver.snapshot_sent.
-        self.snapshots_to_send = snapshots_to_send
+        # SNAPSHOT messages (by the same rule: now, or once persisted): followers to stream the
+        # recorded snapshot to; the shell reports each outcome with Driver.snapshot_sent.
+        self.snapshots_early = snapshots_early
+        self.snapshots_late = snapshots_late
         self._phase = 0  # 0 handed out, 1 persisted, 2 applied
         self._install_phase = 0  # with a snapshot to install: 1 log recorded, 2 state restored
+
+    @property
+    def snapshots_to_send(self) -> List[Message]:
+        return list(self.snapshots_early) + list(self.snapshots_late)
 
     @property
     def install(self) -> Optional[SnapshotMeta]:
@@ -298,12 +303,13 @@ class Driver:
             return None
         ready = core.ready()
         early, late = self._split(ready)
-        snapshots: List[Message] = []
         if any(m.type is MsgType.SNAPSHOT for m in ready.messages):
-            snapshots = [m for m in ready.messages if m.type is MsgType.SNAPSHOT]
+            snapshots_early = [m for m in early if m.type is MsgType.SNAPSHOT]
+            snapshots_late = [m for m in late if m.type is MsgType.SNAPSHOT]
             early = [m for m in early if m.type is not MsgType.SNAPSHOT]
             late = [m for m in late if m.type is not MsgType.SNAPSHOT]
-        return Step(ready, early, late, snapshots)
+            return Step(ready, early, late, snapshots_early, snapshots_late)
+        return Step(ready, early, late)
 
     def _split(self, ready: Ready) -> Tuple[List[Message], List[Message]]:
         """Which messages may leave before the Ready is durable. A leader's promise nothing

@@ -341,8 +341,8 @@ class Node:
                 for install_hook in self._install_hooks:
                     install_hook()
             machine = self._machine
-            if step.snapshots_to_send and snapshots is not None:
-                snapshots.send_snapshots(step.snapshots_to_send)
+            if step.snapshots_early and snapshots is not None:
+                snapshots.send_snapshots(step.snapshots_early)
             if step.early:
                 self.transport.send(step.early)
             if step.must_persist:
@@ -356,6 +356,8 @@ class Node:
             late = driver.persisted(step)
             if late:
                 self.transport.send(late)
+            if step.snapshots_late and snapshots is not None:
+                snapshots.send_snapshots(step.snapshots_late)
             items = step.committed_items()
             if items:
                 started = time.perf_counter()

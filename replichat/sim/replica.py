@@ -386,8 +386,8 @@ class SimReplica:
         early_out = bool(step.early) and (chance >= 1.0 or (chance > 0.0 and self.world.rng.random() < chance))
         if early_out:
             self._send(step.early)
-        if step.snapshots_to_send:
-            self._send_snapshots(step.snapshots_to_send)
+        if step.snapshots_early:
+            self._send_snapshots(step.snapshots_early)
         self._installing = step.install is not None
         if self._installing:
             self._maybe_strike("install", INSTALL_CRASH_POINTS)
@@ -425,6 +425,8 @@ class SimReplica:
             return
         late = driver.persisted(step)
         self._send(late if early_out else step.early + late)
+        if step.snapshots_late:
+            self._send_snapshots(step.snapshots_late)
         if self._crash_here("after-send"):
             return
         if step.ready.committed:
