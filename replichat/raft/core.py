@@ -17,12 +17,37 @@ leadership transfer, and snapshots (§7): the runtime takes them and tells the c
 (`snapshot_taken`, `compact`); a follower the leader's log no longer reaches is sent one
 (a SNAPSHOT message: the runtime streams the file and reports with `report_snapshot`), and a
 follower installs a snapshot only if it is newer than its commit index (`Ready.snapshot`).
+
+Membership (raft/membership.py says why single-server changes, and the two rules a leader
+keeps): the configuration in effect is the latest configuration entry in the log, committed or
+not, else the one at the log's base (what the newest snapshot or compaction recorded: the
+runtime passes it back at start, `base_membership`), else the bootstrap `Config.voters`.
+Quorums (commit, election, check-quorum, ReadIndex) count the voters of that configuration
+only; learners are replicated to and never counted. A leader that is not a voter of its own
+latest configuration (its removal) keeps leading without counting itself until that entry
+commits, then hands over and steps down. A replica that is not a voter never campaigns.
+
+Which peers' messages the core accepts (`_refusal`), and why that is safe: messages a leader
+sends (APPEND, HEARTBEAT, SNAPSHOT, TIMEOUT_NOW, READ_INDEX_RESP) and vote requests are
+accepted from any replica id, member or not (thesis §4.1): a replica whose log lags may not
+yet hold the entry that added today's leader, and must still take that leader's log, or it
+could never catch up; and a candidate may be a voter of a configuration this replica has not
+seen yet, whose vote the cluster may need. Neither is a risk: a leader's authority comes from
+its term (a stale one is answered with the higher term and steps down), and a vote is at most
+one per term whoever asks; what keeps a removed or not-yet-added replica from disrupting the
+cluster is pre-vote (its log lacks the newer entries, so a majority refuses it) and
+check-quorum (replicas that hear from a live leader ignore vote requests). Everything else
+(answers to appends, votes and heartbeats, forwarded proposals and reads) is accepted only
+from members of the configuration in effect: only they have a place in the leader's
+bookkeeping or a vote to count. Peer identity itself is the transport's job (authenticated
+connections); the core only refuses what no correct replica in its position could send.
 """
 import enum
 import logging
 import random
 from typing import Dict, List, NamedTuple, Optional, Sequence, Set, Tuple
 
+from replichat.raft import membership as conf
 from replichat.raft.log import RaftLog
 from replichat.raft.messages import (
     NO_LEADER,
@@ -35,6 +60,7 @@ from replichat.raft.messages import (
     ReadState,
     SnapshotMeta,
 )
+from replichat.raft.membership import Change, Membership, MembershipError
 from replichat.raft.progress import Progress, ProgressState
 from replichat.raft.validate import DropCounter
 
@@ -56,8 +82,18 @@ class NotLeader(Exception):
         self.leader = leader
 
 
+# Messages accepted from any replica id, member of the configuration in effect or not (see the
+# module docstring): what a leader sends, and vote requests.
+_FROM_ANY_REPLICA = frozenset({
+    MsgType.APPEND, MsgType.HEARTBEAT, MsgType.SNAPSHOT, MsgType.TIMEOUT_NOW, MsgType.READ_INDEX_RESP,
+    MsgType.VOTE, MsgType.PRE_VOTE,
+})
+
+
 class Config(NamedTuple):
     id: int
+    # The bootstrap configuration (--cluster): in effect until the log or a snapshot says
+    # otherwise. A replica outside it (a new one, joining) waits to be contacted.
     voters: Tuple[int, ...]
     # In ticks. The election timeout is drawn from [election_ticks, 2 * election_ticks).
     election_ticks: int = 10
@@ -101,14 +137,19 @@ class RaftCore:
         log: Optional[RaftLog] = None,
         hard_state: HardState = HardState(),
         snapshot: Optional[SnapshotMeta] = None,
+        base_membership: Optional[Membership] = None,
     ) -> None:
-        if config.id not in config.voters:
-            raise ValueError(f"replica {config.id} is not among the voters {config.voters}")
         self.config = config
         self.id = config.id
-        self.peers = tuple(v for v in config.voters if v != config.id)
-        self.quorum = len(config.voters) // 2 + 1
         self.log = log if log is not None else RaftLog()
+        # The configuration at the log's base, and every configuration entry after it.
+        self._base_membership = base_membership if base_membership is not None else Membership.of_voters(config.voters)
+        self._changes: List[Tuple[int, Membership]] = self._changes_in(self.log.first_index, self.log.last_index)
+        self.membership = self._base_membership
+        self.peers: Tuple[int, ...] = ()
+        self.quorum = 1
+        self._voters: frozenset = frozenset()
+        self._counts_itself = False
         self.term = hard_state.term
         self.vote = hard_state.vote
         self.log.commit_to(min(hard_state.commit, self.log.last_index))
@@ -139,6 +180,7 @@ class RaftCore:
         self._snapshot_to_install: Optional[SnapshotMeta] = None
         self._regressions: List[LogRegression] = []
         self.dropped = DropCounter()
+        self._membership_changed()
 
     # ----------------------------------------------------------------- inputs
 
@@ -152,8 +194,10 @@ class RaftCore:
                 self.campaign()
 
     def campaign(self, transfer: bool = False) -> None:
-        """Start an election (after a pre-vote round, unless this is a leadership transfer)."""
-        if self.role is Role.LEADER:
+        """Start an election (after a pre-vote round, unless this is a leadership transfer).
+        Only a voter of the configuration in effect campaigns: a learner, a removed replica
+        or one not yet added waits to be contacted by a leader."""
+        if self.role is Role.LEADER or not self.membership.is_voter(self.id):
             return
         if self.config.pre_vote and not transfer:
             self._become_pre_candidate()
@@ -166,6 +210,8 @@ class RaftCore:
         when there is no leader to take them or leadership is being transferred."""
         if not data_items:
             return 0
+        if any(conf.is_configuration(d) for d in data_items):
+            raise ValueError("configuration changes are proposed with propose_membership, not as commands")
         if self.role is Role.LEADER:
             if self.transferee != NO_LEADER:
                 raise NotLeader(NO_LEADER)
@@ -186,9 +232,56 @@ class RaftCore:
         else:
             raise NotLeader(NO_LEADER)
 
+    def propose_membership(self, change: Change) -> int:
+        """Append the configuration that `change` makes of the one in effect (leader only);
+        it takes effect here at once and on each replica as it appends it. Returns its index.
+        Raises NotLeader, or MembershipError when the change does not apply or a rule of
+        raft/membership.py forbids a change right now."""
+        if self.role is not Role.LEADER:
+            raise NotLeader(self.leader)
+        if self.transferee != NO_LEADER:
+            raise NotLeader(NO_LEADER)
+        reason = self._proposal_refusal()
+        if reason is not None:
+            raise MembershipError(reason)
+        new = self.membership.apply(change)
+        index = self.log.last_index + 1
+        self.log.append([Entry(self.term, index, conf.encode(new))])
+        self._changes.append((index, new))
+        self._membership_changed()
+        self._broadcast_append()
+        return index
+
+    def _proposal_refusal(self) -> Optional[str]:
+        committed = self.log.committed
+        return conf.check_proposal(self.latest_change_index, committed, self.log.term(committed) == self.term)
+
+    @property
+    def latest_change_index(self) -> int:
+        """The index of the last configuration entry in the log (0: none since the base)."""
+        return self._changes[-1][0] if self._changes else 0
+
+    @property
+    def base_membership(self) -> Membership:
+        """The configuration in effect at the log's base: what a snapshot there must record."""
+        return self._base_membership
+
+    def membership_at(self, index: int) -> Membership:
+        """The configuration in effect at log index `index` (at least the log's base)."""
+        if index < self.log.base_index:
+            raise AssertionError(f"the configuration at {index} is before the log's base {self.log.base_index}")
+        found = self._base_membership
+        for at, membership in self._changes:
+            if at > index:
+                break
+            found = membership
+        return found
+
     def transfer_leadership(self, target: int) -> None:
         if self.role is not Role.LEADER or target == self.id or target not in self.progress:
             return
+        if target not in self._voters:
+            return  # only a voter can be elected
         self.transferee = target
         self._transfer_elapsed = 0
         if self.progress[target].match == self.log.last_index:
@@ -249,8 +342,13 @@ class RaftCore:
             self._step_follower(m)
 
     def _refusal(self, m: Message) -> Optional[str]:
-        if m.dst != self.id or m.src not in self.peers:
+        if m.dst != self.id or m.src == self.id or m.src <= 0:
             return f"addressed from {m.src} to {m.dst}, not from a peer to replica {self.id}"
+        if m.src not in self._member_ids and m.type not in _FROM_ANY_REPLICA:
+            # Module docstring: only members answer, forward proposals or ask for reads.
+            return f"from replica {m.src}, not a member of the configuration in effect ({self.membership.describe()})"
+        if m.type is MsgType.PROPOSE and any(conf.is_configuration(e.data) for e in m.entries):
+            return "a configuration change forwarded as a proposal (changes are proposed at the leader)"
         if m.type is MsgType.APPEND_RESP and self.role is Role.LEADER and m.term == self.term:
             if m.index > self.log.last_index:
                 # Counting it would commit entries nobody holds (and index past our log).
@@ -314,6 +412,7 @@ class RaftCore:
             self.log.applied_to(ready.committed[-1].index)
         if self.role is Role.LEADER and self._maybe_commit():
             self._broadcast_append(allow_empty=True)
+            self._step_down_if_removed()
 
     # ----------------------------------------------------------------- views
 
@@ -335,6 +434,9 @@ class RaftCore:
         must be in a snapshot). Returns how many were forgotten."""
         if index > self.snapshot.index:
             raise AssertionError(f"compaction to {index} is past the latest snapshot at {self.snapshot.index}")
+        if index > self.log.base_index:
+            self._base_membership = self.membership_at(index)
+            self._changes = [(at, m) for at, m in self._changes if at > index]
         return self.log.compact(index)
 
     def report_snapshot(self, peer: int, success: bool) -> None:
@@ -400,9 +502,10 @@ class RaftCore:
             self._won_vote()
             return
         for peer in self.peers:
-            self._send(
-                Message(kind, self.id, peer, term, log_term=self.log.last_term, index=self.log.last_index, context=context)
-            )
+            if peer in self._voters:  # learners have no vote to ask for
+                self._send(
+                    Message(kind, self.id, peer, term, log_term=self.log.last_term, index=self.log.last_index, context=context)
+                )
 
     def _won_vote(self) -> None:
         if self.role is Role.PRE_CANDIDATE:
@@ -421,8 +524,9 @@ class RaftCore:
         self._append_own([b""])
 
     def _tally(self) -> Optional[bool]:
-        granted = sum(1 for v in self._votes.values() if v)
-        rejected = len(self._votes) - granted
+        voters = self._voters
+        granted = sum(1 for p, v in self._votes.items() if v and p in voters)
+        rejected = sum(1 for p, v in self._votes.items() if not v and p in voters)
         if granted >= self.quorum:
             return True
         if rejected >= self.quorum:
@@ -496,6 +600,8 @@ class RaftCore:
             return
         if log.has(m.index, m.log_term):
             last_new = log.merge(m.index, m.entries)
+            if m.entries:
+                self._log_rewritten(m.index, m.entries)
             log.commit_to(min(m.commit, last_new))
             self._send(Message(MsgType.APPEND_RESP, self.id, m.src, self.term, index=last_new))
             return
@@ -524,9 +630,15 @@ class RaftCore:
             # (log matching): commit and apply it from the log instead.
             log.commit_to(meta.index)
         else:
+            # The snapshot's configuration comes with it (the leader's SNAPSHOT carries it in
+            # its context); none means the leader's cluster never changed its membership.
+            base = conf.decode(m.context) if m.context else Membership.of_voters(self.config.voters)
             log.restore(meta.index, meta.term)
             self.snapshot = meta
             self._snapshot_to_install = meta
+            self._base_membership = base
+            self._changes = []
+            self._membership_changed()
         self._send(Message(MsgType.APPEND_RESP, self.id, m.src, self.term, index=meta.index))
 
     def _step_leader(self, m: Message) -> None:
@@ -579,6 +691,8 @@ class RaftCore:
                 pr.become_replicate()
             if self._maybe_commit():
                 self._broadcast_append(allow_empty=True)
+                if self._step_down_if_removed():
+                    return
             elif pr.next <= self.log.last_index:
                 self._send_append(m.src)
             if self.transferee == m.src and pr.match == self.log.last_index:
@@ -603,7 +717,8 @@ class RaftCore:
             self._broadcast_heartbeat()
 
     def _quorum_active(self) -> bool:
-        active = 1 + sum(1 for pr in self.progress.values() if pr.recent_active)
+        voters = self._voters
+        active = int(self._counts_itself) + sum(1 for p, pr in self.progress.items() if pr.recent_active and p in voters)
         for pr in self.progress.values():
             pr.recent_active = False
         return active >= self.quorum
@@ -613,10 +728,8 @@ class RaftCore:
     def _append_own(self, data_items: Sequence[bytes]) -> int:
         first = self.log.last_index + 1
         self.log.append([Entry(self.term, first + i, d) for i, d in enumerate(data_items)])
-        if not self.peers:
-            pass  # a single replica commits on advance, once its own write is durable
-        else:
-            self._broadcast_append()
+        # A single voter commits on advance, once its own write is durable.
+        self._broadcast_append()
         return self.log.last_index
 
     def _broadcast_append(self, allow_empty: bool = False) -> None:
@@ -637,6 +750,7 @@ class RaftCore:
                 Message(
                     MsgType.SNAPSHOT, self.id, peer, self.term,
                     log_term=self.snapshot.term, index=self.snapshot.index, commit=self.log.committed,
+                    context=conf.encode(self.membership_at(self.snapshot.index)),
                 )
             )
             return
@@ -664,9 +778,20 @@ class RaftCore:
                 return entries[:count]
         return entries
 
+    def _quorum_match(self) -> int:
+        """The highest index a quorum of voters holds durably (the leader counts itself only
+        when it is a voter of its latest configuration, and only for what is on its disk)."""
+        voters = self._voters
+        matches = [pr.match for p, pr in self.progress.items() if p in voters]
+        if self._counts_itself:
+            matches.append(self.log.stable)
+        if len(matches) < self.quorum:
+            return 0
+        matches.sort(reverse=True)
+        return matches[self.quorum - 1]
+
     def _maybe_commit(self) -> bool:
-        matches = sorted([self.log.stable] + [pr.match for pr in self.progress.values()], reverse=True)
-        candidate = matches[self.quorum - 1]
+        candidate = self._quorum_match()
         # Only an entry of the leader's own term commits by counting (Figure 8 of the paper).
         if candidate > self.log.committed and self.log.term(candidate) == self.term:
             self.log.commit_to(candidate)
@@ -688,7 +813,7 @@ class RaftCore:
             # Until an entry of this term commits we do not know the true commit index.
             self._reads_before_commit.append((context, requester))
             return
-        if not self.peers:
+        if self._counts_itself and self.quorum == 1:
             self._deliver_read(ReadState(self.log.committed, context), requester)
             return
         # Leadership must be confirmed by a heartbeat round sent after the read arrived: a round
@@ -712,7 +837,10 @@ class RaftCore:
         if round_ <= self._round_acked.get(peer, 0):
             return
         self._round_acked[peer] = round_
-        acked = sorted([self._read_round] + list(self._round_acked.values()), reverse=True)
+        acked = [r for p, r in self._round_acked.items() if p in self._voters]
+        if self._counts_itself:
+            acked.append(self._read_round)
+        acked.sort(reverse=True)
         if len(acked) < self.quorum:
             return  # too few peers have answered any read round yet
         confirmed = acked[self.quorum - 1]
@@ -731,6 +859,79 @@ class RaftCore:
         else:
             self._send(Message(MsgType.READ_INDEX_RESP, self.id, requester, self.term, index=state.index, context=state.context))
 
+    # ----------------------------------------------------------------- membership
+
+    def _changes_in(self, first: int, last: int) -> List[Tuple[int, Membership]]:
+        """The configuration entries among log entries first..last (validated: a bad one on
+        disk stops the replica rather than being guessed at)."""
+        changes = []
+        for entry in self.log.slice(first, last + 1):
+            if conf.is_configuration(entry.data):
+                try:
+                    changes.append((entry.index, conf.decode(entry.data)))
+                except MembershipError as error:
+                    raise MembershipError(f"log entry {entry.index} holds an invalid configuration: {error}") from None
+        return changes
+
+    def _log_rewritten(self, prev_index: int, entries: Sequence[Entry]) -> None:
+        """The leader's entries after prev_index were merged into the log (truncating it at a
+        conflict): configuration entries cut off no longer count, new ones do."""
+        has_new = any(conf.is_configuration(e.data) for e in entries)
+        if not has_new and (not self._changes or self._changes[-1][0] <= prev_index):
+            return  # the common case: no configuration entry touched
+        written_to = prev_index + len(entries)
+        last = self.log.last_index
+        kept = [(at, m) for at, m in self._changes if at <= prev_index or written_to < at <= last]
+        base = self.log.base_index
+        for entry in entries:
+            if entry.index > base and conf.is_configuration(entry.data):
+                kept.append((entry.index, conf.decode(entry.data)))
+        kept.sort(key=lambda change: change[0])
+        if kept != self._changes:
+            self._changes = kept
+            self._membership_changed()
+
+    def _membership_changed(self) -> None:
+        """The configuration in effect may have changed: recompute who counts and, on a
+        leader, whom it replicates to."""
+        self.membership = self._changes[-1][1] if self._changes else self._base_membership
+        self._member_ids = self.membership.ids
+        self.peers = tuple(sorted(self._member_ids - {self.id}))
+        self._count_voters(self.membership)
+        if self.role is Role.LEADER:
+            for peer in self.peers:
+                if peer not in self.progress:
+                    # A new member: probe from our end; its rejection hint brings next back to
+                    # where its log stops (an empty log: index 1, or the snapshot).
+                    self.progress[peer] = Progress(self.log.last_index + 1, self.config.max_inflight)
+            for peer in [p for p in self.progress if p not in self._member_ids]:
+                del self.progress[peer]
+                self._round_acked.pop(peer, None)
+                if self.transferee == peer:
+                    self.transferee = NO_LEADER
+
+    def _count_voters(self, membership: Membership) -> None:
+        """Whose acknowledgements and votes count, and how many make a quorum."""
+        self._voters = membership.voters
+        self.quorum = len(self._voters) // 2 + 1
+        self._counts_itself = self.id in self._voters
+
+    def _step_down_if_removed(self) -> bool:
+        """A leader that is no longer a voter of its configuration steps down once that
+        configuration is committed (until then it leads without counting itself), handing
+        leadership to an up-to-date voter so the cluster does not wait for an election timeout."""
+        if self.role is not Role.LEADER or self.membership.is_voter(self.id):
+            return False
+        if self.latest_change_index > self.log.committed:
+            return False
+        for peer, pr in sorted(self.progress.items()):
+            if peer in self._voters and pr.match == self.log.last_index:
+                self._send(Message(MsgType.TIMEOUT_NOW, self.id, peer, self.term))
+                break
+        log.info("replica %d steps down: its removal (%s) is committed", self.id, self.membership.describe())
+        self._become_follower(self.term, NO_LEADER)
+        return True
+
     # ----------------------------------------------------------------- plumbing
 
     def _send(self, m: Message) -> None:
@@ -747,9 +948,11 @@ class RaftCore:
             "last": self.log.last_index,
             "first": self.log.first_index,
             "snapshot": self.snapshot.index,
+            "voters": sorted(self.membership.voters),
+            "learners": sorted(self.membership.learners),
             "progress": {p: (pr.match, pr.next) for p, pr in self.progress.items()},
             "regressed": {p: pr.regressed_from for p, pr in self.progress.items() if pr.regressed_from is not None},
         }
 
     def voters(self) -> Set[int]:
-        return set(self.config.voters)
+        return set(self.membership.voters)

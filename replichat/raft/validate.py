@@ -19,12 +19,17 @@ Why these bounds:
     MAX_ENTRY_BYTES (see replichat/chat/limits.py); the core never puts more than a few
     thousand entries in one message.
   * contexts: a heartbeat's is a decimal read-round number that the leader parses, a vote's is
-    empty or the transfer marker, a read request's is an opaque token of bounded size.
+    empty or the transfer marker, a read request's is an opaque token of bounded size, a
+    snapshot's is empty or the configuration the snapshot carries (raft/membership.py).
+  * configuration entries (data starting with membership.MARKER) must decode to a valid
+    configuration, like every other hostile byte; they travel in appends only, never as a
+    forwarded proposal (a change is proposed at the leader, under its rules).
 
 Pure functions: the simulator and the property tests call them as the transport does.
 """
 from typing import Optional
 
+from replichat.raft import membership
 from replichat.raft.messages import TRANSFER_CONTEXT, Message, MsgType
 
 # Highest term / index a peer may claim (module docstring: headroom below SQLite's 2^63 - 1).
@@ -83,6 +88,10 @@ def _check_context(m: Message) -> Optional[str]:
     context = m.context
     if not context:
         return None
+    if m.type is MsgType.SNAPSHOT:
+        if not membership.is_configuration(context):
+            return "a SNAPSHOT's context is not a configuration"
+        return membership.check_entry(context)
     if len(context) > MAX_CONTEXT_BYTES:
         return f"context of {len(context)} bytes, at most {MAX_CONTEXT_BYTES}"
     if m.type in _NUMERIC_CONTEXT:
@@ -108,6 +117,10 @@ def _check_append_entries(m: Message) -> Optional[str]:
             return (f"entry {entry.index} has term {entry.term}, outside {previous_term}..{m.term} "
                     "(terms never decrease along a log nor pass the leader's)")
         previous_term = entry.term
+        if entry.data[:1] == b"\x00":
+            reason = membership.check_entry(entry.data)
+            if reason is not None:
+                return f"entry {entry.index}: {reason}"
     return None
 
 
@@ -117,6 +130,8 @@ def _check_proposals(m: Message) -> Optional[str]:
             return "a proposal carries a term or an index (the leader assigns them)"
         if not entry.data:
             return "an empty proposal (only a leader writes the no-op that opens its term)"
+        if membership.is_configuration(entry.data):
+            return "a configuration change as a proposal (changes are proposed at the leader)"
     return None
 
 

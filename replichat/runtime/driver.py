@@ -30,6 +30,13 @@ log behind it, `Step.snapshots_early` / `snapshots_late` for followers the log n
 (the shell streams the file and reports with `snapshot_sent`), and `Step.install` for a received snapshot
 the core accepted, installed log first (`install_logged`), then the state (`install_restored`),
 before anything else of that Step is persisted or sent.
+
+Membership: `change_membership(token, change, now)` proposes a configuration change at the
+leader (raft/membership.py); `membership_result(token, index, error)` answers once it is
+applied here, refused, or past its deadline. Configuration entries are the runtime's, not the
+state machine's: `Step.committed_items()` hands them to it as no-ops (b""), so its indexes
+stay contiguous and it never sees a byte it does not understand. `membership` is the
+configuration in effect.
 """
 import collections
 from typing import Any, Callable, Deque, Dict, Hashable, Iterable, List, Optional, Sequence, Tuple
@@ -41,6 +48,7 @@ except ImportError:  # pragma: no cover
 
 from replichat.raft.core import Config, NotLeader, RaftCore, Ready
 from replichat.raft.log import RaftLog
+from replichat.raft.membership import Change, Membership, MembershipError
 from replichat.raft.messages import NO_LEADER, Entry, HardState, Message, MsgType, SnapshotMeta
 from replichat.runtime.snapshots import NEVER, compaction_target
 from replichat.snapshot_policy import SnapshotPolicy
@@ -55,20 +63,29 @@ class RecoveryError(RuntimeError):
 def recover_core(
     config: Config, hard_state: HardState, entries: List[Entry], applied: int, make_core: CoreFactory = RaftCore,
     base: SnapshotMeta = SnapshotMeta(), snapshot: Optional[SnapshotMeta] = None,
+    base_membership: Optional[Membership] = None,
 ) -> RaftCore:
     """Rebuild the core from what is durable: the log (entries after `base`, the last entry
-    compacted into a snapshot) and hard state, the newest snapshot, and the state machine's
-    last applied index. Entries the state machine applied were committed even if the hard
-    state's commit index (written lazily) lags behind."""
+    compacted into a snapshot) and hard state, the newest snapshot, the configuration at the
+    log's base (None: the bootstrap one, `config.voters`), and the state machine's last
+    applied index. Entries the state machine applied were committed even if the hard
+    state's commit index (written lazily) lags behind. A configuration entry that does not
+    decode is a RecoveryError."""
     if applied > base.index + len(entries):
         raise RecoveryError(
             f"the state machine applied {applied} entries but the raft log ends at {base.index + len(entries)}"
         )
     committed = max(hard_state.commit, applied)
     log = RaftLog(entries, committed, applied, base_index=base.index, base_term=base.term)
-    if snapshot is None:
-        return make_core(config, log, hard_state)
-    return make_core(config, log, hard_state, snapshot)  # type: ignore[call-arg]
+    extra: Dict[str, Any] = {}
+    if base_membership is not None:
+        extra["base_membership"] = base_membership
+    try:
+        if snapshot is None:
+            return make_core(config, log, hard_state, **extra)  # type: ignore[call-arg]
+        return make_core(config, log, hard_state, snapshot, **extra)  # type: ignore[call-arg]
+    except MembershipError as error:
+        raise RecoveryError(str(error)) from error
 
 
 class Listener(Protocol):
@@ -91,6 +108,11 @@ class Listener(Protocol):
 
     def leader_changed(self, core: RaftCore) -> None:
         """The core's known leader changed (logging, waking whoever waits for one)."""
+
+    def membership_result(self, token: Hashable, index: int, error: str) -> None:
+        """The change proposed under `token` is applied here at `index` (error ""), or it
+        was refused or gave no answer in time (index 0, error says why; after a timeout it
+        may still commit later)."""
 
 
 class Step:
@@ -138,7 +160,8 @@ class Step:
         return bool(self.early) or self.ready.send_before_persist
 
     def committed_items(self) -> List[Tuple[int, bytes]]:
-        return [(e.index, e.data) for e in self.ready.committed]
+        """What the state machine applies: configuration entries become no-ops (b"")."""
+        return [(e.index, e.data if e.data[:1] != b"\x00" else b"") for e in self.ready.committed]
 
 
 class _PendingWrite:
@@ -148,6 +171,16 @@ class _PendingWrite:
         self.data = data
         self.deadline = deadline
         self.retry_at = retry_at
+
+
+class _PendingChange:
+    __slots__ = ("change", "deadline", "index", "term")
+
+    def __init__(self, change: Change, deadline: float) -> None:
+        self.change = change
+        self.deadline = deadline
+        self.index = 0  # where the leader appended it (0: not yet)
+        self.term = 0
 
 
 class _PendingRead:
@@ -189,6 +222,8 @@ class Driver:
         self._writes: Dict[Hashable, _PendingWrite] = {}
         self._reads: Dict[bytes, _PendingRead] = {}
         self._watches: List[Tuple[int, Hashable]] = []
+        self._changes: Dict[Hashable, _PendingChange] = {}
+        self._change_requests: List[Hashable] = []
         self.applied_index = core.log.applied
         self._known_leader = NO_LEADER
         # Proposals handed to the core so far (the shell's metrics read it).
@@ -223,6 +258,17 @@ class Driver:
         self._reads[context] = _PendingRead(now + self._timeout, now + self._retry)
         self._read_requests.append(context)
 
+    def change_membership(self, token: Hashable, change: Change, now: float) -> None:
+        """Propose a configuration change (this replica must lead): `membership_result`
+        answers once it is applied here, refused, or past the request timeout."""
+        self._changes[token] = _PendingChange(change, now + self._timeout)
+        self._change_requests.append(token)
+
+    @property
+    def membership(self) -> Membership:
+        """The configuration in effect (the latest in the log, committed or not)."""
+        return self.core.membership
+
     def watch_applied(self, index: int, token: Hashable) -> None:
         """`index_applied(token)` once `index` is applied here (at once if it already is)."""
         if index <= self.applied_index:
@@ -248,10 +294,15 @@ class Driver:
             else:
                 read.retry_at = now + self._retry
                 self._read_requests.append(context)
+        for token in [t for t, c in self._changes.items() if now >= c.deadline]:
+            change = self._changes.pop(token)
+            what = "was not applied" if change.index else "could not be proposed"
+            self._listener.membership_result(token, 0, f"the change {change.change.describe()} {what} in time")
 
     def has_input(self) -> bool:
         return bool(
-            self._messages or self._snapshots or self._proposals or self._read_requests or self._ticks or self._transfer_to
+            self._messages or self._snapshots or self._proposals or self._read_requests or self._ticks
+            or self._transfer_to or self._change_requests
         )
 
     @property
@@ -295,6 +346,8 @@ class Driver:
             if self._transfer_to != NO_LEADER:
                 target, self._transfer_to = self._transfer_to, NO_LEADER
                 core.transfer_leadership(target)
+            if self._change_requests:
+                self._propose_changes()
             self._check_leader()
 
     def next_step(self) -> Optional[Step]:
@@ -340,6 +393,8 @@ class Driver:
                 self._listener.write_applied(key, entry, result)
         if committed:
             self.applied_index = committed[-1].index
+            if self._changes:
+                self._changes_applied(committed)
 
     # ----------------------------------------------------------------- snapshots
 
@@ -431,6 +486,34 @@ class Driver:
                 self._watches = [(index, token) for index, token in self._watches if index > applied]
                 for token in due:
                     self._listener.index_applied(token)
+
+    def _propose_changes(self) -> None:
+        tokens, self._change_requests = self._change_requests, []
+        for token in tokens:
+            pending = self._changes.get(token)
+            if pending is None:
+                continue
+            try:
+                pending.index = self.core.propose_membership(pending.change)
+                pending.term = self.core.term
+            except NotLeader as error:
+                del self._changes[token]
+                self._listener.membership_result(token, 0, str(error))
+            except MembershipError as error:
+                del self._changes[token]
+                self._listener.membership_result(token, 0, str(error))
+
+    def _changes_applied(self, committed: Sequence[Entry]) -> None:
+        first, last = committed[0].index, committed[-1].index
+        for token in [t for t, c in self._changes.items() if c.index and first <= c.index <= last]:
+            pending = self._changes.pop(token)
+            entry = committed[pending.index - first]
+            if entry.term == pending.term:
+                self._listener.membership_result(token, pending.index, "")
+            else:
+                self._listener.membership_result(
+                    token, 0, f"the change {pending.change.describe()} was lost in a leader change: propose it again"
+                )
 
     def _may_serve(self, read_index: int, applied: int) -> bool:
         return read_index <= applied

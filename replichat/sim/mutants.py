@@ -23,8 +23,7 @@ class CommitsEarlierTerms(RaftCore):
     whose log ends in a later term, so 'committed' entries are lost."""
 
     def _maybe_commit(self) -> bool:
-        matches = sorted([self.log.stable] + [pr.match for pr in self.progress.values()], reverse=True)
-        candidate = matches[self.quorum - 1]
+        candidate = self._quorum_match()
         if candidate > self.log.committed:
             self.log.commit_to(candidate)
             self._release_reads_waiting_commit()

@@ -85,3 +85,7 @@ class ClientDesk:
 
     def leader_changed(self, core: RaftCore) -> None:
         pass
+
+    def membership_result(self, token: Hashable, index: int, error: str) -> None:
+        # The nemesis proposes changes and reads the outcome from the replicas' logs.
+        self.world.log(f"r{self.id} membership change {token}: " + (f"applied at {index}" if index else error))

@@ -116,9 +116,28 @@ def test_timeout_now_is_obeyed_only_from_the_current_leader_in_its_term() -> Non
 def test_a_message_from_a_non_member_or_for_another_replica_is_dropped() -> None:
     cluster = leader_with_entries()
     follower = cluster.core(2)
-    follower.step(Message(MsgType.VOTE, 9, 2, follower.term + 1, log_term=9, index=99))
+    leader = cluster.core(1)
     follower.step(Message(MsgType.VOTE, 3, 7, follower.term + 1, log_term=9, index=99))
-    assert follower.vote == 1 and follower.dropped.count == 2
+    follower.step(Message(MsgType.PROPOSE, 9, 2, follower.term, entries=(Entry(0, 0, b"x"),)))
+    follower.step(Message(MsgType.READ_INDEX, 9, 2, follower.term, context=b"r"))
+    follower.step(Message(MsgType.VOTE, 2, 2, follower.term + 1, log_term=9, index=99))
+    assert follower.vote == 1 and follower.dropped.count == 4
+    leader.step(Message(MsgType.APPEND_RESP, 9, 1, leader.term, index=1))
+    leader.step(Message(MsgType.HEARTBEAT_RESP, 9, 1, leader.term))
+    assert leader.dropped.count == 2
+
+
+def test_vote_requests_and_leader_messages_from_a_replica_outside_the_configuration_are_heard() -> None:
+    """Thesis §4.1: a replica whose configuration lags must take a newer leader's log, and may
+    owe a candidate of a newer configuration its vote; pre-vote and the lease keep a removed
+    replica from disrupting (tests/raft/test_membership.py)."""
+    cluster = leader_with_entries()
+    follower = cluster.core(2)
+    term = follower.term
+    follower.step(Message(MsgType.VOTE, 9, 2, term + 1, log_term=9, index=99))
+    assert follower.dropped.count == 0
+    # Heard from its leader this election timeout: the lease ignores the request.
+    assert follower.term == term and follower.vote == 1
 
 
 # --- property: no message sequence crashes the core or breaks its local invariants --------------
