@@ -25,11 +25,12 @@ import logging
 import os
 import time
 import uuid
-from typing import TYPE_CHECKING, Any, Callable, Dict, Hashable, List, NamedTuple, Optional, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, Dict, Hashable, List, NamedTuple, Optional, Sequence, Set, Tuple, TypeVar
 
 from replichat.errors import ChatError, Code, OutcomeUnknown
 from replichat.metrics.observer import NO_OBSERVER, RuntimeObserver
 from replichat.raft.core import Config, RaftCore, Role
+from replichat.raft.membership import Change, Membership
 from replichat.raft.messages import NO_LEADER, Entry, Message, SnapshotMeta
 from replichat.runtime.driver import Driver, Step, recover_core
 from replichat.runtime.interfaces import LogExtent, LogStore, StateMachine
@@ -99,6 +100,9 @@ class NodeStatus(NamedTuple):
     peers: List[PeerStatus]
     first_index: int = 1
     snapshot_index: int = 0
+    # The configuration in effect (the latest in the log, committed or not).
+    voters: Tuple[int, ...] = ()
+    learners: Tuple[int, ...] = ()
 
 
 class Node:
@@ -110,13 +114,21 @@ class Node:
         open_state_machine: Callable[[LogExtent], StateMachine],
         options: Optional[NodeOptions] = None,
         open_log_store: Optional[Callable[[], LogStore]] = None,
+        voters: Optional[Sequence[int]] = None,
     ) -> None:
-        """`peers`: every replica's Raft address (this one's included). `open_log_store`
+        """`peers`: every replica's Raft address (this one's included). `voters`: the
+        bootstrap configuration (default: every replica in `peers`); the log's configuration
+        entries take over from it (raft/membership.py). `open_log_store`
         (default: SQLite's raft.db in `data_dir`) and `open_state_machine` (given what the
         loaded log holds, so it can check its state against it) run on the node's disk and
         state-machine threads, which then own what they open."""
         self.id = node_id
         self.peers = dict(peers)
+        self._bootstrap_voters = tuple(sorted(voters if voters is not None else self.peers))
+        # Members of the configuration whose Raft address this replica does not know: their
+        # messages are dropped (logged once each) rather than sent nowhere.
+        self._unreachable_members: Set[int] = set()
+        self._membership_changes: Dict[Hashable, "asyncio.Future[int]"] = {}
         self.data_dir = data_dir
         self.options = options or NodeOptions()
         self._open_state_machine = open_state_machine
@@ -175,7 +187,7 @@ class Node:
         applied = machine.last_applied
         config = Config(
             id=self.id,
-            voters=tuple(sorted(self.peers)),
+            voters=self._bootstrap_voters,
             election_ticks=self.options.election_ticks,
             seed=int.from_bytes(os.urandom(4), "big"),
         )
@@ -200,7 +212,10 @@ class Node:
         if self._stopping or core is None or core.role is not Role.LEADER or not core.peers:
             return
         progress = core.progress
-        target = max(progress, key=lambda peer: progress[peer].match)
+        voters = [peer for peer in progress if peer in core.membership.voters]  # learners cannot lead
+        if not voters:
+            return
+        target = max(voters, key=lambda peer: progress[peer].match)
         log.info("replica %d handing leadership to replica %d before stopping", self.id, target)
         self.transfer_leadership(target)
         deadline = time.monotonic() + self.options.tick_s * self.options.election_ticks
@@ -344,7 +359,7 @@ class Node:
             if step.snapshots_early and snapshots is not None:
                 snapshots.send_snapshots(step.snapshots_early)
             if step.early:
-                self.transport.send(step.early)
+                self._send(step.early)
             if step.must_persist:
                 started = time.perf_counter()
                 if not step.leader_step and len(step.entries) <= INLINE_PERSIST_MAX:
@@ -355,7 +370,7 @@ class Node:
                 self.observer.persisted(time.perf_counter() - started, len(step.entries))
             late = driver.persisted(step)
             if late:
-                self.transport.send(late)
+                self._send(late)
             if step.snapshots_late and snapshots is not None:
                 snapshots.send_snapshots(step.snapshots_late)
             items = step.committed_items()
@@ -376,6 +391,18 @@ class Node:
             driver.advance(step)
             # Input that arrived during the awaits above joins the next Ready.
             self._feed(driver)
+
+    def _send(self, messages: List[Message]) -> None:
+        peers = self.peers
+        if all(m.dst in peers for m in messages):
+            self.transport.send(messages)
+            return
+        for m in messages:
+            if m.dst not in peers and m.dst not in self._unreachable_members:
+                self._unreachable_members.add(m.dst)
+                log.warning("replica %d has no Raft address for replica %d, a member of %s: not sending to it",
+                            self.id, m.dst, self._driver().membership.describe())
+        self.transport.send([m for m in messages if m.dst in peers])
 
     def _feed(self, driver: Driver) -> None:
         driver.feed()
@@ -436,6 +463,17 @@ class Node:
         if future is not None and not future.done():
             future.set_result(None)
 
+    def membership_result(self, token: Hashable, index: int, error: str) -> None:
+        future = self._membership_changes.pop(token, None)
+        if future is None or future.done():
+            return
+        if index:
+            log.info("replica %d: configuration change applied at %d: now %s", self.id, index,
+                     self._driver().membership.describe())
+            future.set_result(index)
+        else:
+            future.set_exception(ChatError(Code.UNAVAILABLE, error))
+
     def leader_changed(self, core: RaftCore) -> None:
         if core.role is Role.LEADER:
             log.info("replica %d is the leader for term %d", self.id, core.term)
@@ -447,7 +485,7 @@ class Node:
         self._leader_changed = asyncio.Event()
 
     def _fail_waiters(self, error: ChatError) -> None:
-        for futures in (self._writes, self._reads, self._watches):
+        for futures in (self._writes, self._reads, self._watches, self._membership_changes):
             for future in futures.values():  # type: ignore[attr-defined]
                 if not future.done():
                     future.set_exception(error)
@@ -499,6 +537,27 @@ class Node:
         self._driver().transfer(target)
         self._wake.set()
 
+    async def change_membership(self, change: Change) -> int:
+        """Propose a configuration change at this replica, which must be the leader (add a
+        learner, promote it, remove a member; raft/membership.py), and return the index of
+        its entry once it is committed and applied here. Fails with UNAVAILABLE (saying why)
+        when this replica does not lead, a change is already in progress, this leader has
+        not committed in its term yet, the change does not apply, or no quorum commits it
+        within the request timeout. A new member's Raft address must be known to this
+        replica (`peers`) for it to be replicated to."""
+        if self._stopping:
+            raise ChatError(Code.UNAVAILABLE, f"replica {self.id} is shutting down")
+        token = ("membership", next(self._watch_numbers))
+        future: "asyncio.Future[int]" = asyncio.get_event_loop().create_future()
+        self._membership_changes[token] = future
+        self._driver().change_membership(token, change, asyncio.get_event_loop().time())
+        self._wake.set()
+        return await future
+
+    @property
+    def membership(self) -> Membership:
+        return self._driver().membership
+
     def status(self) -> NodeStatus:
         core = self.core
         assert core is not None
@@ -513,6 +572,8 @@ class Node:
             peers=[PeerStatus(peer, pr.match, pr.next) for peer, pr in sorted(core.progress.items())],
             first_index=core.log.first_index,
             snapshot_index=core.snapshot.index,
+            voters=tuple(sorted(core.membership.voters)),
+            learners=tuple(sorted(core.membership.learners)),
         )
 
     async def _next_leader_change(self, timeout: float) -> None:
