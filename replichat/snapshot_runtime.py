@@ -24,6 +24,7 @@ from typing import Awaitable, Callable, Dict, List, Optional, Sequence, TypeVar
 from replichat.chat.snapshot import (
     file_checksum, remove_snapshots_before, remove_snapshots_except, restore_state, take_snapshot,
 )
+from replichat.raft import membership
 from replichat.raft.messages import Message, MsgType
 from replichat.runtime.driver import Driver, Step
 from replichat.snapshot_transfer import IncomingSnapshot, OutgoingSnapshot, SnapshotAck, SnapshotChunk
@@ -106,7 +107,10 @@ class SnapshotRuntime:
                 return  # an install overtook it
             self.recorded = await self._on_disk(record, self._storage, snapshot, meta.term)
             to = driver.snapshot_recorded(meta)
-            freed = await self._on_disk(compact, self._storage, self.data_dir, to)
+            # The configuration at the new base goes with the compaction (the entries that
+            # held it are gone): a restart takes it from there (raft/membership.py).
+            base_membership = membership.encode(driver.core.base_membership)
+            freed = await self._on_disk(compact, self._storage, self.data_dir, to, base_membership)
             seconds = time.monotonic() - started
             log.info(
                 "replica %d took a snapshot at index %d (%.1f MiB in %.2f s); log compacted up to %d (%d entries freed)",
@@ -142,7 +146,7 @@ class SnapshotRuntime:
         try:
             transfer = OutgoingSnapshot(
                 self.id, m.dst, m.term, meta.index, meta.term, os.path.join(self.data_dir, meta.file), meta.size,
-                meta.checksum,
+                meta.checksum, membership=m.context,
             )
         except Exception as error:  # the file failed its checksum: never ship it
             log.critical("replica %d cannot send snapshot %d: %s", self.id, meta.index, error)
@@ -199,7 +203,8 @@ class SnapshotRuntime:
             log.warning("replica %d refused a snapshot chunk from replica %d: %s", self.id, chunk.src, ack.reason)
         if name is not None:
             log.info("replica %d received snapshot %d from replica %d", self.id, chunk.index, chunk.src)
-            self._step([Message(MsgType.SNAPSHOT, chunk.src, self.id, chunk.term, log_term=chunk.snapshot_term, index=chunk.index)])
+            self._step([Message(MsgType.SNAPSHOT, chunk.src, self.id, chunk.term, log_term=chunk.snapshot_term,
+                                index=chunk.index, context=chunk.membership)])
             self._wake()
 
     async def install(self, step: Step, close_state: Callable[[], Awaitable[None]],
@@ -218,7 +223,7 @@ class SnapshotRuntime:
         size, checksum = await self._on_worker(file_checksum, os.path.join(self.data_dir, name))
         recorded = StoredSnapshot(meta.index, meta.term, name, size, checksum)
         # raft.db first (its own thread), then state.db: see snapshotting.install.
-        await self._on_disk(self._storage.install_snapshot, recorded, hs)
+        await self._on_disk(self._storage.install_snapshot, recorded, hs, membership.encode(self._driver().core.base_membership))
         self.recorded = recorded
         driver.install_logged(step)
         await close_state()

@@ -40,6 +40,10 @@ class SnapshotChunk(NamedTuple):
     total_size: int
     checksum: str
     last: bool
+    # The configuration in effect at the snapshot's index (raft/membership.py's encoding;
+    # empty from a leader whose cluster never changed its membership): the follower's
+    # configuration once it installs the snapshot. Validated by the core before use.
+    membership: bytes = b""
 
 
 class SnapshotAck(NamedTuple):
@@ -59,7 +63,7 @@ class SnapshotAck(NamedTuple):
 def chunk_to_proto(c: SnapshotChunk) -> raft_pb2.SnapshotChunk:
     p = raft_pb2.SnapshotChunk(
         to=c.dst, term=c.term, index=c.index, snapshot_term=c.snapshot_term, offset=c.offset,
-        data=c.data, crc=c.crc, total_size=c.total_size, checksum=c.checksum, last=c.last,
+        data=c.data, crc=c.crc, total_size=c.total_size, checksum=c.checksum, last=c.last, membership=c.membership,
     )
     setattr(p, "from", c.src)
     return p
@@ -68,7 +72,7 @@ def chunk_to_proto(c: SnapshotChunk) -> raft_pb2.SnapshotChunk:
 def chunk_from_proto(p: raft_pb2.SnapshotChunk) -> SnapshotChunk:
     return SnapshotChunk(
         getattr(p, "from"), p.to, p.term, p.index, p.snapshot_term, p.offset, p.data, p.crc,
-        p.total_size, p.checksum, p.last,
+        p.total_size, p.checksum, p.last, p.membership,
     )
 
 
@@ -92,11 +96,12 @@ class OutgoingSnapshot:
 
     def __init__(
         self, src: int, dst: int, term: int, index: int, snapshot_term: int, path: str, size: int, checksum: str,
-        chunk_bytes: int = CHUNK_BYTES, window: int = WINDOW_CHUNKS,
+        chunk_bytes: int = CHUNK_BYTES, window: int = WINDOW_CHUNKS, membership: bytes = b"",
     ) -> None:
         verify_snapshot(path, size, checksum)  # never ship bytes that changed on disk
         self.src, self.dst, self.term, self.index, self.snapshot_term = src, dst, term, index, snapshot_term
         self.path, self.size, self.checksum = path, size, checksum
+        self.membership = membership
         self._chunk_bytes = chunk_bytes
         self._window = window
         self.acked = 0
@@ -116,6 +121,7 @@ class OutgoingSnapshot:
                 SnapshotChunk(
                     self.src, self.dst, self.term, self.index, self.snapshot_term, self.sent_to, data,
                     zlib.crc32(data), self.size, self.checksum, self.sent_to + len(data) == self.size,
+                    self.membership,
                 )
             )
             self.sent_to += len(data)

@@ -34,10 +34,12 @@ def record(storage: RaftStorage, snapshot: ChatSnapshot, term: int) -> SnapshotM
     return meta
 
 
-def compact(storage: RaftStorage, data_dir: str, to_index: int) -> int:
+def compact(storage: RaftStorage, data_dir: str, to_index: int, base_membership: Optional[bytes] = None) -> int:
     """Forget the durable log up to `to_index` and the snapshot files older than the recorded
-    one (a newer one may be arriving from the leader). Returns the number of entries deleted."""
-    freed = storage.compact(to_index)
+    one (a newer one may be arriving from the leader); `base_membership` (raft/membership.py
+    encoding) is the configuration in effect there, stored in the same transaction. Returns
+    the number of entries deleted."""
+    freed = storage.compact(to_index, base_membership)
     crash_point("snapshot-take:compacted")
     current = storage.snapshot()
     if current is not None:
@@ -46,14 +48,15 @@ def compact(storage: RaftStorage, data_dir: str, to_index: int) -> int:
 
 
 def install(storage: RaftStorage, data_dir: str, state_path: str, index: int, term: int,
-            hard_state: HardState) -> SnapshotMeta:
+            hard_state: HardState, base_membership: Optional[bytes] = None) -> SnapshotMeta:
     """Make the received snapshot at (index, term) this replica's state: raft.db first (the log
-    becomes empty after it), then state.db. A crash between the two leaves a state older than
+    becomes empty after it, and `base_membership` records the snapshot's configuration), then
+    state.db. A crash between the two leaves a state older than
     the log's first entry, which the check at start restores from the recorded snapshot."""
     name = snapshot_file_name(index)
     size, checksum = file_checksum(os.path.join(data_dir, name))
     meta = SnapshotMeta(index, term, name, size, checksum)
-    storage.install_snapshot(meta, hard_state)
+    storage.install_snapshot(meta, hard_state, base_membership)
     restore_state(state_path, os.path.join(data_dir, name), size, checksum, index)
     remove_snapshots_before(data_dir, index)
     return meta

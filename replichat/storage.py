@@ -17,9 +17,15 @@ entry removed (0, 0 when nothing was), so the entry after it can still be matche
 deletes whole prefixes; with auto_vacuum=INCREMENTAL the freed pages are handed back to the file
 system, and the WAL is checkpointed, so the files stop growing with history.
 
-Schema versions (PRAGMA user_version): 0 = the first layout (no checksums); 2 = this one. A
-version-0 database is upgraded in place at open: checksums are computed for the entries it
-holds (they protect them from then on; they cannot vouch for what happened before).
+The configuration in effect at the log's base (raft/membership.py: configuration entries are
+ordinary log entries, so compaction would delete them) is kept in `base_membership`, written in
+the same transaction as the compaction or snapshot install that moves the base, with its own
+checksum. No row: no configuration entry was ever compacted away (the bootstrap one holds).
+
+Schema versions (PRAGMA user_version): 0 = the first layout (no checksums); 2 = checksums;
+3 = this one (the base_membership table). A version-0 database is upgraded in place at open:
+checksums are computed for the entries it holds (they protect them from then on; they cannot
+vouch for what happened before). A version-2 database gains the empty table.
 """
 import logging
 import os
@@ -35,9 +41,17 @@ from replichat.raft.messages import Entry, HardState
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
-_TABLES = """
+_BASE_MEMBERSHIP_TABLE = """
+CREATE TABLE IF NOT EXISTS base_membership (
+    id INTEGER PRIMARY KEY CHECK (id = 0),
+    idx INTEGER NOT NULL,
+    data BLOB NOT NULL,
+    crc INTEGER NOT NULL
+)"""
+
+_TABLES = _BASE_MEMBERSHIP_TABLE + ";" + """
 CREATE TABLE IF NOT EXISTS hard_state (
     id INTEGER PRIMARY KEY CHECK (id = 0),
     term INTEGER NOT NULL,
@@ -115,10 +129,15 @@ class RaftStorage:
             self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         elif version == 0:
             self._upgrade_from_v0()
+        elif version == 2:
+            with self._transaction() as db:
+                db.execute(_BASE_MEMBERSHIP_TABLE)
+                db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+            log.info("raft log %s upgraded to schema %d (the configuration at the log's base)", path, SCHEMA_VERSION)
         elif version != SCHEMA_VERSION:
             raise CorruptDataError(
                 f"raft log database {path} has schema version {version}; this replichat reads "
-                f"versions 0 and {SCHEMA_VERSION}"
+                f"versions 0, 2 and {SCHEMA_VERSION}"
             )
 
     def _upgrade_from_v0(self) -> None:
@@ -164,6 +183,23 @@ class RaftStorage:
             row = self._db.execute("SELECT idx, term FROM log_base WHERE id = 0").fetchone()
         return LogBase(*row) if row else LogBase()
 
+    def base_membership(self) -> Optional[bytes]:
+        """The configuration in effect at the log's base (raft/membership.py encoding; the
+        caller decodes and validates it), or None if none was ever recorded. Checksummed."""
+        with self._lock:
+            row = self._db.execute("SELECT idx, data, crc FROM base_membership WHERE id = 0").fetchone()
+        if row is None:
+            return None
+        index, data, crc = row[0], bytes(row[1]), row[2]
+        if entry_checksum(index, 0, data) != crc:
+            raise CorruptDataError(f"raft log {self.path}: the configuration recorded at index {index} fails its checksum")
+        base = self.log_base().index
+        if index != base:
+            raise CorruptDataError(
+                f"raft log {self.path}: the configuration recorded at index {index} is not the log's base ({base})"
+            )
+        return data
+
     def snapshot(self) -> Optional[SnapshotMeta]:
         with self._lock:
             row = self._db.execute("SELECT idx, term, file, size, checksum FROM snapshot WHERE id = 0").fetchone()
@@ -194,13 +230,15 @@ class RaftStorage:
             if current is None or meta.index > current.index:  # never replace a newer one
                 self._write_snapshot(meta)
 
-    def compact(self, index: int) -> int:
+    def compact(self, index: int, base_membership: Optional[bytes] = None) -> int:
         """Delete the entries up to `index` (which a durable snapshot covers) and give the freed
-        pages back. Returns the number of entries deleted."""
+        pages back; `base_membership` is the configuration in effect at `index`, recorded in
+        the same transaction (None: leave the record alone; `base_membership()` then refuses a
+        record that no longer names the base). Returns the number of entries deleted."""
         with self._lock:
-            return self._compact(index)
+            return self._compact(index, base_membership)
 
-    def _compact(self, index: int) -> int:
+    def _compact(self, index: int, base_membership: Optional[bytes] = None) -> int:
         snapshot = self.snapshot()
         if snapshot is None or index > snapshot.index:
             raise ValueError(f"compaction to {index} is not covered by a snapshot ({snapshot})")
@@ -213,15 +251,18 @@ class RaftStorage:
         with self._transaction() as db:
             deleted = db.execute("DELETE FROM log WHERE idx <= ?", (index,)).rowcount
             db.execute("INSERT OR REPLACE INTO log_base (id, idx, term) VALUES (0, ?, ?)", (index, row[0]))
+            self._write_base_membership(index, base_membership)
         self._reclaim()
         return deleted
 
-    def install_snapshot(self, meta: SnapshotMeta, hard_state: HardState) -> None:
+    def install_snapshot(self, meta: SnapshotMeta, hard_state: HardState, base_membership: Optional[bytes] = None) -> None:
         """A snapshot from the leader replaces this replica's whole log, in one transaction:
-        after a crash the log is either the old one or empty after the snapshot."""
+        after a crash the log is either the old one or empty after the snapshot.
+        `base_membership`: the configuration the snapshot carries."""
         with self._transaction() as db:
             db.execute("DELETE FROM log")
             db.execute("INSERT OR REPLACE INTO log_base (id, idx, term) VALUES (0, ?, ?)", (meta.index, meta.term))
+            self._write_base_membership(meta.index, base_membership)
             self._write_snapshot(meta)
             self._write_hard_state(hard_state)
         self._reclaim()
@@ -238,6 +279,14 @@ class RaftStorage:
         self._db.execute(
             "INSERT OR REPLACE INTO hard_state (id, term, vote, commit_index) VALUES (0, ?, ?, ?)",
             (hard_state.term, hard_state.vote, hard_state.commit),
+        )
+
+    def _write_base_membership(self, index: int, data: Optional[bytes]) -> None:
+        if data is None:
+            return  # left alone: a record that no longer names the base is refused at load
+        self._db.execute(
+            "INSERT OR REPLACE INTO base_membership (id, idx, data, crc) VALUES (0, ?, ?, ?)",
+            (index, data, entry_checksum(index, 0, data)),
         )
 
     def _write_snapshot(self, meta: SnapshotMeta) -> None:

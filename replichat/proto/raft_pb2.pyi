@@ -43,7 +43,7 @@ class Message(_message.Message):
     def __init__(self, type: _Optional[int] = ..., to: _Optional[int] = ..., term: _Optional[int] = ..., log_term: _Optional[int] = ..., index: _Optional[int] = ..., entries: _Optional[_Iterable[_Union[Entry, _Mapping]]] = ..., commit: _Optional[int] = ..., reject: bool = ..., reject_hint: _Optional[int] = ..., context: _Optional[bytes] = ..., hint_term: _Optional[int] = ..., **kwargs) -> None: ...
 
 class SnapshotChunk(_message.Message):
-    __slots__ = ("to", "term", "index", "snapshot_term", "offset", "data", "crc", "total_size", "checksum", "last")
+    __slots__ = ("to", "term", "index", "snapshot_term", "offset", "data", "crc", "total_size", "checksum", "last", "membership")
     FROM_FIELD_NUMBER: _ClassVar[int]
     TO_FIELD_NUMBER: _ClassVar[int]
     TERM_FIELD_NUMBER: _ClassVar[int]
@@ -55,6 +55,7 @@ class SnapshotChunk(_message.Message):
     TOTAL_SIZE_FIELD_NUMBER: _ClassVar[int]
     CHECKSUM_FIELD_NUMBER: _ClassVar[int]
     LAST_FIELD_NUMBER: _ClassVar[int]
+    MEMBERSHIP_FIELD_NUMBER: _ClassVar[int]
     to: int
     term: int
     index: int
@@ -65,7 +66,8 @@ class SnapshotChunk(_message.Message):
     total_size: int
     checksum: str
     last: bool
-    def __init__(self, to: _Optional[int] = ..., term: _Optional[int] = ..., index: _Optional[int] = ..., snapshot_term: _Optional[int] = ..., offset: _Optional[int] = ..., data: _Optional[bytes] = ..., crc: _Optional[int] = ..., total_size: _Optional[int] = ..., checksum: _Optional[str] = ..., last: bool = ..., **kwargs) -> None: ...
+    membership: bytes
+    def __init__(self, to: _Optional[int] = ..., term: _Optional[int] = ..., index: _Optional[int] = ..., snapshot_term: _Optional[int] = ..., offset: _Optional[int] = ..., data: _Optional[bytes] = ..., crc: _Optional[int] = ..., total_size: _Optional[int] = ..., checksum: _Optional[str] = ..., last: bool = ..., membership: _Optional[bytes] = ..., **kwargs) -> None: ...
 
 class SnapshotAck(_message.Message):
     __slots__ = ("to", "term", "index", "offset", "refused", "reason", "resend")

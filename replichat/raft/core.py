@@ -277,6 +277,11 @@ class RaftCore:
             found = membership
         return found
 
+    def configurations_since(self, index: int) -> List[Membership]:
+        """The configuration in effect at `index` and every later one in the log (what could
+        still come into effect: the ones after the commit index may yet be rolled back)."""
+        return [self.membership_at(max(index, self.log.base_index))] + [m for at, m in self._changes if at > index]
+
     def transfer_leadership(self, target: int) -> None:
         if self.role is not Role.LEADER or target == self.id or target not in self.progress:
             return
@@ -349,6 +354,13 @@ class RaftCore:
             return f"from replica {m.src}, not a member of the configuration in effect ({self.membership.describe()})"
         if m.type is MsgType.PROPOSE and any(conf.is_configuration(e.data) for e in m.entries):
             return "a configuration change forwarded as a proposal (changes are proposed at the leader)"
+        if m.type is MsgType.SNAPSHOT and m.context:
+            # The snapshot's configuration arrives with its file, from the peer's stream.
+            if not conf.is_configuration(m.context):
+                return "a snapshot whose configuration is not a configuration entry"
+            problem = conf.check_entry(m.context)
+            if problem is not None:
+                return f"a snapshot carrying an invalid configuration: {problem}"
         if m.type is MsgType.APPEND_RESP and self.role is Role.LEADER and m.term == self.term:
             if m.index > self.log.last_index:
                 # Counting it would commit entries nobody holds (and index past our log).

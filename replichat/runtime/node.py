@@ -30,6 +30,8 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, Hashable, List, NamedTupl
 from replichat.errors import ChatError, Code, OutcomeUnknown
 from replichat.metrics.observer import NO_OBSERVER, RuntimeObserver
 from replichat.raft.core import Config, RaftCore, Role
+from replichat.integrity import CorruptDataError
+from replichat.raft import membership
 from replichat.raft.membership import Change, Membership
 from replichat.raft.messages import NO_LEADER, Entry, Message, SnapshotMeta
 from replichat.runtime.driver import Driver, Step, recover_core
@@ -174,8 +176,15 @@ class Node:
         hard_state, entries = await self._on_disk(store.load)
         base = SnapshotMeta()
         recorded = None
+        base_membership: Optional[Membership] = None
         if isinstance(store, RaftStorage):
             base = SnapshotMeta(*await self._on_disk(store.log_base))
+            recorded_membership = await self._on_disk(store.base_membership)
+            if recorded_membership is not None:
+                try:
+                    base_membership = membership.decode(recorded_membership)
+                except membership.MembershipError as error:
+                    raise CorruptDataError(f"the configuration recorded at the log's base is invalid: {error}") from None
             self._snapshots = SnapshotRuntime(
                 self.id, self.data_dir, os.path.join(self.data_dir, "state.db"), store,
                 self._driver, self._on_disk, self.on_state_thread, self._on_snapshot_thread,
@@ -192,7 +201,13 @@ class Node:
             seed=int.from_bytes(os.urandom(4), "big"),
         )
         snapshot = SnapshotMeta(recorded.index, recorded.term) if recorded is not None else None
-        core = recover_core(config, hard_state, entries, applied, base=base, snapshot=snapshot)
+        core = recover_core(config, hard_state, entries, applied, base=base, snapshot=snapshot,
+                            base_membership=base_membership)
+        if set(core.membership.voters) != set(self._bootstrap_voters):
+            # The log (or the snapshot) decides from now on, not --cluster (raft/membership.py).
+            log.warning("replica %d: the configuration in its log (%s) differs from the one it was started with "
+                        "(voters %s): the log's is in effect", self.id, core.membership.describe(),
+                        ",".join(map(str, self._bootstrap_voters)))
         policy = SnapshotPolicy(self.options.snapshot_entries, self.options.snapshot_keep) if self._snapshots else NEVER
         self.driver = Driver(
             core, machine.request_key, self, self.options.retry_interval_s, self.options.request_timeout_s, policy

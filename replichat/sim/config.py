@@ -31,6 +31,11 @@ class Fault(str, enum.Enum):
     # Disks. A byte of a stored entry flips while its replica is down: at restart the replica
     # must detect it and refuse to start (it stays out; at most a minority is ever lost so).
     CORRUPT_DISK = "corrupt-disk"
+    # Cluster membership: a new replica added as a learner, a learner promoted, a voter or a
+    # learner removed (the leader too), in any order that keeps at least `replicas` voters —
+    # so replacing one replica by another is add, promote, remove. Proposed at the leader;
+    # sometimes a second change right behind the first (the leader must refuse it).
+    MEMBERSHIP = "membership"
 
 
 ALL_FAULTS: FrozenSet[Fault] = frozenset(Fault)

@@ -6,12 +6,14 @@ the tests (and `--mutant NAME` on the command line) assert the simulator catches
 fixed budget of seeds. They subclass the real core (or the real runtime driver, which the
 asyncio node runs too) and change one method, so everything else is the code under test.
 """
-from typing import Callable, Dict, List, NamedTuple, Tuple
+from typing import Callable, Dict, List, NamedTuple, Optional, Tuple
 
 from replichat.chat.state import ChatState
 from replichat.proto.command_pb2 import Command
+from replichat.raft import membership as conf
 from replichat.raft.core import Config, RaftCore, Ready, _PendingRead
 from replichat.raft.log import RaftLog
+from replichat.raft.membership import Membership
 from replichat.raft.messages import NO_LEADER, Entry, HardState, Message, MsgType, ReadState, SnapshotMeta
 from replichat.runtime.driver import Driver
 from replichat.sim.disk import Disk
@@ -185,6 +187,46 @@ class SnapshotsWithoutClients(ChatState):
         copy = super().copy_to(path)
         copy._db.execute("DELETE FROM clients")
         return copy
+class ConcurrentChanges(RaftCore):
+    """Proposes a configuration change while the previous one is still uncommitted: two
+    single-server steps in flight add up to a two-server change, whose old and new majorities
+    need not intersect, so two leaders can be elected in one term."""
+
+    def _proposal_refusal(self) -> Optional[str]:
+        committed = self.log.committed
+        return conf.check_proposal(0, committed, self.log.term(committed) == self.term)
+
+
+class ChangesBeforeTermCommit(RaftCore):
+    """Proposes a configuration change before committing an entry of its own term (the bug
+    of the thesis's single-server algorithm fixed in 2015): an uncommitted change of an
+    earlier leader can be overwritten after this one was built on top of another."""
+
+    def _proposal_refusal(self) -> Optional[str]:
+        return conf.check_proposal(self.latest_change_index, self.log.committed, True)
+
+
+class OldConfigurationQuorum(RaftCore):
+    """Counts the voters of the latest configuration but takes the quorum's size from the
+    configuration before it: once a fourth voter is added, two of four make a "majority", and
+    the two halves of a partition can both commit."""
+
+    def _count_voters(self, membership: Membership) -> None:
+        super()._count_voters(membership)
+        changes = self._changes
+        if changes and changes[-1][1] == membership:
+            previous = changes[-2][1] if len(changes) >= 2 else self._base_membership
+            self.quorum = previous.quorum
+
+
+class LearnerCountsAsVoter(RaftCore):
+    """Counts learners' acknowledgements and votes toward the voters' quorum: an entry on a
+    minority of voters plus a learner is taken as committed."""
+
+    def _count_voters(self, membership: Membership) -> None:
+        super()._count_voters(membership)
+        self._voters = membership.ids
+        self._counts_itself = self.id in membership.ids
 
 
 CoreFactory = Callable[[Config, RaftLog, HardState], RaftCore]
@@ -223,6 +265,10 @@ MUTANTS: Dict[str, Mutant] = {
     "snapshot-without-clients": Mutant(
         RaftCore, make_state=SnapshotsWithoutClients, description=SnapshotsWithoutClients.__doc__ or ""
     ),
+    "concurrent-changes": Mutant(ConcurrentChanges, description=ConcurrentChanges.__doc__ or ""),
+    "change-before-term-commit": Mutant(ChangesBeforeTermCommit, description=ChangesBeforeTermCommit.__doc__ or ""),
+    "old-configuration-quorum": Mutant(OldConfigurationQuorum, description=OldConfigurationQuorum.__doc__ or ""),
+    "learner-counts-as-voter": Mutant(LearnerCountsAsVoter, description=LearnerCountsAsVoter.__doc__ or ""),
 }
 
 

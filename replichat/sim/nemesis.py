@@ -14,8 +14,19 @@ behind Figure 8 of the Raft paper and behind votes forgotten across a restart.
 Which kinds may be injected is part of the run's configuration, which is what lets the shrinker
 look for the smallest set of fault kinds that still breaks a run. `heal_all` ends every fault at
 once, for the liveness phase.
+
+Membership changes are proposed at the leader like an operator's: a new replica is started
+first (empty, outside the configuration) and then added as a learner; learners are promoted;
+voters (the leader too) and learners are removed, never below the bootstrap number of voters
+(so the checker's quorum stays meaningful) and never so that the replicas whose disks failed
+their checks become a majority of any configuration that is or may come into effect (the
+cluster must be able to recover). Sometimes a second change follows the first at once: the
+leader must refuse it while the first is uncommitted.
 """
-from typing import Callable, Dict, List, Optional, Set, Tuple
+from typing import Callable, Dict, FrozenSet, List, Optional, Set, Tuple
+
+from replichat.raft import membership as conf
+from replichat.raft.membership import Change, Membership, MembershipError
 
 from replichat.sim.clients import ClientNetwork
 from replichat.sim.config import Fault
@@ -39,12 +50,26 @@ _WEIGHTS = {
     Fault.TRANSFER: 1,
     Fault.CLIENT_LOSS: 1,
     Fault.CORRUPT_DISK: 1,
+    Fault.MEMBERSHIP: 3,
 }
+# Replicas a run may add, beyond the bootstrap ones.
+MAX_ADDED = 4
 
 
 class Nemesis:
-    def __init__(self, world: World, network: Network, client_net: ClientNetwork, replicas: Dict[int, SimReplica]) -> None:
+    def __init__(
+        self,
+        world: World,
+        network: Network,
+        client_net: ClientNetwork,
+        replicas: Dict[int, SimReplica],
+        start_replica: Optional[Callable[[int], SimReplica]] = None,
+    ) -> None:
         self.world = world
+        self._start_replica = start_replica
+        self._bootstrap = Membership.of_voters(range(1, world.config.replicas + 1))
+        self._next_id = world.config.replicas + 1
+        self._changes = 0
         self.network = network
         self.client_net = client_net
         self.replicas = replicas
@@ -202,7 +227,11 @@ class Nemesis:
     def _elected(self, rid: int) -> None:
         """A new leader during a churn window crashes, either as soon as its first Ready is
         durable (its term's no-op exists on its disk alone) or right after its first commit
-        decision, before any follower hears of it. Either leaves logs that diverge by term."""
+        decision, before any follower hears of it. Either leaves logs that diverge by term.
+        With membership changes on, a new leader is sometimes asked for a change at once,
+        before it committed anything in its term (it must refuse until it has)."""
+        if self.active and Fault.MEMBERSHIP in self._kinds and self.world.rng.random() < 0.3:
+            self.world.queue.after(0, self._membership)
         if not self.active or self.world.now >= self._churn_until:
             return
         rng = self.world.rng
@@ -291,10 +320,14 @@ class Nemesis:
         first if none is), then restart it as usual: it must detect the flip and refuse to
         start. At most a minority of disks is ever corrupted, so a majority stays healthy."""
         replicas = [r for _, r in sorted(self.replicas.items())]
-        if sum(1 for r in replicas if r.disk.stored_data) >= (len(replicas) - 1) // 2:
-            return
+        damaged = self._damaged()
+        configurations = self._configurations()
         rng = self.world.rng
-        with_data = [r for r in replicas if not r.disk.stored_data and any(e.data for e in r.disk.entries)]
+        with_data = [
+            r for r in replicas
+            if not r.disk.stored_data and any(e.data for e in r.disk.entries)
+            and all(_survivable(c, damaged | {r.id}) for c in configurations)
+        ]
         down = [r for r in with_data if r.status is Status.DOWN]
         if down:
             victim = rng.choice(down)
@@ -351,6 +384,101 @@ class Nemesis:
 
         self._later(self._ticks(5, 40), recover)
 
+    # ----------------------------------------------------------------- membership
+
+    def _damaged(self) -> FrozenSet[int]:
+        """Replicas whose disks failed (or will fail) their checks: out for good."""
+        return frozenset(rid for rid, r in self.replicas.items() if r.disk.stored_data or r.refused)
+
+    def _configurations(self) -> List[Membership]:
+        """Every configuration in effect somewhere, or that may still come into effect: on
+        each replica, the one at its commit index and every later one in its log (memory
+        or, for a replica that is down, its disk)."""
+        found: List[Membership] = []
+        for _, r in sorted(self.replicas.items()):
+            if r.core is not None:
+                found.extend(r.core.configurations_since(r.core.commit_index))
+                continue
+            commit = r.disk.hard_state.commit
+            current = self._bootstrap
+            for entry in r.disk.entries:
+                if conf.is_configuration(entry.data):
+                    if entry.index > commit:
+                        found.append(current)
+                    current = conf.decode(entry.data)
+            found.append(current)
+        return found
+
+    def _membership(self) -> None:
+        leader = self._leader()
+        if leader is None or leader.core is None or leader.driver is None:
+            return
+        rng = self.world.rng
+        current = leader.core.membership
+        latest = first = self._propose_change(leader, current)
+        if first is not None and rng.random() < 0.4:
+            # Right behind it, a second one, as if from the new configuration: the real
+            # leader refuses it while the first is uncommitted.
+            latest = self._propose_change(leader, first, may_add=False) or first
+        if latest is not None and rng.random() < 0.5:
+            # Aim: cut the cluster as the change leaves the leader, the leader and the voters
+            # it adds (with some of the others) on one side, the voters it removes and the
+            # rest on the other: where a majority of the old configuration and one of the new
+            # would be disjoint if the change were larger than one server.
+            added = latest.voters - current.voters
+            others = sorted(latest.voters - added - {leader.id})
+            side = sorted({leader.id} | added | set(rng.sample(others, rng.randint(0, len(others)))))
+            rest = sorted(set(self.replicas) - set(side))
+            if rest:
+                self.world.log(f"NEMESIS membership: cutting {side} | {rest} while the change is in flight")
+                self._cut_for(self._between(side, rest), 5, 50)
+
+    def _propose_change(self, leader: SimReplica, current: Membership, may_add: bool = True) -> Optional[Membership]:
+        rng = self.world.rng
+        n = self.world.config.replicas
+        damaged = self._damaged()
+        options: List[Tuple[str, int]] = []
+        if current.learners:
+            options += [("promote", 4), ("remove-learner", 1)]
+        if may_add and len(current.ids) < n + 2 and self._next_id <= n + MAX_ADDED and self._start_replica is not None:
+            options.append(("add", 3))
+        if len(current.voters) > n:
+            options.append(("remove-voter", 4))
+        if not options:
+            return None
+        kind = rng.choices([k for k, _ in options], weights=[w for _, w in options])[0]
+        if kind == "promote":
+            change = Change.promote(rng.choice(sorted(current.learners)))
+        elif kind == "remove-learner":
+            change = Change.remove(rng.choice(sorted(current.learners)))
+        elif kind == "remove-voter":
+            dead = sorted(current.voters & damaged)
+            if dead and rng.random() < 0.5:
+                target = rng.choice(dead)  # replacing a replica whose disk died
+            elif rng.random() < 0.3:
+                target = leader.id
+            else:
+                target = rng.choice(sorted(current.voters))
+            change = Change.remove(target)
+        else:
+            change = Change.add_learner(self._next_id, {"raft": f"sim:{self._next_id}"})
+        try:
+            new = current.apply(change)
+        except MembershipError:
+            return None
+        if not _survivable(new, damaged):
+            return None
+        if kind == "add":
+            assert self._start_replica is not None
+            self._next_id += 1
+            self._start_replica(change.id)
+        assert leader.driver is not None
+        self._changes += 1
+        self._count(Fault.MEMBERSHIP, f"r{leader.id} proposes {change.describe()} ({current.describe()})")
+        leader.driver.change_membership(f"m{self._changes}", change, self.world.now)
+        leader.kick()
+        return new
+
     # ----------------------------------------------------------------- the end
 
     def heal_all(self) -> None:
@@ -370,3 +498,8 @@ class Nemesis:
             else:
                 replica.crash_point = None
                 replica.trap = None
+
+
+def _survivable(membership: Membership, damaged: FrozenSet[int]) -> bool:
+    """Whether the voters left healthy are still a majority of this configuration's voters."""
+    return len(membership.voters & damaged) <= (len(membership.voters) - 1) // 2

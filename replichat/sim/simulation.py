@@ -10,11 +10,17 @@ killed `failover_probes` times in a row, and each time the others must elect a l
 of them follow within `failover_ticks` ticks and `liveness_terms` new terms (so slow elections
 fail the run, not only absent ones). Finally the clients' history must be linearizable.
 
+Membership changes (the nemesis's membership fault) start new replicas during the run, outside
+the bootstrap configuration, as an operator starts one before adding it; clients learn every
+replica started (clients learning membership). Convergence and failover then concern the
+members of the configuration in effect only: a removed replica may lag forever, as long as it
+disrupts nothing.
+
 The first violation stops the run; its RunResult carries the replay command.
 """
 import io
 import traceback
-from typing import Callable, Dict, List, NamedTuple, Optional, TextIO, Tuple, Union
+from typing import Callable, Dict, FrozenSet, List, NamedTuple, Optional, TextIO, Tuple, Union
 
 from replichat.raft.core import Config, Role
 from replichat.raft.messages import Message
@@ -120,15 +126,15 @@ class Simulation:
         keep = rng.choice(SNAPSHOT_KEEP_CHOICES) if config.snapshot_entries >= 0 else 0
         world.snapshot_policy = SnapshotPolicy(max(every, 0), keep)
         self.replicas: Dict[int, SimReplica] = {}
+        self._mutant = mutant
+        self._core_config = Config(
+            id=0, voters=tuple(ids), election_ticks=timing.election_ticks,
+            max_entries_per_append=batch, max_inflight=inflight,
+        )
         for rid in ids:
-            core_config = Config(
-                id=rid, voters=tuple(ids), election_ticks=timing.election_ticks,
-                max_entries_per_append=batch, max_inflight=inflight,
-            )
-            self.replicas[rid] = SimReplica(
-                rid, world, self.network, core_config, mutant, self.client_net.reply
-            )
-            self.client_net.replicas[rid] = self._handler(self.replicas[rid])
+            self._make_replica(rid)
+        # Every replica started so far: the clients' list (they learn new replicas).
+        self.ids = ids
         world.log(
             f"config {config.command(trace=False)}; batch {batch}, inflight {inflight}, "
             f"early sends {world.early_send_chance:g}, snapshot every {world.snapshot_policy.every_entries} "
@@ -139,7 +145,7 @@ class Simulation:
             world, self.client_net, ids, config.clients, list(NAMES[: config.names]), self.history,
             world.checker.on_acknowledged,
         )
-        self.nemesis = Nemesis(world, self.network, self.client_net, self.replicas)
+        self.nemesis = Nemesis(world, self.network, self.client_net, self.replicas, self._start_new_replica)
         # Aimed extra work (config.workloads; none by default): after the nemesis, whose
         # election hook it wraps.
         self.workloads = Workloads(
@@ -164,6 +170,22 @@ class Simulation:
         self.failover_terms: List[int] = []
         self.lin_result: Optional[Result] = None
 
+    def _make_replica(self, rid: int) -> SimReplica:
+        replica = SimReplica(
+            rid, self.world, self.network, self._core_config._replace(id=rid), self._mutant, self.client_net.reply
+        )
+        self.replicas[rid] = replica
+        self.client_net.replicas[rid] = self._handler(replica)
+        return replica
+
+    def _start_new_replica(self, rid: int) -> SimReplica:
+        """A replica outside the bootstrap configuration, started empty (to be added)."""
+        replica = self._make_replica(rid)
+        replica.start()
+        self._tick_loop(replica, self.world.rng.randint(1, self.config.timing.tick))
+        self.ids.append(rid)
+        return replica
+
     @staticmethod
     def _handler(replica: SimReplica) -> Callable[[Request], None]:
         def handle(request: Request) -> None:
@@ -175,10 +197,13 @@ class Simulation:
         return handle
 
     def _deliver(self, m: Union[Message, Parcel]) -> None:
+        replica = self.replicas.get(m.dst)
+        if replica is None:
+            return
         if isinstance(m, Message):
-            self.replicas[m.dst].receive(m)
+            replica.receive(m)
         else:
-            self.replicas[m.dst].receive_parcel(m)
+            replica.receive_parcel(m)
 
     # ----------------------------------------------------------------- running
 
@@ -316,7 +341,8 @@ class Simulation:
         deadline = start + self.config.liveness_ticks * tick
         while world.now < deadline:
             self._run_until(world.now + tick)
-            if self._converged():
+            members = self._converged()
+            if members is not None:
                 ticks = (world.now - start) // tick
                 elections = world.checker.elections - elections_before
                 terms = self._highest_term() - terms_before
@@ -325,8 +351,8 @@ class Simulation:
                 check_heal(ticks, elections, terms, self.config.liveness_terms, after)
                 self.full_check()
                 self.world.checker.final_check(
-                    {rid: r.core.log for rid, r in self.replicas.items() if r.core is not None},
-                    {rid: r.state.digest() for rid, r in self.replicas.items() if not r.refused},
+                    {rid: r.core.log for rid, r in self.replicas.items() if r.core is not None and rid in members},
+                    {rid: r.state.digest() for rid, r in self.replicas.items() if not r.refused and rid in members},
                 )
                 world.log(f"converged after {ticks} ticks ({after})")
                 return
@@ -341,10 +367,12 @@ class Simulation:
         world = self.world
         tick = self.config.timing.tick
         for probe in range(1, self.config.failover_probes + 1):
-            alive = [r for r in self.replicas.values() if not r.refused]
-            if len(alive) - 1 < self.config.replicas // 2 + 1:
+            old = next(r for r in self.replicas.values() if not r.refused and r.is_leader())
+            assert old.core is not None
+            voters = old.core.membership.voters
+            alive = [rid for rid in voters if not self.replicas[rid].refused]
+            if len(alive) - 1 < len(voters) // 2 + 1:
                 return
-            old = next(r for r in alive if r.is_leader())
             world.log(f"LIVENESS failover probe {probe}: leader r{old.id} killed")
             old.crash()
             start = world.now
@@ -370,12 +398,17 @@ class Simulation:
             self._converge(f"failover probe {probe}: the old leader rejoining")
 
     def _failed_over(self, old: SimReplica) -> bool:
-        others = [r for r in self.replicas.values() if r is not old and not r.refused]
-        leaders = [r for r in others if r.is_leader()]
-        if len(leaders) != 1 or any(r.status is not Status.UP for r in others):
+        """A new leader that every other member of its configuration follows (a replica
+        outside it, removed or never added, may follow no one)."""
+        leaders = [r for r in self.replicas.values() if r is not old and not r.refused and r.is_leader()]
+        if len(leaders) != 1:
             return False
         leader = leaders[0].core
         assert leader is not None
+        members = leader.membership.ids
+        others = [r for r in self.replicas.values() if r is not old and not r.refused and r.id in members]
+        if any(r.status is not Status.UP for r in others):
+            return False
         return leader.log.committed == leader.log.last_index and all(
             r.core is not None and r.core.term == leader.term and r.core.leader == leader.id for r in others
         )
@@ -384,29 +417,35 @@ class Simulation:
         """The highest term any replica is in (durable terms for those that are down)."""
         return max(r.core.term if r.core is not None else r.disk.hard_state.term for r in self.replicas.values())
 
-    def _converged(self) -> bool:
+    def _converged(self) -> Optional[FrozenSet[int]]:
+        """The members of the final configuration, once converged; None until then."""
         if any(not c.idle for c in self.clients):
-            return False
+            return None
         # A replica that refused to start (corrupt disk) is out for good: the rest must carry on.
         replicas = [r for r in self.replicas.values() if not r.refused]
         if any(r.status is not Status.UP or r.core is None for r in replicas):
-            return False
+            return None
         leaders = [r for r in replicas if r.core is not None and r.core.role is Role.LEADER]
         if len(leaders) != 1:
-            return False
+            return None
         leader = leaders[0].core
         assert leader is not None
         target = leader.log.last_index
         if leader.log.committed != target:
-            return False
+            return None
+        members = leader.membership.ids
+        if leader.id not in leader.membership.voters:
+            return None
         for r in replicas:
+            if r.id not in members:
+                continue  # removed (or never added): it may lag, as long as it disrupts nothing
             core = r.core
             assert core is not None
             if core.term != leader.term or core.leader != leader.id or core.log.committed != target:
-                return False
+                return None
             if r.state.last_applied != target or core.log.last_index != target:
-                return False
-        return True
+                return None
+        return members
 
     def describe_cluster(self) -> str:
         parts = []
@@ -417,7 +456,7 @@ class Simulation:
             c = r.core
             parts.append(
                 f"r{rid} {r.status.value} {c.role.value} term {c.term} leader {c.leader} last {c.log.last_index} "
-                f"commit {c.log.committed} applied {r.state.last_applied}"
+                f"commit {c.log.committed} applied {r.state.last_applied} {c.membership.describe()}"
             )
         pending = [f"c{c.number} op {c.current.op_id} ({c.current.attempts} tries)" for c in self.clients if c.current]
         return "; ".join(parts) + ("; pending: " + ", ".join(pending) if pending else "; no client pending")
