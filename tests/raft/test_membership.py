@@ -418,3 +418,59 @@ def test_a_learner_is_never_sent_a_transfer_and_the_leader_hands_only_to_voters(
 
 def _unused(_: Optional[SnapshotMeta]) -> None:  # keeps imports honest for type checkers
     pass
+
+
+def _committed(cluster: MembersCluster, i: int) -> List[Entry]:
+    core = cluster.core(i)
+    return core.log.slice(1, core.commit_index + 1)
+
+
+@pytest.mark.parametrize("guarded", [True, False], ids=["real-core", "without-the-2015-fix"])
+def test_the_2015_scenario_a_change_before_the_leaders_first_commit(guarded: bool) -> None:
+    """The bug in the thesis's single-server algorithm (raft-dev, 2015): S1 leads {1,2,3,4}
+    and promotes learner 5 (reaching only 5); S2 is elected by {2,3,4} and, before committing
+    anything in its term, removes S1 (committed by {2,3}); S1 is then elected by {1,4,5} under
+    its configuration, and overwrites what S2 committed. The rule refuses S2's change."""
+    from replichat.sim.mutants import ChangesBeforeTermCommit
+
+    cluster = MembersCluster(4)
+    if not guarded:
+        for i, replica in cluster.replicas.items():
+            replica.core = ChangesBeforeTermCommit(replica.config)
+    cluster.elect(1)
+    cluster.start_new(5)
+    if not guarded:
+        cluster.replicas[5].core = ChangesBeforeTermCommit(cluster.replicas[5].config)
+    cluster.propose(1, Change.add_learner(5))
+    # S1 promotes 5; only 5 hears of it.
+    for i in (2, 3, 4):
+        cluster.cut |= {(1, i), (i, 1)}
+    cluster.core(1).propose_membership(Change.promote(5))
+    cluster.settle()
+    assert cluster.core(5).membership.voters == {1, 2, 3, 4, 5}
+    # S2 is elected by 2, 3, 4; S4 will hear nothing of its term.
+    cluster.cut |= {(5, i) for i in (2, 3, 4)} | {(i, 5) for i in (2, 3, 4)}
+    # Its no-op stays uncommitted (no acknowledgement arrives), and never reaches S4.
+    cluster.filter = lambda m: None if m.type is MsgType.APPEND_RESP or (m.type is MsgType.APPEND and m.dst == 4) else m
+    cluster.core(2).campaign(transfer=True)
+    cluster.settle()
+    s2 = cluster.core(2)
+    assert s2.role is Role.LEADER and s2.log.term(s2.commit_index) != s2.term
+    if guarded:
+        with pytest.raises(MembershipError, match="not yet committed an entry of its term"):
+            s2.propose_membership(Change.remove(1))
+        return
+    s2.propose_membership(Change.remove(1))
+    cluster.filter = lambda m: None if m.dst == 4 and m.src == 2 else m
+    cluster.tick(1, only=[2])
+    cluster.filter = None
+    assert s2.membership.voters == {2, 3, 4} and s2.commit_index == s2.log.last_index
+    # S1 comes back where only 4 and 5 hear it: elected under its own configuration.
+    cluster.cut = {(a, b) for a in (1, 4, 5) for b in (2, 3)} | {(b, a) for a in (1, 4, 5) for b in (2, 3)}
+    cluster.tick(40, only=[1, 4, 5])
+    s1 = cluster.core(1)
+    assert s1.role is Role.LEADER
+    cluster.tick(2, only=[1, 4, 5])
+    mine, theirs = _committed(cluster, 1), _committed(cluster, 2)
+    common = min(len(mine), len(theirs))
+    assert mine[:common] != theirs[:common], "both leaders committed; their committed logs must conflict"
