@@ -261,6 +261,10 @@ class RaftCore:
         """The index of the last configuration entry in the log (0: none since the base)."""
         return self._changes[-1][0] if self._changes else 0
 
+    def has_configuration_between(self, first: int, last: int) -> bool:
+        """Whether a configuration entry lies among log indexes first..last (after the base)."""
+        return any(first <= at <= last for at, _ in self._changes)
+
     @property
     def base_membership(self) -> Membership:
         """The configuration in effect at the log's base: what a snapshot there must record."""

@@ -118,10 +118,12 @@ class Listener(Protocol):
 class Step:
     """One Ready on its way through persist -> send -> apply -> advance."""
 
-    __slots__ = ("ready", "early", "late", "snapshots_early", "snapshots_late", "_phase", "_install_phase")
+    __slots__ = ("ready", "early", "late", "snapshots_early", "snapshots_late", "_phase", "_install_phase",
+                 "_has_configuration")
 
     def __init__(self, ready: Ready, early: List[Message], late: List[Message],
-                 snapshots_early: Sequence[Message] = (), snapshots_late: Sequence[Message] = ()) -> None:
+                 snapshots_early: Sequence[Message] = (), snapshots_late: Sequence[Message] = (),
+                 has_configuration: bool = True) -> None:
         self.ready = ready
         self.early = early  # to send now, while persisting
         self.late = late  # to send once persisted
@@ -131,6 +133,9 @@ class Step:
         self.snapshots_late = snapshots_late
         self._phase = 0  # 0 handed out, 1 persisted, 2 applied
         self._install_phase = 0  # with a snapshot to install: 1 log recorded, 2 state restored
+        # Whether a configuration entry may be among the committed ones (the core knows where
+        # they are: most steps have none, and skip looking).
+        self._has_configuration = has_configuration
 
     @property
     def snapshots_to_send(self) -> List[Message]:
@@ -161,6 +166,8 @@ class Step:
 
     def committed_items(self) -> List[Tuple[int, bytes]]:
         """What the state machine applies: configuration entries become no-ops (b"")."""
+        if not self._has_configuration:
+            return [(e.index, e.data) for e in self.ready.committed]
         return [(e.index, e.data if e.data[:1] != b"\x00" else b"") for e in self.ready.committed]
 
 
@@ -356,13 +363,15 @@ class Driver:
             return None
         ready = core.ready()
         early, late = self._split(ready)
+        committed = ready.committed
+        has_configuration = bool(committed) and core.has_configuration_between(committed[0].index, committed[-1].index)
         if any(m.type is MsgType.SNAPSHOT for m in ready.messages):
             snapshots_early = [m for m in early if m.type is MsgType.SNAPSHOT]
             snapshots_late = [m for m in late if m.type is MsgType.SNAPSHOT]
             early = [m for m in early if m.type is not MsgType.SNAPSHOT]
             late = [m for m in late if m.type is not MsgType.SNAPSHOT]
-            return Step(ready, early, late, snapshots_early, snapshots_late)
-        return Step(ready, early, late)
+            return Step(ready, early, late, snapshots_early, snapshots_late, has_configuration)
+        return Step(ready, early, late, has_configuration=has_configuration)
 
     def _split(self, ready: Ready) -> Tuple[List[Message], List[Message]]:
         """Which messages may leave before the Ready is durable. A leader's promise nothing
