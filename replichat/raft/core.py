@@ -606,7 +606,8 @@ class RaftCore:
         elif m.type is MsgType.READ_INDEX_RESP:
             self._read_states.append(ReadState(m.index, m.context))
         elif m.type is MsgType.TIMEOUT_NOW:
-            self._become_candidate(transfer=True)
+            if self.membership.is_voter(self.id):  # a learner (or a removed replica) cannot lead
+                self._become_candidate(transfer=True)
 
     def _handle_append(self, m: Message) -> None:
         log = self.log

@@ -2,7 +2,7 @@
 each rule the core keeps (raft/core.py): the configuration in effect, learners, quorums, the
 leader's two rules, removal of the leader, non-members that must not disrupt, restarts and
 snapshots carrying the configuration. The simulator (tests/sim) searches for what these miss."""
-from typing import List, Optional
+from typing import List
 
 import pytest
 
@@ -10,7 +10,7 @@ from replichat.raft import membership as conf
 from replichat.raft.core import Config, NotLeader, RaftCore, Role
 from replichat.raft.log import RaftLog
 from replichat.raft.membership import Change, Member, Membership, MembershipError
-from replichat.raft.messages import Entry, Message, MsgType, SnapshotMeta
+from replichat.raft.messages import Entry, Message, MsgType
 from replichat.raft.validate import check_message
 from replichat.runtime.driver import RecoveryError, recover_core
 from tests.raft.harness import Cluster, Replica
@@ -403,10 +403,6 @@ def test_a_five_replica_cluster_is_replaced_one_server_at_a_time() -> None:
         assert cluster.core(i).role is Role.FOLLOWER
 
 
-def leaders_of(cluster: MembersCluster) -> List[int]:
-    return [i for i, r in cluster.replicas.items() if r.core.role is Role.LEADER]
-
-
 def test_a_learner_is_never_sent_a_transfer_and_the_leader_hands_only_to_voters() -> None:
     cluster = grown()
     leader = cluster.core(1)
@@ -414,10 +410,6 @@ def test_a_learner_is_never_sent_a_transfer_and_the_leader_hands_only_to_voters(
     cluster.settle()
     assert leader.role is Role.LEADER and leader.transferee == 0
     assert all(m.type is not MsgType.TIMEOUT_NOW for m in cluster.sent)
-
-
-def _unused(_: Optional[SnapshotMeta]) -> None:  # keeps imports honest for type checkers
-    pass
 
 
 def _committed(cluster: MembersCluster, i: int) -> List[Entry]:
@@ -474,3 +466,10 @@ def test_the_2015_scenario_a_change_before_the_leaders_first_commit(guarded: boo
     mine, theirs = _committed(cluster, 1), _committed(cluster, 2)
     common = min(len(mine), len(theirs))
     assert mine[:common] != theirs[:common], "both leaders committed; their committed logs must conflict"
+
+
+def test_a_learner_told_to_campaign_does_not() -> None:
+    cluster = grown()
+    learner = cluster.core(4)
+    learner.step(Message(MsgType.TIMEOUT_NOW, 1, 4, learner.term))
+    assert learner.role is Role.FOLLOWER and learner.dropped.count == 0
