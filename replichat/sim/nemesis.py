@@ -26,7 +26,7 @@ leader must refuse it while the first is uncommitted.
 from typing import Callable, Dict, FrozenSet, List, Optional, Set, Tuple
 
 from replichat.raft import membership as conf
-from replichat.raft.membership import Change, Membership, MembershipError
+from replichat.raft.membership import Change, ChangeKind, Membership, MembershipError
 
 from replichat.sim.clients import ClientNetwork
 from replichat.sim.config import Fault
@@ -70,6 +70,9 @@ class Nemesis:
         self._bootstrap = Membership.of_voters(range(1, world.config.replicas + 1))
         self._next_id = world.config.replicas + 1
         self._changes = 0
+        # Replicas this nemesis started to add, and those it asked to remove.
+        self._started: List[int] = []
+        self._removal_asked: Set[int] = set()
         self.network = network
         self.client_net = client_net
         self.replicas = replicas
@@ -440,7 +443,10 @@ class Nemesis:
         options: List[Tuple[str, int]] = []
         if current.learners:
             options += [("promote", 4), ("remove-learner", 1)]
-        if may_add and len(current.ids) < n + 2 and self._next_id <= n + MAX_ADDED and self._start_replica is not None:
+        can_start = self._next_id <= n + MAX_ADDED or any(
+            r not in current.ids and r not in self._removal_asked for r in self._started
+        )
+        if may_add and len(current.ids) < n + 2 and can_start and self._start_replica is not None:
             options.append(("add", 3))
         if len(current.voters) > n:
             options.append(("remove-voter", 4))
@@ -461,17 +467,24 @@ class Nemesis:
                 target = rng.choice(sorted(current.voters))
             change = Change.remove(target)
         else:
-            change = Change.add_learner(self._next_id, {"raft": f"sim:{self._next_id}"})
+            # An operator whose addition failed (refused, lost with a leader) retries it with
+            # the replica it already started, rather than start another.
+            waiting = [r for r in self._started if r not in current.ids and r not in self._removal_asked]
+            rid = waiting[0] if waiting else self._next_id
+            change = Change.add_learner(rid, {"raft": f"sim:{rid}"})
         try:
             new = current.apply(change)
         except MembershipError:
             return None
         if not _survivable(new, damaged):
             return None
-        if kind == "add":
+        if kind == "add" and change.id == self._next_id:
             assert self._start_replica is not None
             self._next_id += 1
+            self._started.append(change.id)
             self._start_replica(change.id)
+        if change.kind is ChangeKind.REMOVE:
+            self._removal_asked.add(change.id)
         assert leader.driver is not None
         self._changes += 1
         self._count(Fault.MEMBERSHIP, f"r{leader.id} proposes {change.describe()} ({current.describe()})")

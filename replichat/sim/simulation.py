@@ -11,10 +11,11 @@ of them follow within `failover_ticks` ticks and `liveness_terms` new terms (so 
 fail the run, not only absent ones). Finally the clients' history must be linearizable.
 
 Membership changes (the nemesis's membership fault) start new replicas during the run, outside
-the bootstrap configuration, as an operator starts one before adding it; clients learn every
-replica started (clients learning membership). Convergence and failover then concern the
-members of the configuration in effect only: a removed replica may lag forever, as long as it
-disrupts nothing.
+the bootstrap configuration, as an operator starts one before adding it. Clients learn the
+membership as the service's clients will (replicas tell them): every tick their list of
+replicas becomes the members of the current leader's configuration. Convergence and failover
+then concern the members of the configuration in effect only: a removed replica (or one
+started whose addition failed) may lag forever, as long as it disrupts nothing.
 
 The first violation stops the run; its RunResult carries the replay command.
 """
@@ -133,7 +134,7 @@ class Simulation:
         )
         for rid in ids:
             self._make_replica(rid)
-        # Every replica started so far: the clients' list (they learn new replicas).
+        # The replicas clients send to (one list, shared with them): the members they learn of.
         self.ids = ids
         world.log(
             f"config {config.command(trace=False)}; batch {batch}, inflight {inflight}, "
@@ -183,7 +184,6 @@ class Simulation:
         replica = self._make_replica(rid)
         replica.start()
         self._tick_loop(replica, self.world.rng.randint(1, self.config.timing.tick))
-        self.ids.append(rid)
         return replica
 
     @staticmethod
@@ -224,6 +224,7 @@ class Simulation:
                 client.start()
             self._full_check_loop()
             self._storm_watch()
+            self._membership_watch()
             self.nemesis.start()
             self.workloads.start()
             self._run_until(self.config.steps * tick)
@@ -292,6 +293,21 @@ class Simulation:
             world.queue.after(tick * replica.tick_factor, fire)
 
         world.queue.after(first, fire)
+
+    def _membership_watch(self) -> None:
+        """Every tick, clients learn the members of the current leader's configuration (when
+        there is a leader; otherwise they keep what they knew)."""
+        world = self.world
+
+        def watch() -> None:
+            leaders = [r.core for r in self.replicas.values() if r.up and r.core is not None and r.core.role is Role.LEADER]
+            if leaders:
+                members = sorted(max(leaders, key=lambda c: c.term).membership.ids)
+                if members != self.ids:
+                    self.ids[:] = members
+            world.queue.after(self.config.timing.tick, watch)
+
+        world.queue.after(self.config.timing.tick, watch)
 
     def _storm_watch(self) -> None:
         world = self.world
