@@ -59,6 +59,7 @@ import os
 import shlex
 from typing import Callable, Dict, Iterator, List, NamedTuple, Optional, Sequence, Set, Tuple
 
+from replichat.raft import membership
 from replichat.raft.core import Config, RaftCore, Ready
 from replichat.raft.log import RaftLog
 from replichat.raft.messages import Entry, HardState, Message, MsgType, SnapshotMeta
@@ -103,7 +104,10 @@ def show_message(m: Message) -> str:
     if m.reject and t is not MsgType.APPEND_RESP:
         parts.append("reject")
     if m.context:
-        parts.append(f"ctx={m.context.decode('utf-8', 'backslashreplace')}")
+        if membership.is_configuration(m.context):  # starts with a zero byte: shown decoded
+            parts.append(f"ctx=configuration({membership.decode(m.context).describe()})")
+        else:
+            parts.append(f"ctx={m.context.decode('utf-8', 'backslashreplace')}")
     return " ".join(parts)
 
 
