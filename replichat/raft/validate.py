@@ -117,8 +117,9 @@ def _check_append_entries(m: Message) -> Optional[str]:
             return (f"entry {entry.index} has term {entry.term}, outside {previous_term}..{m.term} "
                     "(terms never decrease along a log nor pass the leader's)")
         previous_term = entry.term
-        if entry.data[:1] == b"\x00":
-            reason = membership.check_entry(entry.data)
+        data = entry.data
+        if data and data[0] == 0:  # a configuration entry's first byte (membership.MARKER)
+            reason = membership.check_entry(data)
             if reason is not None:
                 return f"entry {entry.index}: {reason}"
     return None

@@ -15,7 +15,10 @@ the bootstrap configuration, as an operator starts one before adding it. Clients
 membership as the service's clients will (replicas tell them): every tick their list of
 replicas becomes the members of the current leader's configuration. Convergence and failover
 then concern the members of the configuration in effect only: a removed replica (or one
-started whose addition failed) may lag forever, as long as it disrupts nothing.
+started whose addition failed) may lag forever, as long as it disrupts nothing. A replica
+added during the run copies the whole history, which the heal bound (measured on replicas that
+lag by what a fault cost them) does not cover: the cluster converges without waiting for it to
+catch up, then it must catch up within the liveness bound plus one tick per entry it lacks.
 
 The first violation stops the run; its RunResult carries the replay command.
 """
@@ -365,6 +368,7 @@ class Simulation:
                 if self.heal_ticks is None:
                     self.heal_ticks, self.heal_elections, self.heal_terms = ticks, elections, terms
                 check_heal(ticks, elections, terms, self.config.liveness_terms, after)
+                self._await_added(members, after)
                 self.full_check()
                 self.world.checker.final_check(
                     {rid: r.core.log for rid, r in self.replicas.items() if r.core is not None and rid in members},
@@ -375,6 +379,37 @@ class Simulation:
         raise InvariantViolation(
             "liveness", f"no convergence {self.config.liveness_ticks} ticks after {after}: {self.describe_cluster()}"
         )
+
+    def _caught_up(self, rid: int, target: int) -> bool:
+        r = self.replicas[rid]
+        return (
+            r.core is not None and r.core.log.last_index == target and r.core.log.committed == target
+            and r.state.last_applied == target
+        )
+
+    def _await_added(self, members: FrozenSet[int], after: str) -> None:
+        """Members added during the run (not bootstrap replicas) that are still copying the
+        history get the liveness bound plus one tick per entry they lack."""
+        world = self.world
+        tick = self.config.timing.tick
+        leader = next(r.core for r in self.replicas.values() if r.core is not None and r.is_leader())
+        target = leader.log.last_index
+        added = [rid for rid in sorted(members) if rid > self.config.replicas and not self.replicas[rid].refused]
+        lagging = [rid for rid in added if not self._caught_up(rid, target)]
+        if not lagging:
+            return
+        lag = max(target - (self.replicas[rid].core.log.last_index if self.replicas[rid].core else 0) for rid in lagging)
+        bound = self.config.liveness_ticks + lag
+        deadline = world.now + bound * tick
+        world.log(f"converged but for added replicas {lagging} still catching up ({lag} entries): up to {bound} ticks")
+        while not all(self._caught_up(rid, target) for rid in lagging):
+            if world.now >= deadline:
+                raise InvariantViolation(
+                    "liveness",
+                    f"added replicas {lagging} did not catch up {bound} ticks after {after} ({lag} entries behind): "
+                    f"{self.describe_cluster()}",
+                )
+            self._run_until(world.now + tick)
 
     def _probe_failovers(self) -> None:
         """Kill the converged cluster's leader and time the election that replaces it, a few
@@ -457,7 +492,11 @@ class Simulation:
                 continue  # removed (or never added): it may lag, as long as it disrupts nothing
             core = r.core
             assert core is not None
-            if core.term != leader.term or core.leader != leader.id or core.log.committed != target:
+            if core.term != leader.term or core.leader != leader.id:
+                return None
+            if r.id > self.config.replicas:
+                continue  # added during the run: it may still be copying the history (_await_added)
+            if core.log.committed != target:
                 return None
             if r.state.last_applied != target or core.log.last_index != target:
                 return None
