@@ -86,7 +86,8 @@ CASES = [
     # reach it in 80 seeds, so tests/raft/test_membership.py replays that sequence against it.
     ("learner-counts-as-voter", "membership,partition,crash,leader-churn", 40, _MEMBERSHIP_KINDS),
     ("concurrent-changes", "membership,partition", 30, _MEMBERSHIP_KINDS),
-    ("old-configuration-quorum", "membership,partition,crash,leader-churn", 30, _MEMBERSHIP_KINDS),
+    # (With quorums too large after a removal, it can also lose every election: liveness.)
+    ("old-configuration-quorum", "membership,partition,crash,leader-churn", 30, _MEMBERSHIP_KINDS | {"liveness"}),
 ]
 
 
