@@ -23,6 +23,7 @@ from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 from replichat.chat.state import ChatState
 from replichat.integrity import entry_checksum
+from replichat.raft.membership import Membership
 from replichat.raft.messages import Entry, HardState, SnapshotMeta
 from replichat.storage import verified_entries
 
@@ -45,6 +46,8 @@ class Disk:
         self.entries: List[Entry] = []
         self.checksums: List[int] = []
         self.base = SnapshotMeta()
+        # The configuration in effect at the base (None: never recorded, the bootstrap one).
+        self.base_membership: Optional[Membership] = None
         self.snapshot: Optional[SimSnapshot] = None
         # Index -> the bytes now stored in place of that entry's data (a corrupted sector).
         self.stored_data: Dict[int, bytes] = {}
@@ -114,11 +117,14 @@ class Disk:
             raise AssertionError(f"recording snapshot {snapshot.index} over a newer one at {self.snapshot.index}")
         self.snapshot = snapshot
 
-    def compact(self, to_index: int) -> List[Entry]:
-        """One transaction: forget the log up to `to_index` (storage.compact). Returns what it
-        removed (the checker makes sure the recorded snapshot covers all of it)."""
+    def compact(self, to_index: int, base_membership: Optional[Membership] = None) -> List[Entry]:
+        """One transaction: forget the log up to `to_index` (storage.compact), recording the
+        configuration in effect there (raft/membership.py). Returns what it removed (the
+        checker makes sure the recorded snapshot covers all of it)."""
         if to_index <= self.base.index:
             return []
+        if base_membership is not None:
+            self.base_membership = base_membership
         if to_index > self.last_index:
             raise AssertionError(f"compaction to {to_index} past the last entry {self.last_index}")
         count = to_index - self.base.index
@@ -130,9 +136,13 @@ class Disk:
             del self.stored_data[index]
         return removed
 
-    def install(self, snapshot: SimSnapshot, hard_state: HardState) -> List[Entry]:
+    def install(self, snapshot: SimSnapshot, hard_state: HardState,
+                base_membership: Optional[Membership] = None) -> List[Entry]:
         """One transaction: record a received snapshot and empty the log after it, with the hard
-        state (storage.install_snapshot). Returns the entries it removed."""
+        state and the snapshot's configuration (storage.install_snapshot). Returns the entries
+        it removed."""
+        if base_membership is not None:
+            self.base_membership = base_membership
         removed = list(self.entries)
         self.entries, self.checksums, self.stored_data = [], [], {}
         self.base = snapshot.meta

@@ -403,7 +403,7 @@ class Nemesis:
                 found.extend(r.core.configurations_since(r.core.commit_index))
                 continue
             commit = r.disk.hard_state.commit
-            current = self._bootstrap
+            current = r.disk.base_membership or self._bootstrap
             for entry in r.disk.entries:
                 if conf.is_configuration(entry.data):
                     if entry.index > commit:

@@ -191,6 +191,7 @@ class SimReplica:
             core = recover_core(
                 config, hard_state, entries, applied, self._mutant.make_core,
                 base=disk.base, snapshot=recorded.meta if recorded is not None else None,
+                base_membership=disk.base_membership,
             )
         except (RecoveryError, ValueError) as error:  # ValueError: the log and snapshot do not fit
             raise InvariantViolation("durability", f"replica {self.id}: {error}") from error
@@ -536,7 +537,7 @@ class SimReplica:
         if self._crash_here("snapshot-after-record"):
             return
         to = self._guarded(lambda: driver.snapshot_recorded(meta), " in snapshot_recorded")
-        removed = self.disk.compact(to)
+        removed = self.disk.compact(to, driver.core.base_membership)
         world.checker.on_compacted(self.id, removed, meta.index)
         if removed:
             world.counts["log compactions"] += 1
@@ -625,7 +626,7 @@ class SimReplica:
         if snapshot is None or snapshot.meta != meta:
             raise InvariantViolation("snapshot", f"replica {self.id} installs snapshot {meta} it never received")
         world = self.world
-        removed = self.disk.install(snapshot, driver.install_hard_state(step))
+        removed = self.disk.install(snapshot, driver.install_hard_state(step), driver.core.base_membership)
         world.checker.on_saved(self.id, removed, covered=meta.index)
         driver.install_logged(step)
         if self._crash_here("install-after-log"):
