@@ -11,6 +11,8 @@ class Code(enum.Enum):
     UNAUTHENTICATED = "unauthenticated"
     # Too many failed logins, creates or streams from this client: wait, do not retry elsewhere.
     RATE_LIMITED = "rate limited"
+    # An operation reserved to the cluster's operators (membership changes) without their token.
+    PERMISSION_DENIED = "permission denied"
     # No quorum reachable in time, or this replica is shutting down: retry elsewhere or later.
     UNAVAILABLE = "unavailable"
 

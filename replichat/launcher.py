@@ -1,5 +1,6 @@
 """Runs a cluster of replica processes on one machine: `server.py` with no arguments, and the
 tests and benchmarks, which also kill, stop and restart them."""
+import json
 import os
 import shlex
 import signal
@@ -21,6 +22,11 @@ RESTART_STABLE_S = 60.0
 # ... and is left down after this many quick deaths in a row (a broken data folder or a port
 # that stays taken cannot be fixed by starting again): the launcher prints its command instead.
 RESTART_GIVE_UP_AFTER = 6
+# Membership changes (replichat/membership_cli.py): the admin token the local cluster creates,
+# the replicas added to it, and how `server.py add-replica` asks the running launcher for one.
+ADMIN_TOKEN_FILE = "admin.token"
+JOINED_FILE = "local-members.json"
+ADD_REQUEST_PREFIX = "add-replica-"
 SERVER_SCRIPT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "server.py")
 
 
@@ -63,6 +69,7 @@ class LocalCluster:
         log_dir: Optional[str] = None,
         client_tls: bool = False,
         peer_tls: bool = True,
+        admin_token: bool = False,
     ) -> None:
         """addresses: each replica's gRPC address (clients); peer_addresses: its Raft address
         (default: the gRPC port + defaults.RAFT_PORT_OFFSET); log_dir: write each replica's
@@ -91,6 +98,88 @@ class LocalCluster:
         # Replicas stopped on purpose (the cluster page's kill button): not restarted by the launcher.
         self.held_down: Set[int] = set()
         self._reported: Set[int] = set()
+        # Membership changes: with admin_token, the replicas take DATA/admin.token (created at
+        # the first start) as their --admin-token-file. Replicas added later (`server.py
+        # add-replica`) are `joined`: started with --join, remembered in DATA/local-members.json.
+        self.admin_token = admin_token
+        self.bootstrap_ids = frozenset(addresses)
+        self.joined: Set[int] = set()
+
+    @property
+    def admin_token_file(self) -> str:
+        return os.path.join(self.data_dir, ADMIN_TOKEN_FILE)
+
+    def _cluster_of(self, node_id: int) -> List[int]:
+        """Whom replica node_id is started with: the first replicas, plus itself and those
+        added before it for an added one (the log's configuration then takes over)."""
+        if node_id in self.joined:
+            return sorted(i for i in self.addresses if i in self.bootstrap_ids or i in self.joined and i <= node_id)
+        return sorted(self.bootstrap_ids)
+
+    def add_joined(self, node_id: int, address: str, peer_address: str, wire_address: str = "",
+                   metrics_address: str = "") -> None:
+        """A replica added to the running cluster: supervised like the others from now on."""
+        with self.lock:
+            self.addresses[node_id] = address
+            self.peer_addresses[node_id] = peer_address
+            if wire_address:
+                self.wire_addresses[node_id] = wire_address
+            if metrics_address:
+                self.metrics_addresses[node_id] = metrics_address
+            self.joined.add(node_id)
+            self._save_joined()
+
+    def _save_joined(self) -> None:
+        entries = {str(i): {"grpc": self.addresses[i], "raft": self.peer_addresses[i],
+                            "wire": self.wire_addresses.get(i, ""), "metrics": self.metrics_addresses.get(i, "")}
+                   for i in sorted(self.joined)}
+        path = os.path.join(self.data_dir, JOINED_FILE)
+        os.makedirs(self.data_dir, exist_ok=True)
+        with open(path + ".tmp", "w") as f:
+            json.dump(entries, f, indent=2, sort_keys=True)
+        os.replace(path + ".tmp", path)
+
+    def load_joined(self) -> None:
+        """Replicas added in an earlier run of this local cluster (DATA/local-members.json)."""
+        path = os.path.join(self.data_dir, JOINED_FILE)
+        if not os.path.exists(path):
+            return
+        with open(path) as f:
+            entries = json.load(f)
+        for key, item in sorted(entries.items(), key=lambda kv: int(kv[0])):
+            node_id = int(key)
+            if node_id not in self.addresses:
+                self.add_joined(node_id, item["grpc"], item["raft"], item.get("wire", ""), item.get("metrics", ""))
+
+    def take_add_requests(self) -> List[int]:
+        """Start the replicas `server.py add-replica` asked for (DATA/add-replica-N.json)."""
+        started = []
+        try:
+            names = sorted(os.listdir(self.data_dir))
+        except OSError:
+            return started
+        for name in names:
+            if not (name.startswith(ADD_REQUEST_PREFIX) and name.endswith(".json")):
+                continue
+            path = os.path.join(self.data_dir, name)
+            try:
+                with open(path) as f:
+                    item = json.load(f)
+                node_id = int(item["id"])
+                if node_id in self.addresses:
+                    raise ValueError(f"replica {node_id} exists already")
+                self.add_joined(node_id, item["grpc"], item["raft"], item.get("wire", ""), item.get("metrics", ""))
+            except (OSError, ValueError, KeyError, TypeError) as error:
+                print(f"replichat: ignoring the request {path}: {error}", flush=True)
+                os.remove(path)
+                continue
+            os.remove(path)
+            process = self.start(node_id)
+            print(f"replichat: started replica {node_id} (pid {process.pid}) to join the cluster: gRPC "
+                  f"{self.addresses[node_id]}, Raft {self.peer_addresses[node_id]}, data {self.replica_dir(node_id)}",
+                  flush=True)
+            started.append(node_id)
+        return started
 
     @property
     def servers(self) -> List[str]:
@@ -108,8 +197,15 @@ class LocalCluster:
         return self.peer_addresses
 
     def command(self, node_id: int) -> List[str]:
-        args = server_command() + ["--id", str(node_id), "--cluster", format_addresses(self.addresses),
-                "--peers", format_addresses(self.peers_seen_by(node_id)), "--data-dir", self.replica_dir(node_id)]
+        members = self._cluster_of(node_id)
+        peers = self.peers_seen_by(node_id)
+        args = server_command() + ["--id", str(node_id),
+                "--cluster", format_addresses({i: self.addresses[i] for i in members}),
+                "--peers", format_addresses({i: peers[i] for i in members}), "--data-dir", self.replica_dir(node_id)]
+        if node_id in self.joined:
+            args.append("--join")
+        if self.admin_token:
+            args += ["--admin-token-file", self.admin_token_file]
         args += ["--wire", self.wire_addresses[node_id]] if self.wire_addresses else ["--no-wire"]
         if node_id in self.metrics_addresses:
             args += ["--metrics", self.metrics_addresses[node_id]]
@@ -157,6 +253,11 @@ class LocalCluster:
         self._started_at[node_id] = time.monotonic() if now is None else now
         if self.peer_tls or self.client_tls:
             self._ensure_certs()
+        if self.admin_token:
+            from replichat.membership_admin import create_token_file
+
+            os.makedirs(self.data_dir, exist_ok=True)
+            create_token_file(self.admin_token_file)
         env = None
         if self.controls is not None:  # how the replicas' pages reach the controls (see metrics/control.py)
             env = dict(os.environ, **self.controls.environment(self.metrics_addresses))
@@ -314,6 +415,7 @@ class LocalCluster:
         signal.signal(signal.SIGTERM, request_stop)
         while not stopping:
             self.check_processes()
+            self.take_add_requests()
             with self.lock:
                 if not self.alive() and not self.restart_pending() and not self.held_down:
                     print("replichat: every replica has stopped", flush=True)

@@ -11,6 +11,7 @@ from replichat.addresses import is_loopback
 from replichat.api.grpc_service import DEFAULT_MAX_STREAMS_PER_ADDRESS, create_grpc_server
 from replichat.chat.machine import ChatMachine
 from replichat.chat.service import ChatService
+from replichat.membership_admin import MembershipAdmin
 from replichat.metrics.monitoring import monitoring_or_none
 from replichat.runtime.node import Node, NodeOptions
 from replichat.security.options import INSECURE_PEERS_WARNING, Security
@@ -44,16 +45,27 @@ async def serve_replica(
     metrics_address: Optional[str] = None,
     security: Security = Security(),
     max_streams_per_address: int = DEFAULT_MAX_STREAMS_PER_ADDRESS,
+    admin_token: Optional[str] = None,
+    join: bool = False,
 ) -> int:
     """Run until SIGTERM/SIGINT (clean stop: exit 0) or an unrecoverable error (exit 1).
 
     `cluster`: every replica's gRPC address; `peers`: every replica's Raft address (default:
     derived from `cluster`, see defaults.raft_addresses). Raises ListenError before anything
-    has started if the gRPC or Raft port cannot be bound."""
+    has started if the gRPC or Raft port cannot be bound.
+
+    `admin_token`: membership changes need it (None: refused). `join`: a new replica joining
+    a running cluster: not a voter of its bootstrap configuration (so it never campaigns), it
+    waits for the leader to add it and takes the membership from the log. Once its log or
+    snapshot holds a configuration, that configuration is in effect, whatever `cluster` says."""
     peers = dict(peers) if peers is not None else defaults.raft_addresses(cluster)
     state_path = os.path.join(data_dir, "state.db")
-    node = Node(node_id, peers, data_dir, lambda log: ChatMachine.open(state_path, log), options)
+    voters = sorted(set(peers) - {node_id}) if join else None
+    node = Node(node_id, peers, data_dir, lambda log: ChatMachine.open(state_path, log), options, voters=voters)
     service = ChatService(node, state_path, address=cluster[node_id])
+    service.admin = MembershipAdmin(node, cluster, lambda: service.wire_address, admin_token)
+    if join:
+        log.info("replica %d joins the cluster: it waits for the leader to add it (`server.py members add`)", node_id)
     monitoring = monitoring_or_none(service, cluster, data_dir, metrics_address, security.grpc_channel_credentials())
     backend = {t: service if monitoring is None else monitoring.backend_for(service, t) for t in ("grpc", "wire")}
     replaced: "asyncio.Future[str]" = asyncio.get_event_loop().create_future()

@@ -135,11 +135,38 @@ def build_parser() -> argparse.ArgumentParser:
     security.add_argument("--plain-wire", action="store_true",
                           help="serve the wire protocol without TLS even with --cert (for clients written from the "
                           "brief's plain byte protocol; warns unless it listens on loopback only)")
-    parser.add_argument("command", nargs="?", choices=["status", "certs"],
+    membership = parser.add_argument_group(
+        "membership (add, remove and replace replicas while the cluster runs)",
+        "`members` shows the configuration; `members add ID=HOST:PORT [--peer HOST:PORT] [--wire HOST:PORT]` adds a "
+        "replica (as a learner, caught up, then promoted to voter); `members remove ID [--force]` removes one (the "
+        "leader hands leadership over first). Changes need the cluster's admin token: replicas take "
+        "--admin-token-file, and so does the command (default: the local cluster's DATA/admin.token).",
+    )
+    membership.add_argument("--admin-token-file", metavar="FILE",
+                            help="one replica: accept membership changes carrying the token in FILE (mode 0600; "
+                            "without it they are refused); members add/remove: the token to send (default: "
+                            "DATA/admin.token, which the local cluster creates)")
+    membership.add_argument("--join", action="store_true",
+                            help="one replica: a new replica joining a running cluster: it does not campaign, waits "
+                            "for the leader to add it (`members add`) and takes the membership from the log. Give "
+                            "--cluster with the members you know and itself, and a certificate from the cluster CA "
+                            "(`certs add`)")
+    membership.add_argument("--peer", metavar="HOST:PORT",
+                            help=f"members add, certs add: the new replica's Raft address (default: its gRPC port + "
+                            f"{defaults.RAFT_PORT_OFFSET})")
+    membership.add_argument("--catch-up-timeout", type=float, default=120.0, metavar="SECONDS",
+                            help="members add: how long the new replica may take to catch up before the command gives "
+                            "up, leaving it a learner (default %(default)s)")
+    parser.add_argument("command", nargs="?", choices=["status", "certs", "members", "add-replica"],
                         help="status: show every replica's role, term and indexes; "
-                        "certs init DIR --cluster ... [--peers ...]: create a cluster CA and a certificate per replica")
+                        "certs init DIR --cluster ... [--peers ...]: create a cluster CA and a certificate per replica; "
+                        "certs add DIR ID=HOST:PORT [--peer HOST:PORT]: a certificate for a new replica; "
+                        "members [add ID=HOST:PORT | remove ID]: see the membership section; "
+                        "add-replica: start one more replica of the running local cluster and add it")
     parser.add_argument("command_args", nargs="*", metavar="ARGS", help=argparse.SUPPRESS)
-    parser.add_argument("--force", action="store_true", help="certs init: issue new replica certificates even where some exist")
+    parser.add_argument("--force", action="store_true",
+                        help="certs init: issue new replica certificates even where some exist; members remove: "
+                        "remove even if the remaining voters would not have a live quorum")
     return parser
 
 
@@ -150,6 +177,14 @@ def main(argv: Optional[List[str]] = None) -> None:
         sys.exit(_status(args))
     if args.command == "certs":
         sys.exit(_certs(parser, args))
+    if args.command == "members":
+        from replichat.membership_cli import members_command
+
+        sys.exit(members_command(parser, args))
+    if args.command == "add-replica":
+        from replichat.membership_cli import add_replica_command
+
+        sys.exit(add_replica_command(parser, args))
     if args.command_args:
         parser.error(f"unexpected arguments: {' '.join(args.command_args)}")
     if args.id is not None or args.cluster is not None:
@@ -196,7 +231,9 @@ def _local_cluster(parser: argparse.ArgumentParser, args: argparse.Namespace) ->
             i: f"{defaults.DEFAULT_HOST}:{args.metrics_port + i - 1}" for i in ids},
         extra_args=_tuning_args(args),
         client_tls=True,
+        admin_token=True,
     )
+    cluster.load_joined()  # replicas added by `server.py add-replica` in an earlier run
     if not args.no_metrics:
         cluster.enable_controls()
     cluster.start_all()
@@ -217,6 +254,9 @@ def _one_replica(parser: argparse.ArgumentParser, args: argparse.Namespace) -> i
         parser.error("running one replica needs both --id and --cluster")
     if args.id not in args.cluster:
         parser.error(f"--id {args.id} is not in --cluster ({', '.join(map(str, sorted(args.cluster)))})")
+    if args.join and args.insecure_peers:
+        parser.error("--join needs peer TLS (--certs-dir or --peer-*-file): with --insecure-peers the cluster's "
+                     "identity comes from its --cluster list, which a joining replica's differs from")
     if args.peers is not None and set(args.peers) != set(args.cluster):
         parser.error(
             f"--peers must list the same replicas as --cluster ({', '.join(map(str, sorted(args.cluster)))}), "
@@ -251,12 +291,21 @@ def _one_replica(parser: argparse.ArgumentParser, args: argparse.Namespace) -> i
         snapshot_keep=max(0, args.snapshot_keep),
     )
     data_dir = args.data_dir or os.path.join("data", f"replica-{args.id}")
+    admin_token = None
+    if args.admin_token_file:
+        from replichat.membership_admin import TokenError, read_token_file
+
+        try:
+            admin_token = read_token_file(args.admin_token_file)
+        except TokenError as error:
+            parser.error(str(error))
     try:
         return _run(
             serve_replica(args.id, args.cluster, data_dir, peers=peers, bind_address=args.bind,
                           wire_address=None if args.no_wire else args.wire, options=options,
                           metrics_address=args.metrics, security=security,
-                          max_streams_per_address=args.max_streams_per_address)
+                          max_streams_per_address=args.max_streams_per_address, admin_token=admin_token,
+                          join=args.join)
         )
     except ListenError as error:  # a busy gRPC or Raft port: say which, no traceback
         print(f"replica {args.id}: {error}", file=sys.stderr)
@@ -304,8 +353,11 @@ def _certs(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     """`server.py certs init DIR --cluster ... [--peers ...] [--wire ...]`."""
     from replichat.security.certs import init_certs
 
+    if len(args.command_args) == 3 and args.command_args[0] == "add":
+        return _certs_add(parser, args.command_args[1], args.command_args[2], args.peer)
     if len(args.command_args) != 2 or args.command_args[0] != "init":
-        parser.error("usage: server.py certs init DIR --cluster ID=HOST:PORT,... [--peers ID=HOST:PORT,...] [--force]")
+        parser.error("usage: server.py certs init DIR --cluster ID=HOST:PORT,... [--peers ID=HOST:PORT,...] [--force]"
+                     "  |  server.py certs add DIR ID=HOST:PORT [--peer HOST:PORT]")
     directory = args.command_args[1]
     if args.cluster is None:
         parser.error("certs init needs --cluster (every replica's address: its certificate names the host)")
@@ -317,6 +369,26 @@ def _certs(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         print(f"wrote {path}")
     print(f"{directory}/ca.key signs certificates: keep it off the replicas. "
           f"Give each replica --certs-dir with ca.crt and its own replica-N.crt/.key.")
+    return 0
+
+
+def _certs_add(parser: argparse.ArgumentParser, directory: str, member: str, peer: Optional[str]) -> int:
+    """`server.py certs add DIR ID=HOST:PORT [--peer HOST:PORT]`: a certificate for a new
+    replica, signed by the CA in DIR (which must hold ca.key)."""
+    from replichat.security.certs import CA_KEY, init_certs
+
+    try:
+        ((rid, address),) = parse_cluster(member).items()
+    except argparse.ArgumentTypeError as error:
+        parser.error(str(error))
+    if not os.path.isfile(os.path.join(directory, CA_KEY)):
+        parser.error(f"{directory} has no {CA_KEY}: certs add signs with the cluster CA's key (the local cluster's is "
+                     "in DATA/certs)")
+    raft = peer or defaults.raft_addresses({rid: address})[rid]
+    hosts = sorted({address.rpartition(":")[0], raft.rpartition(":")[0], "localhost", "127.0.0.1"} - {""})
+    for path in init_certs(directory, {rid: hosts}):
+        print(f"wrote {path}")
+    print(f"Give replica {rid} --certs-dir with {directory}/ca.crt and its replica-{rid}.crt/.key.")
     return 0
 
 

@@ -714,20 +714,42 @@ class PeerTransport:
                  guard: Optional["IdentityGuard"] = None) -> None:
         """ssl_context: mutual TLS (security/tls.py peer_client_context); None: plain TCP.
         guard: greet with the identity greeting (cluster id, incarnations); None: bare MAGIC."""
+        self._self_id = self_id
+        self._ssl = ssl_context
+        self._guard = guard
+        self._started = False
         self._links = {
             peer: _PeerLink(peer, address, ssl_context, guard) for peer, address in addresses.items() if peer != self_id
         }
 
     def start(self) -> None:
+        self._started = True
         for link in self._links.values():
             link.task = asyncio.ensure_future(link.run())
+
+    def set_peers(self, addresses: Dict[int, str]) -> None:
+        """Follow a membership change: a link to each replica in `addresses` (new ones are
+        dialled when they have messages), none to a replica no longer in it (its queue is
+        dropped: Raft resends what matters to members)."""
+        wanted = {peer: address for peer, address in addresses.items() if peer != self._self_id}
+        for peer, link in list(self._links.items()):
+            if wanted.get(peer) != link.address:
+                del self._links[peer]
+                asyncio.ensure_future(link.close())
+        for peer, address in wanted.items():
+            if peer not in self._links:
+                link = self._links[peer] = _PeerLink(peer, address, self._ssl, self._guard)
+                if self._started:
+                    link.task = asyncio.ensure_future(link.run())
 
     def send(self, messages: Sequence[PeerItem]) -> None:
         touched: Dict[int, _PeerLink] = {}
         for m in messages:
             link = self._links.get(m.dst)
             if link is None:
-                raise AssertionError(f"message for unknown replica {m.dst}")
+                # A member removed a moment ago (say, a snapshot still streaming to it): its
+                # link is gone, and so is the need to reach it.
+                continue
             if len(link.queue) < MAX_QUEUED:
                 link.queue.append(m)
             touched[m.dst] = link
@@ -736,7 +758,8 @@ class PeerTransport:
                 link.wake.set()
 
     def reachable(self, peer: int) -> bool:
-        return self._links[peer].reachable
+        link = self._links.get(peer)
+        return link is not None and link.reachable
 
     def bytes_sent(self) -> Dict[int, int]:
         """Bytes written to each peer's connection so far (metrics)."""

@@ -55,6 +55,7 @@ STATUS_FOR_CODE: Dict[Code, grpc.StatusCode] = {
     Code.UNAVAILABLE: grpc.StatusCode.UNAVAILABLE,
     Code.UNAUTHENTICATED: grpc.StatusCode.UNAUTHENTICATED,
     Code.RATE_LIMITED: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    Code.PERMISSION_DENIED: grpc.StatusCode.PERMISSION_DENIED,
 }
 
 
@@ -168,6 +169,16 @@ class ChatServicer(chat_pb2_grpc.ChatServicer):
         self, request: chat_pb2.StatusRequest, context: grpc.aio.ServicerContext
     ) -> chat_pb2.StatusResponse:
         return await _answer(context, "Status", _now(self._backend.status))
+
+    async def Members(
+        self, request: chat_pb2.MembersRequest, context: grpc.aio.ServicerContext
+    ) -> chat_pb2.MembersResponse:
+        return await _answer(context, "Members", _now(self._backend.members))
+
+    async def ChangeMembership(
+        self, request: chat_pb2.ChangeMembershipRequest, context: grpc.aio.ServicerContext
+    ) -> chat_pb2.ChangeMembershipResponse:
+        return await _answer(context, "ChangeMembership", self._backend.change_membership(request))
 
 
 async def _now(fn: Callable[[], T]) -> T:

@@ -12,7 +12,7 @@ import concurrent.futures
 import itertools
 import time
 import uuid
-from typing import AsyncIterator, Dict, List, Optional, Set, Tuple
+from typing import TYPE_CHECKING, AsyncIterator, Dict, List, Optional, Set, Tuple
 
 from replichat.chat.auth import Account, Authenticator, AuthLimits
 from replichat.chat.machine import command_key
@@ -23,6 +23,9 @@ from replichat.errors import ChatError, Code
 from replichat.metrics.observer import RuntimeObserver
 from replichat.proto import chat_pb2, command_pb2
 from replichat.runtime.node import Node
+
+if TYPE_CHECKING:
+    from replichat.membership_admin import MembershipAdmin
 
 _RESULT_ERRORS = {
     command_pb2.CommandResult.INVALID_ARGUMENT: Code.INVALID_ARGUMENT,
@@ -52,6 +55,8 @@ class ChatService:
         self.id = node.id
         self.address = address
         self.wire_address = ""
+        # Members and ChangeMembership (replichat/membership_admin.py), set by the replica.
+        self.admin: Optional["MembershipAdmin"] = None
         self._state_path = state_path
         self._instance = uuid.uuid4().hex
         self._request_numbers = itertools.count(1)
@@ -278,6 +283,16 @@ class ChatService:
         if not reader.user_exists(name):
             return None, []
         return reader.session_of(name) or "", reader.pending(name, after_seq, STREAM_BATCH)
+
+    def members(self) -> chat_pb2.MembersResponse:
+        if self.admin is None:
+            raise ChatError(Code.UNAVAILABLE, f"replica {self.id} serves no membership view")
+        return self.admin.members()
+
+    async def change_membership(self, request: chat_pb2.ChangeMembershipRequest) -> chat_pb2.ChangeMembershipResponse:
+        if self.admin is None:
+            raise ChatError(Code.PERMISSION_DENIED, f"replica {self.id} takes no membership changes")
+        return await self.admin.change_membership(request)
 
     def status(self) -> chat_pb2.StatusResponse:
         status = self.node.status()

@@ -35,6 +35,10 @@ from replichat.proto import chat_pb2, chat_pb2_grpc
 
 log = logging.getLogger(__name__)
 
+# How often a client asks for the cluster's members (also after each failover), and how long it waits.
+MEMBERS_REFRESH_S = 10.0
+MEMBERS_TIMEOUT = 2.0
+
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 
 CHANNEL_OPTIONS: List[Tuple[str, int]] = [
@@ -64,6 +68,7 @@ FINAL = frozenset(
         grpc.StatusCode.FAILED_PRECONDITION,
         grpc.StatusCode.RESOURCE_EXHAUSTED,
         grpc.StatusCode.UNAUTHENTICATED,
+        grpc.StatusCode.PERMISSION_DENIED,
     }
 )
 
@@ -76,6 +81,7 @@ CODE_FOR_STATUS: Dict[grpc.StatusCode, Code] = {
     # A limit: too many failed logins, creates or streams (or a request over the size limit).
     grpc.StatusCode.RESOURCE_EXHAUSTED: Code.RATE_LIMITED,
     grpc.StatusCode.UNAUTHENTICATED: Code.UNAUTHENTICATED,
+    grpc.StatusCode.PERMISSION_DENIED: Code.PERMISSION_DENIED,
 }
 
 
@@ -164,6 +170,12 @@ class ChatClient:
         self._channels: Dict[str, grpc.aio.Channel] = {}
         self._stubs: Dict[str, chat_pb2_grpc.ChatStub] = {}
         self._sessions: Set["Session"] = set()
+        # Membership (replichat/membership_admin.py): the ring follows the cluster's members,
+        # asked after the first answer, after a failover, and every MEMBERS_REFRESH_S.
+        self._members_checked_at = -MEMBERS_REFRESH_S
+        self._members_stale = True
+        self._members_task: Optional["asyncio.Task[None]"] = None
+        self._members_supported = True
 
     @property
     def servers(self) -> List[str]:
@@ -195,11 +207,14 @@ class ChatClient:
 
         async def attempt(address: str, timeout: float) -> Any:
             try:
-                return await getattr(self._stub(address), method)(request, timeout=timeout)
+                response = await getattr(self._stub(address), method)(request, timeout=timeout)
             except grpc.aio.AioRpcError as error:
                 if error.code() in FINAL:
                     raise _chat_error(error, address) from None
+                self._members_stale = True
                 raise Retry(address, _describe(error, address)) from None
+            self._check_members(address)
+            return response
 
         return await call_with_failover(self.ring, "could reach a quorum", attempt)
 
@@ -278,8 +293,36 @@ class ChatClient:
 
         return list(await asyncio.gather(*(one(address) for address in self.servers)))
 
+    def _check_members(self, address: str) -> None:
+        """Ask `address` (which just answered) for the members in the background, when due."""
+        if not self._members_supported or (self._members_task is not None and not self._members_task.done()):
+            return
+        loop = asyncio.get_running_loop()
+        if not self._members_stale and loop.time() - self._members_checked_at < MEMBERS_REFRESH_S:
+            return
+        self._members_stale = False
+        self._members_checked_at = loop.time()
+        self._members_task = loop.create_task(self._learn_members(address))
+
+    async def _learn_members(self, address: str) -> None:
+        try:
+            view = await self._stub(address).Members(chat_pb2.MembersRequest(), timeout=MEMBERS_TIMEOUT)
+        except grpc.aio.AioRpcError as error:
+            if error.code() == grpc.StatusCode.UNIMPLEMENTED:  # a replica older than membership changes
+                self._members_supported = False
+            else:
+                self._members_stale = True
+            return
+        addresses = [m.address for m in view.members]
+        complete = bool(view.leader_id) and all(addresses)
+        if self.ring.learn(addresses, complete):
+            log.info("replicas now: %s (from the cluster's membership)", ", ".join(self.ring.servers))
+
     async def close(self) -> None:
         """Ends open sessions (flushing their acks) and closes every channel."""
+        if self._members_task is not None:
+            self._members_task.cancel()
+            await asyncio.wait([self._members_task])
         for session in list(self._sessions):
             await session.close()
         channels = list(self._channels.values())

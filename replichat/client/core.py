@@ -55,6 +55,25 @@ class ReplicaRing:
     def current(self) -> str:
         return self.servers[self._current]
 
+    def learn(self, addresses: Sequence[str], complete: bool) -> bool:
+        """Take the members the cluster reports: add replicas not known yet and, when the list
+        is `complete` (every member's address, from a replica that knows a leader), drop those
+        no longer members. The current replica stays current if it still is one. Returns
+        whether the ring changed."""
+        known = [a for a in addresses if a]
+        if not known:
+            return False
+        current = self.current
+        if complete:
+            servers = [a for a in self.servers if a in known] + [a for a in known if a not in self.servers]
+        else:
+            servers = self.servers + [a for a in known if a not in self.servers]
+        if servers == self.servers:
+            return False
+        self.servers = servers
+        self._current = servers.index(current) if current in servers else 0
+        return True
+
     def rotate_from(self, address: str) -> None:
         """Skips past a failed replica, unless a concurrent request already moved on."""
         if self.servers[self._current] == address:

@@ -201,3 +201,75 @@ class StatusResponse(_message.Message):
     first_index: int
     snapshot_index: int
     def __init__(self, id: _Optional[int] = ..., role: _Optional[str] = ..., term: _Optional[int] = ..., leader_id: _Optional[int] = ..., commit_index: _Optional[int] = ..., applied_index: _Optional[int] = ..., last_index: _Optional[int] = ..., peers: _Optional[_Iterable[_Union[PeerProgress, _Mapping]]] = ..., address: _Optional[str] = ..., wire_address: _Optional[str] = ..., first_index: _Optional[int] = ..., snapshot_index: _Optional[int] = ...) -> None: ...
+
+class MembersRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class MemberInfo(_message.Message):
+    __slots__ = ("id", "address", "raft_address", "wire_address", "voter", "match_index", "leader")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    RAFT_ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    WIRE_ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    VOTER_FIELD_NUMBER: _ClassVar[int]
+    MATCH_INDEX_FIELD_NUMBER: _ClassVar[int]
+    LEADER_FIELD_NUMBER: _ClassVar[int]
+    id: int
+    address: str
+    raft_address: str
+    wire_address: str
+    voter: bool
+    match_index: int
+    leader: bool
+    def __init__(self, id: _Optional[int] = ..., address: _Optional[str] = ..., raft_address: _Optional[str] = ..., wire_address: _Optional[str] = ..., voter: bool = ..., match_index: _Optional[int] = ..., leader: bool = ...) -> None: ...
+
+class MembersResponse(_message.Message):
+    __slots__ = ("replica_id", "leader_id", "term", "last_index", "commit_index", "members")
+    REPLICA_ID_FIELD_NUMBER: _ClassVar[int]
+    LEADER_ID_FIELD_NUMBER: _ClassVar[int]
+    TERM_FIELD_NUMBER: _ClassVar[int]
+    LAST_INDEX_FIELD_NUMBER: _ClassVar[int]
+    COMMIT_INDEX_FIELD_NUMBER: _ClassVar[int]
+    MEMBERS_FIELD_NUMBER: _ClassVar[int]
+    replica_id: int
+    leader_id: int
+    term: int
+    last_index: int
+    commit_index: int
+    members: _containers.RepeatedCompositeFieldContainer[MemberInfo]
+    def __init__(self, replica_id: _Optional[int] = ..., leader_id: _Optional[int] = ..., term: _Optional[int] = ..., last_index: _Optional[int] = ..., commit_index: _Optional[int] = ..., members: _Optional[_Iterable[_Union[MemberInfo, _Mapping]]] = ...) -> None: ...
+
+class ChangeMembershipRequest(_message.Message):
+    __slots__ = ("kind", "id", "address", "raft_address", "wire_address", "admin_token")
+    class Kind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+        __slots__ = ()
+        KIND_UNSPECIFIED: _ClassVar[ChangeMembershipRequest.Kind]
+        ADD_LEARNER: _ClassVar[ChangeMembershipRequest.Kind]
+        PROMOTE: _ClassVar[ChangeMembershipRequest.Kind]
+        REMOVE: _ClassVar[ChangeMembershipRequest.Kind]
+    KIND_UNSPECIFIED: ChangeMembershipRequest.Kind
+    ADD_LEARNER: ChangeMembershipRequest.Kind
+    PROMOTE: ChangeMembershipRequest.Kind
+    REMOVE: ChangeMembershipRequest.Kind
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    ID_FIELD_NUMBER: _ClassVar[int]
+    ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    RAFT_ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    WIRE_ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    ADMIN_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    kind: ChangeMembershipRequest.Kind
+    id: int
+    address: str
+    raft_address: str
+    wire_address: str
+    admin_token: str
+    def __init__(self, kind: _Optional[_Union[ChangeMembershipRequest.Kind, str]] = ..., id: _Optional[int] = ..., address: _Optional[str] = ..., raft_address: _Optional[str] = ..., wire_address: _Optional[str] = ..., admin_token: _Optional[str] = ...) -> None: ...
+
+class ChangeMembershipResponse(_message.Message):
+    __slots__ = ("index", "members")
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    MEMBERS_FIELD_NUMBER: _ClassVar[int]
+    index: int
+    members: MembersResponse
+    def __init__(self, index: _Optional[int] = ..., members: _Optional[_Union[MembersResponse, _Mapping]] = ...) -> None: ...

@@ -69,6 +69,16 @@ class ChatStub(object):
                 request_serializer=replichat_dot_proto_dot_chat__pb2.StatusRequest.SerializeToString,
                 response_deserializer=replichat_dot_proto_dot_chat__pb2.StatusResponse.FromString,
                 _registered_method=True)
+        self.Members = channel.unary_unary(
+                '/replichat.v1.Chat/Members',
+                request_serializer=replichat_dot_proto_dot_chat__pb2.MembersRequest.SerializeToString,
+                response_deserializer=replichat_dot_proto_dot_chat__pb2.MembersResponse.FromString,
+                _registered_method=True)
+        self.ChangeMembership = channel.unary_unary(
+                '/replichat.v1.Chat/ChangeMembership',
+                request_serializer=replichat_dot_proto_dot_chat__pb2.ChangeMembershipRequest.SerializeToString,
+                response_deserializer=replichat_dot_proto_dot_chat__pb2.ChangeMembershipResponse.FromString,
+                _registered_method=True)
 
 
 class ChatServicer(object):
@@ -120,6 +130,24 @@ class ChatServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Members(self, request, context):
+        """The configuration in effect as this replica sees it: every member's addresses, voter or
+        learner, who leads (match indexes when asked at the leader). Read-only, open to clients:
+        they learn replicas added after they started.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ChangeMembership(self, request, context):
+        """An ADMIN operation (add a learner, promote it, remove a member), answered by the leader
+        once the change is committed and applied there. Needs the cluster's admin token
+        (PERMISSION_DENIED otherwise, or when the replica has no --admin-token-file).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ChatServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -157,6 +185,16 @@ def add_ChatServicer_to_server(servicer, server):
                     servicer.Status,
                     request_deserializer=replichat_dot_proto_dot_chat__pb2.StatusRequest.FromString,
                     response_serializer=replichat_dot_proto_dot_chat__pb2.StatusResponse.SerializeToString,
+            ),
+            'Members': grpc.unary_unary_rpc_method_handler(
+                    servicer.Members,
+                    request_deserializer=replichat_dot_proto_dot_chat__pb2.MembersRequest.FromString,
+                    response_serializer=replichat_dot_proto_dot_chat__pb2.MembersResponse.SerializeToString,
+            ),
+            'ChangeMembership': grpc.unary_unary_rpc_method_handler(
+                    servicer.ChangeMembership,
+                    request_deserializer=replichat_dot_proto_dot_chat__pb2.ChangeMembershipRequest.FromString,
+                    response_serializer=replichat_dot_proto_dot_chat__pb2.ChangeMembershipResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -348,6 +386,60 @@ class Chat(object):
             '/replichat.v1.Chat/Status',
             replichat_dot_proto_dot_chat__pb2.StatusRequest.SerializeToString,
             replichat_dot_proto_dot_chat__pb2.StatusResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Members(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/replichat.v1.Chat/Members',
+            replichat_dot_proto_dot_chat__pb2.MembersRequest.SerializeToString,
+            replichat_dot_proto_dot_chat__pb2.MembersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ChangeMembership(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/replichat.v1.Chat/ChangeMembership',
+            replichat_dot_proto_dot_chat__pb2.ChangeMembershipRequest.SerializeToString,
+            replichat_dot_proto_dot_chat__pb2.ChangeMembershipResponse.FromString,
             options,
             channel_credentials,
             insecure,

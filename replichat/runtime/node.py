@@ -126,6 +126,12 @@ class Node:
         state-machine threads, which then own what they open."""
         self.id = node_id
         self.peers = dict(peers)
+        # The Raft addresses this replica was given (--peers/--cluster). `peers` then follows
+        # the configuration in effect (the log's), in place: the transport's links and the
+        # Raft port's admitted senders are built from it (see _follow_membership).
+        self._static_peers = dict(peers)
+        self._membership_seen: Optional[Membership] = None
+        self._membership_hooks: List[Callable[[Membership], None]] = []
         self._bootstrap_voters = tuple(sorted(voters if voters is not None else self.peers))
         # Members of the configuration whose Raft address this replica does not know: their
         # messages are dropped (logged once each) rather than sent nowhere.
@@ -218,6 +224,7 @@ class Node:
             ", ".join(f"{i}={a}" for i, a in sorted(self.peers.items()) if i != self.id) or "none",
         )
         self.transport.start()
+        self._follow_membership(starting=True)
         self._tasks = [asyncio.ensure_future(self._run()), asyncio.ensure_future(self._ticker())]
 
     async def hand_over_leadership(self) -> None:
@@ -404,6 +411,8 @@ class Node:
                         raise snapshots.failure
                     snapshots.after_apply()
             driver.advance(step)
+            if driver.membership is not self._membership_seen:
+                self._follow_membership()
             # Input that arrived during the awaits above joins the next Ready.
             self._feed(driver)
 
@@ -412,12 +421,56 @@ class Node:
         if all(m.dst in peers for m in messages):
             self.transport.send(messages)
             return
+        if self._driver().membership is not self._membership_seen:
+            self._follow_membership()  # a member added by the entry just appended
         for m in messages:
             if m.dst not in peers and m.dst not in self._unreachable_members:
                 self._unreachable_members.add(m.dst)
                 log.warning("replica %d has no Raft address for replica %d, a member of %s: not sending to it",
                             self.id, m.dst, self._driver().membership.describe())
         self.transport.send([m for m in messages if m.dst in peers])
+
+    def add_membership_hook(self, hook: Callable[[Membership], None]) -> None:
+        """`hook(membership)` on the loop whenever the configuration in effect changes (and
+        once at start)."""
+        self._membership_hooks.append(hook)
+
+    def raft_address(self, member: int) -> str:
+        """Where `member` listens for its peers, as far as this replica knows ("" if not)."""
+        return self.peers.get(member) or self._static_peers.get(member, "")
+
+    def _follow_membership(self, starting: bool = False) -> None:
+        """Make the peer links and the Raft port's admitted senders those of the configuration
+        in effect: a member's Raft address from the configuration, else the one given at start."""
+        membership = self._driver().membership
+        self._membership_seen = membership
+        wanted: Dict[int, str] = {}
+        for member in membership.members:
+            address = member.address("raft") or self._static_peers.get(member.id, "")
+            if address:
+                wanted[member.id] = address
+        own = self._static_peers.get(self.id) or wanted.get(self.id)
+        if own:
+            wanted[self.id] = own
+        if starting and set(self._static_peers) != membership.ids | {self.id}:
+            log.warning(
+                "replica %d: the configuration in its log/snapshot (%s) differs from the replicas it was started with "
+                "(%s): the log's configuration is the one in effect",
+                self.id, membership.describe(), ",".join(str(i) for i in sorted(self._static_peers)),
+            )
+        if wanted != self.peers:
+            added = sorted(set(wanted) - set(self.peers))
+            removed = sorted(set(self.peers) - set(wanted))
+            if not starting:
+                log.info("replica %d follows the configuration %s: peer links%s%s", self.id, membership.describe(),
+                         f" added {added}" if added else "", f" dropped {removed}" if removed else "")
+            # In place: the Raft listener admits the senders in this very dict.
+            self.peers.clear()
+            self.peers.update(wanted)
+            self.transport.set_peers(wanted)
+            self._unreachable_members -= set(wanted)
+        for hook in self._membership_hooks:
+            hook(membership)
 
     def _feed(self, driver: Driver) -> None:
         driver.feed()
