@@ -14,7 +14,7 @@ from replichat.proto import chat_pb2, chat_pb2_grpc
 class ProcessCluster(LocalCluster):
     def __init__(self, base_dir: str, replicas: int = 5, *, wire: bool = False, tick_ms: int = 50,
                  election_ticks: int = 10, metrics: bool = False, server_args: Sequence[str] = (),
-                 peer_tls: bool = True, client_tls: bool = False) -> None:
+                 peer_tls: bool = True, client_tls: bool = False, admin_token: bool = False) -> None:
         os.makedirs(base_dir, exist_ok=True)
         # gRPC, Raft, wire and metrics ports, all free at once (not gRPC + 200, which may be taken).
         ports = free_ports(replicas * 4)
@@ -29,6 +29,7 @@ class ProcessCluster(LocalCluster):
             log_dir=base_dir,
             peer_tls=peer_tls,
             client_tls=client_tls,
+            admin_token=admin_token,
         )
         # Extra environment for one replica's next starts (set it before start(), pop it to stop):
         # how the crash tests arm replichat/crashpoints.py in one process only.
@@ -40,6 +41,13 @@ class ProcessCluster(LocalCluster):
             return super().command(node_id)
         # env(1) execs the server: the process (and its pid) is the replica itself.
         return ["env", *(f"{k}={v}" for k, v in sorted(extra.items())), *super().command(node_id)]
+
+    def start_joining(self, node_id: int) -> None:
+        """Start a new replica `node_id` on free ports with --join (it waits to be added)."""
+        grpc_port, raft_port, wire_port = free_ports(3)
+        self.add_joined(node_id, f"127.0.0.1:{grpc_port}", f"127.0.0.1:{raft_port}",
+                        f"127.0.0.1:{wire_port}" if self.wire_addresses else "")
+        self.start(node_id)
 
     def logs(self) -> str:
         out = []
