@@ -452,12 +452,6 @@ class Node:
         own = self._static_peers.get(self.id) or wanted.get(self.id)
         if own:
             wanted[self.id] = own
-        if starting and set(self._static_peers) != membership.ids | {self.id}:
-            log.warning(
-                "replica %d: the configuration in its log/snapshot (%s) differs from the replicas it was started with "
-                "(%s): the log's configuration is the one in effect",
-                self.id, membership.describe(), ",".join(str(i) for i in sorted(self._static_peers)),
-            )
         if wanted != self.peers:
             added = sorted(set(wanted) - set(self.peers))
             removed = sorted(set(self.peers) - set(wanted))
