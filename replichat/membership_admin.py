@@ -24,6 +24,7 @@ from replichat.errors import ChatError, Code
 from replichat.proto import chat_pb2
 from replichat.raft.core import Role
 from replichat.raft.membership import MAX_ADDRESS_CHARS, MAX_ID, Change, MembershipError
+from replichat.raft.validate import DropCounter
 from replichat.runtime.node import Node
 
 log = logging.getLogger(__name__)
@@ -91,6 +92,7 @@ class MembershipAdmin:
         self._wire = dict(wire_addresses or {})
         self._own_wire = own_wire
         self._token = token.encode("ascii") if token is not None else None
+        self._refused = DropCounter()
 
     # ----------------------------------------------------------------- the view
 
@@ -157,7 +159,9 @@ class MembershipAdmin:
             raise ChatError(Code.PERMISSION_DENIED, DISABLED_HELP.format(replica=self._node.id))
         # Constant time: how much of a guess matched must not show in the answer's timing.
         if not hmac.compare_digest(given.encode("utf-8", "replace"), self._token):
-            log.warning("replica %d refused a membership change: wrong admin token", self._node.id)
+            if self._refused.record():  # the first ones, then one per power of two: no log flood
+                log.warning("replica %d refused a membership change: wrong admin token (%d so far)",
+                            self._node.id, self._refused.count)
             raise ChatError(Code.PERMISSION_DENIED, "wrong admin token: membership changes need the cluster's "
                                                     "admin token (--admin-token-file)")
 

@@ -133,9 +133,15 @@ class MembershipClient:
                   catch_up_timeout_s: float = 120.0) -> None:
         """Add replica `rid` as a learner, wait until it has caught up, promote it."""
         started = time.monotonic()
-        response = await self.change(Kind(kind=Kind.ADD_LEARNER, id=rid, address=address,
-                                          raft_address=raft_address, wire_address=wire_address))
-        self._say(f"added replica {rid} as a learner (configuration entry {response.index}); catching it up")
+        existing = _member(await self.members(), rid)
+        if existing is not None and existing.voter:
+            raise ChatError(Code.INVALID_ARGUMENT, f"replica {rid} is already a voter")
+        if existing is not None:  # a learner left by an earlier attempt: carry on from there
+            self._say(f"replica {rid} is a learner already; catching it up")
+        else:
+            response = await self.change(Kind(kind=Kind.ADD_LEARNER, id=rid, address=address,
+                                              raft_address=raft_address, wire_address=wire_address))
+            self._say(f"added replica {rid} as a learner (configuration entry {response.index}); catching it up")
         give_up = time.monotonic() + catch_up_timeout_s
         while True:
             view = await self.members()
@@ -177,10 +183,9 @@ class MembershipClient:
                     f"refusing to remove replica {rid}: the remaining voters {[m.id for m in remaining]} need "
                     f"{needed} live to decide, and only {up or 'none'} answer. The cluster would stop taking "
                     "writes; bring replicas back first, or add --force")
-        if target.leader:
-            self._say(f"replica {rid} leads: handing leadership over before removing it")
         response = await self.change(Kind(kind=Kind.REMOVE, id=rid))
-        self._say(f"removed replica {rid} (configuration entry {response.index}); voters now: "
+        led = " (it led: it handed leadership over first)" if target.leader else ""
+        self._say(f"removed replica {rid}{led} (configuration entry {response.index}); voters now: "
                   f"{_ids(response.members, True)}" + (f", learners: {_ids(response.members, False)}"
                                                        if _ids(response.members, False) else ""))
 
