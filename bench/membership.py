@@ -1,0 +1,150 @@
+"""Membership changes on a real cluster: how long a new replica takes to become a voter with a
+history behind it, and the write pause each change causes, next to the failover pause.
+
+    python3 bench/membership.py [--stored 100000] [--snapshot-entries 10000]
+
+A 3-replica cluster (admin token, snapshots every --snapshot-entries) stores --stored messages
+(64 bytes, 64 senders at once). Then one writer sends at concurrency 1 throughout, and in turn:
+replica 4 is added (learner -> caught up by snapshot, then log -> promoted), replica 5 too, a
+follower is removed, the leader is removed (it hands leadership over first), and finally the
+leader is killed with kill -9 (the baseline: the failover pause). For each: the time the
+change took, and the pause = the longest gap between two acknowledged writes of the writer
+that overlaps the change. The steady state's longest gap (before any change) is printed too.
+"""
+import argparse
+import asyncio
+import os
+import sys
+import tempfile
+import time
+from typing import List, Tuple
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from bench.cluster import BenchCluster  # noqa: E402
+from bench.common import keep_grpc_aio_initialized, progress  # noqa: E402
+from replichat.client.admin import MembershipClient  # noqa: E402
+from replichat.client.api import ChatClient  # noqa: E402
+from replichat.membership_admin import read_token_file  # noqa: E402
+
+
+class Writer:
+    """Concurrency-1 writes; the completion time of each acknowledged one."""
+
+    def __init__(self, client: ChatClient) -> None:
+        self.client = client
+        self.done: List[float] = []
+        self._stop = False
+        self.task = asyncio.ensure_future(self._run())
+
+    async def _run(self) -> None:
+        n = 0
+        while not self._stop:
+            n += 1
+            try:
+                await self.client.send("sink", f"w{n}")
+                self.done.append(time.monotonic())
+            except Exception as error:  # an unknown outcome is a gap like any other
+                progress(f"writer: {error}")
+
+    def longest_gap(self, start: float, end: float) -> float:
+        """The longest gap between acknowledged writes overlapping [start, end]."""
+        times = self.done
+        gaps = [b - a for a, b in zip(times, times[1:]) if b >= start and a <= end]
+        return max(gaps, default=end - start)
+
+    async def stop(self) -> None:
+        self._stop = True
+        await self.task
+
+
+async def fill(cluster: BenchCluster, stored: int) -> None:
+    async with ChatClient(cluster.servers, deadline=60) as client:
+        await client.create("sink")
+        queue = iter(range(stored))
+
+        async def worker() -> None:
+            for n in queue:
+                await client.send("sink", f"{n:064d}")
+
+        started = time.monotonic()
+        await asyncio.gather(*(worker() for _ in range(64)))
+        progress(f"stored {stored} messages in {time.monotonic() - started:.1f} s")
+
+
+async def run(args: argparse.Namespace, base: str) -> List[Tuple[str, float, float]]:
+    cluster = BenchCluster(base, 3, admin_token=True, server_args=[
+        "--max-creates-per-minute", "100000000", "--snapshot-entries", str(args.snapshot_entries)])
+    rows: List[Tuple[str, float, float]] = []
+    try:
+        cluster.start_all()
+        await cluster.wait_for_leader()
+        await fill(cluster, args.stored)
+        operator = MembershipClient(cluster.servers, admin_token=read_token_file(cluster.admin_token_file),
+                                    say=progress)
+        writer_client = ChatClient(cluster.servers, deadline=60)
+        writer = Writer(writer_client)
+        await asyncio.sleep(3.0)  # the steady state the pauses compare to (a measurement window)
+        now = time.monotonic()
+        rows.append(("steady state (3 s, no change)", 0.0, writer.longest_gap(now - 3.0, now)))
+
+        for new in (4, 5):
+            cluster.start_joining(new)
+            await cluster_ready(cluster, new)
+            started = time.monotonic()
+            await operator.add(new, cluster.addresses[new], cluster.peer_addresses[new], catch_up_timeout_s=600)
+            ended = time.monotonic()
+            rows.append((f"add replica {new} (learner, catch up, promote)", ended - started,
+                         writer.longest_gap(started, ended)))
+
+        leader = await cluster.wait_for_leader()
+        follower = next(i for i in (1, 2, 3) if i != leader)
+        for label, target in ((f"remove follower {follower}", follower), (f"remove leader {leader}", leader)):
+            started = time.monotonic()
+            await operator.remove(target)
+            ended = time.monotonic()
+            await asyncio.sleep(0.5)  # let writes after the change land before measuring
+            rows.append((label, ended - started, writer.longest_gap(started, ended + 0.5)))
+            cluster.kill(target)
+
+        leader = await cluster.wait_for_leader(among=[i for i in cluster.alive()])
+        started = time.monotonic()
+        cluster.kill(leader)
+        count = len(writer.done)
+        while len(writer.done) < count + 20:
+            await asyncio.sleep(0.05)
+        rows.append((f"failover: kill -9 leader {leader} (baseline)", 0.0, writer.longest_gap(started, time.monotonic())))
+        await writer.stop()
+        await writer_client.close()
+        await operator.close()
+    finally:
+        cluster.close()
+    return rows
+
+
+async def cluster_ready(cluster: BenchCluster, node_id: int) -> None:
+    """The new replica's gRPC port answers (it is up and waiting to be added)."""
+    deadline = time.monotonic() + 30
+    while await cluster.status(node_id) is None:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"replica {node_id} did not start")
+        await asyncio.sleep(0.1)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--stored", type=int, default=100_000, help="messages stored before the changes (default %(default)s)")
+    parser.add_argument("--snapshot-entries", type=int, default=10_000,
+                        help="the replicas' --snapshot-entries (default %(default)s)")
+    args = parser.parse_args()
+    keep_grpc_aio_initialized()
+    with tempfile.TemporaryDirectory(prefix="bench-membership-") as base:
+        rows = asyncio.run(run(args, base))
+    print(f"\nmembership changes, 3 replicas holding {args.stored} messages, one writer at concurrency 1")
+    print(f"{'change':<52} {'took (s)':>9} {'write pause (s)':>16}")
+    for label, took, pause in rows:
+        print(f"{label:<52} {took:>9.2f} {pause:>16.3f}")
+
+
+if __name__ == "__main__":
+    main()
