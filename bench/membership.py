@@ -97,6 +97,13 @@ async def run(args: argparse.Namespace, base: str) -> List[Tuple[str, float, flo
             rows.append((f"add replica {new} (learner, catch up, promote)", ended - started,
                          writer.longest_gap(started, ended)))
 
+        # The writer learns the new members (clients ask every 2 s): the pauses below are the
+        # changes', not a client that could only reach replicas that are gone.
+        give_up = time.monotonic() + 30
+        while not {cluster.addresses[4], cluster.addresses[5]} <= set(writer_client.servers):
+            if time.monotonic() > give_up:
+                raise RuntimeError(f"the writer did not learn replicas 4 and 5: {writer_client.servers}")
+            await asyncio.sleep(0.1)
         leader = await cluster.wait_for_leader()
         follower = next(i for i in (1, 2, 3) if i != leader)
         for label, target in ((f"remove follower {follower}", follower), (f"remove leader {leader}", leader)):
@@ -111,7 +118,10 @@ async def run(args: argparse.Namespace, base: str) -> List[Tuple[str, float, flo
         started = time.monotonic()
         cluster.kill(leader)
         count = len(writer.done)
+        give_up = time.monotonic() + 60
         while len(writer.done) < count + 20:
+            if time.monotonic() > give_up:
+                raise RuntimeError(f"no writes for 60 s after killing leader {leader}; logs in {base}")
             await asyncio.sleep(0.05)
         rows.append((f"failover: kill -9 leader {leader} (baseline)", 0.0, writer.longest_gap(started, time.monotonic())))
         await writer.stop()
@@ -136,10 +146,14 @@ def main() -> None:
     parser.add_argument("--stored", type=int, default=100_000, help="messages stored before the changes (default %(default)s)")
     parser.add_argument("--snapshot-entries", type=int, default=10_000,
                         help="the replicas' --snapshot-entries (default %(default)s)")
+    parser.add_argument("--keep", metavar="DIR", help="run in DIR and keep the replicas' data and logs there")
     args = parser.parse_args()
     keep_grpc_aio_initialized()
-    with tempfile.TemporaryDirectory(prefix="bench-membership-") as base:
-        rows = asyncio.run(run(args, base))
+    if args.keep:
+        rows = asyncio.run(run(args, args.keep))
+    else:
+        with tempfile.TemporaryDirectory(prefix="bench-membership-") as base:
+            rows = asyncio.run(run(args, base))
     print(f"\nmembership changes, 3 replicas holding {args.stored} messages, one writer at concurrency 1")
     print(f"{'change':<52} {'took (s)':>9} {'write pause (s)':>16}")
     for label, took, pause in rows:

@@ -36,7 +36,7 @@ from replichat.proto import chat_pb2, chat_pb2_grpc
 log = logging.getLogger(__name__)
 
 # How often a client asks for the cluster's members (also after each failover), and how long it waits.
-MEMBERS_REFRESH_S = 10.0
+MEMBERS_REFRESH_S = 2.0
 MEMBERS_TIMEOUT = 2.0
 
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024
