@@ -10,9 +10,11 @@ from typing import Dict, List, NamedTuple, Optional, Set, Tuple
 
 from replichat.chaos.cluster import ChaosCluster
 from replichat.chaos.disk_faults import flip_log_entry, undo_flip
+from replichat.client.admin import AdminError, MembershipClient
 from replichat.client.api import ChatClient
 from replichat.client.credentials import MemoryCredentials
 from replichat.errors import ChatError
+from replichat.membership_admin import read_token_file
 from replichat.proto import chat_pb2
 from replichat.sim.chat_model import OK, Create, ListUsers, Send
 from replichat.sim.linearizability import Operation, check_history
@@ -112,6 +114,10 @@ class Campaign:
         self.corruptions_detected = 0
         self.stop = asyncio.Event()
         self.credentials = MemoryCredentials()
+        # Membership changes among the faults: `member_out` removes a replica from the
+        # configuration (the leader too: it hands over first) and its heal adds it back (as a
+        # learner, caught up, promoted), with the operator's own client.
+        self.operator: Optional[MembershipClient] = None  # once the cluster made its admin token
 
     def now(self) -> float:
         return time.monotonic() - self.t0
@@ -243,7 +249,8 @@ class Campaign:
         ids = self.cluster.ids
         healthy = [i for i in ids if i not in self.faulty()]
         room = MAX_FAULTY - len(self.faulty())
-        kinds = ["kill_leader", "kill_random", "pause", "isolate", "asym_out", "asym_in", "one_way", "corrupt_entry"]
+        kinds = ["kill_leader", "kill_random", "pause", "isolate", "asym_out", "asym_in", "one_way", "corrupt_entry",
+                 "member_out"]
         if room >= 2:
             kinds.append("split")
         kind = self.rng.choice(kinds)
@@ -273,6 +280,15 @@ class Campaign:
                 links = {(node, j) for j in others}
             elif kind == "asym_in":
                 links = {(j, node) for j in others}
+        if kind == "member_out":
+            if any(f.kind == "member_out" for f in self.faults):
+                return  # one replica out of the configuration at a time
+            assert self.operator is not None
+            try:
+                await self.operator.remove(nodes[0])
+            except (ChatError, AdminError) as error:  # e.g. a live quorum would be missing: not a fault
+                self.log(f"[{self.now():6.2f}] member_out {nodes} not done: {error}")
+                return
         if kind.startswith("kill") or kind == "corrupt_entry":
             self.cluster.kill(nodes[0], signal.SIGKILL)
             self.killed.add(nodes[0])
@@ -310,15 +326,39 @@ class Campaign:
             )
         undo_flip(flip)
 
+    async def add_back(self, fault: Fault) -> None:
+        """Heal a member_out: the replica, still running, is added again with its own data
+        (a learner first; promoted once caught up). Retried while other faults make it fail."""
+        node = fault.nodes[0]
+        assert self.operator is not None
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                await self.operator.add(node, self.cluster.addresses[node], self.cluster.peer_addresses[node],
+                                        catch_up_timeout_s=20)
+                break
+            except (ChatError, AdminError) as error:
+                if time.monotonic() > deadline:
+                    self.errors.append(f"replica {node} could not be added back: {error}")
+                    break
+                self.log(f"[{self.now():6.2f}] adding replica {node} back failed, retrying: {error}")
+                await asyncio.sleep(0.5)
+        self.heal(fault)
+
     async def nemesis(self, until: float) -> None:
         while time.monotonic() < until:
             for fault in [f for f in self.faults if f.until <= time.monotonic()]:
-                self.heal(fault)
+                if fault.kind == "member_out":
+                    await self.add_back(fault)
+                else:
+                    self.heal(fault)
             if len(self.faulty()) < MAX_FAULTY and self.rng.random() < 0.5:
                 await self.inject()
             await asyncio.sleep(self.rng.uniform(0.3, 1.0))
-        for fault in list(self.faults):
+        for fault in [f for f in self.faults if f.kind != "member_out"]:
             self.heal(fault)
+        for fault in list(self.faults):
+            await self.add_back(fault)
 
     # -- the run -------------------------------------------------------------------
 
@@ -339,6 +379,8 @@ class Campaign:
         cluster = self.cluster
         await cluster.start_proxies()
         cluster.start_all()
+        self.operator = MembershipClient(cluster.servers, admin_token=read_token_file(cluster.admin_token_file),
+                                         say=lambda text: self.log(f"[{self.now():6.2f}] {text}"))
         deadline = time.monotonic() + 20
         while await self.current_leader() is None:
             if time.monotonic() > deadline:
@@ -430,6 +472,8 @@ async def run_campaign_async(seconds: float, seed: int, base_dir: Optional[str] 
             log(cluster.logs())
         return result
     finally:
+        if campaign.operator is not None:
+            await campaign.operator.close()
         await cluster.aclose()
         if own_dir:
             shutil.rmtree(directory, ignore_errors=True)

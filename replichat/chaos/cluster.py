@@ -27,7 +27,7 @@ class ChaosCluster(LocalCluster):
         super().__init__({i: f"127.0.0.1:{ports[i - 1]}" for i in ids}, base_dir,
                          peer_addresses={i: f"127.0.0.1:{ports[replicas + i - 1]}" for i in ids},
                          extra_args=["--tick-ms", str(tick_ms), "--election-ticks", str(election_ticks)],
-                         log_dir=base_dir)
+                         log_dir=base_dir, admin_token=True)
         self.proxies: Dict[Tuple[int, int], LinkProxy] = {}
         self._channels: Dict[int, grpc.aio.Channel] = {}
 

@@ -436,17 +436,19 @@ class Node:
         self._membership_hooks.append(hook)
 
     def raft_address(self, member: int) -> str:
-        """Where `member` listens for its peers, as far as this replica knows ("" if not)."""
+        """Where this replica reaches `member`'s Raft port ("" if it does not know)."""
         return self.peers.get(member) or self._static_peers.get(member, "")
 
     def _follow_membership(self, starting: bool = False) -> None:
         """Make the peer links and the Raft port's admitted senders those of the configuration
-        in effect: a member's Raft address from the configuration, else the one given at start."""
+        in effect. A member's Raft address is the one this replica was given for it (--peers:
+        a per-replica view, which may go through a proxy or a NAT), else the configuration's
+        (recorded by `members add`)."""
         membership = self._driver().membership
         self._membership_seen = membership
         wanted: Dict[int, str] = {}
         for member in membership.members:
-            address = member.address("raft") or self._static_peers.get(member.id, "")
+            address = self._static_peers.get(member.id) or member.address("raft")
             if address:
                 wanted[member.id] = address
         own = self._static_peers.get(self.id) or wanted.get(self.id)
