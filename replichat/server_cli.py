@@ -139,7 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
         "membership (add, remove and replace replicas while the cluster runs)",
         "`members` shows the configuration; `members add ID=HOST:PORT [--peer HOST:PORT] [--wire HOST:PORT]` adds a "
         "replica (as a learner, caught up, then promoted to voter); `members remove ID [--force]` removes one (the "
-        "leader hands leadership over first). Changes need the cluster's admin token: replicas take "
+        "leader hands leadership over first); `members promote ID` makes a learner a voter. Changes need the cluster's admin token: replicas take "
         "--admin-token-file, and so does the command (default: the local cluster's DATA/admin.token).",
     )
     membership.add_argument("--admin-token-file", metavar="FILE",
@@ -161,7 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="status: show every replica's role, term and indexes; "
                         "certs init DIR --cluster ... [--peers ...]: create a cluster CA and a certificate per replica; "
                         "certs add DIR ID=HOST:PORT [--peer HOST:PORT]: a certificate for a new replica; "
-                        "members [add ID=HOST:PORT | remove ID]: see the membership section; "
+                        "members [add ID=HOST:PORT | remove ID | promote ID]: see the membership section; "
                         "add-replica: start one more replica of the running local cluster and add it")
     parser.add_argument("command_args", nargs="*", metavar="ARGS", help=argparse.SUPPRESS)
     parser.add_argument("--force", action="store_true",
