@@ -441,12 +441,17 @@ class Node:
 
     def _follow_membership(self, starting: bool = False) -> None:
         """Make the peer links and the Raft port's admitted senders those of the configuration
-        in effect. A member's Raft address is the one this replica was given for it (--peers:
+        in effect (and those given at start). A member's Raft address is the one this replica
+        was given for it (--peers:
         a per-replica view, which may go through a proxy or a NAT), else the configuration's
         (recorded by `members add`)."""
         membership = self._driver().membership
         self._membership_seen = membership
-        wanted: Dict[int, str] = {}
+        # The replicas given at start stay reachable even when the configuration in effect here
+        # lacks them: a replica whose log is behind (say, it was paused while a member was
+        # removed and added back) must still answer that member when it leads, or it could
+        # never catch up to the entry that adds it.
+        wanted: Dict[int, str] = dict(self._static_peers)
         for member in membership.members:
             address = self._static_peers.get(member.id) or member.address("raft")
             if address:
