@@ -189,7 +189,10 @@ class RaftCore:
             self._tick_leader()
         else:
             self._election_elapsed += 1
-            if self._election_elapsed >= self._randomized_timeout:
+            if self._election_elapsed >= self._randomized_timeout and self.membership.is_voter(self.id):
+                # A replica that may not campaign keeps counting instead: its lease expires, so
+                # it grants votes to the voters who need it (a promoted learner that has not
+                # yet heard of its promotion can be a needed vote).
                 self._election_elapsed = 0
                 self.campaign()
 
