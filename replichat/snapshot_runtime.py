@@ -105,8 +105,15 @@ class SnapshotRuntime:
             meta = driver.snapshot_written(snapshot.index)
             if meta is None:
                 return  # an install overtook it
-            self.recorded = await self._on_disk(record, self._storage, snapshot, meta.term)
+            recorded = await self._on_disk(record, self._storage, snapshot, meta.term)
             to = driver.snapshot_recorded(meta)
+            if to is None:
+                # A snapshot from the leader was installed meanwhile (raft.db keeps the newer
+                # record); its install removes this file with the rest of the older ones.
+                log.info("replica %d: its snapshot at %d was overtaken by an installed one at %d",
+                         self.id, snapshot.index, driver.core.snapshot.index)
+                return
+            self.recorded = recorded
             # The configuration at the new base goes with the compaction (the entries that
             # held it are gone): a restart takes it from there (raft/membership.py).
             base_membership = membership.encode(driver.core.base_membership)

@@ -430,10 +430,16 @@ class Driver:
     def snapshot_abandoned(self) -> None:
         self._snapshot_in_flight = False
 
-    def snapshot_recorded(self, meta: SnapshotMeta) -> int:
+    def snapshot_recorded(self, meta: SnapshotMeta) -> Optional[int]:
         """The snapshot is durably recorded: the core sends it from now on and forgets its log
-        up to the returned index, which the shell then compacts its durable log to."""
+        up to the returned index, which the shell then compacts its durable log to. None: a
+        snapshot from the leader was installed while this one was being recorded (the shell
+        records on another thread); the install replaces the whole log, so nothing is
+        compacted here, and the durable log may not yet know the install (compacting it to
+        the new base would outrun the snapshot it has recorded)."""
         core = self.core
+        if meta.index < core.snapshot.index:
+            return None
         core.snapshot_taken(meta)
         to = self._compaction_target(meta.index)
         core.compact(to)

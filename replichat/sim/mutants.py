@@ -154,8 +154,9 @@ class CompactsUnapplied(Driver):
     (less the tail) the core was compacted to: entries not yet applied, some not even
     committed, and in no snapshot, are deleted from the disk."""
 
-    def snapshot_recorded(self, meta: SnapshotMeta) -> int:
-        super().snapshot_recorded(meta)
+    def snapshot_recorded(self, meta: SnapshotMeta) -> Optional[int]:
+        if super().snapshot_recorded(meta) is None:
+            return None
         return self.core.log.stable
 
 

@@ -537,6 +537,10 @@ class SimReplica:
         if self._crash_here("snapshot-after-record"):
             return
         to = self._guarded(lambda: driver.snapshot_recorded(meta), " in snapshot_recorded")
+        if to is None:  # an installed snapshot overtook it (the disk keeps the newer record)
+            self._taking = False
+            world.log(f"r{self.id} records its snapshot at {meta.index} after a newer install: nothing compacted")
+            return
         removed = self.disk.compact(to, driver.core.base_membership)
         world.checker.on_compacted(self.id, removed, meta.index)
         if removed:

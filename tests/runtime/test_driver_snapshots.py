@@ -8,7 +8,7 @@ from typing import List, Tuple
 import pytest
 
 from replichat.raft.core import Config, RaftCore, Role
-from replichat.raft.messages import HardState, Message, MsgType, SnapshotMeta
+from replichat.raft.messages import Entry, HardState, Message, MsgType, SnapshotMeta
 from replichat.runtime.driver import Driver, Step
 from replichat.runtime.snapshots import StateRecovery, compaction_target, state_recovery
 from replichat.snapshot_policy import SnapshotPolicy
@@ -141,3 +141,30 @@ def test_a_snapshot_not_newer_than_the_commit_index_is_refused() -> None:
     assert step2 is not None and step2.install is None
     assert [(m.type, m.index) for m in step2.late] == [(MsgType.APPEND_RESP, 40)], "says how far it is"
     assert driver.core.log.committed == 40
+
+
+def test_a_snapshot_recorded_after_an_install_overtook_it_compacts_nothing() -> None:
+    """The node records a snapshot it took on its disk thread; meanwhile the loop may install a
+    newer one from the leader. Compacting to the install's base then would outrun the snapshot
+    raft.db has recorded so far (seen in a real-process crash test: the replica stopped with
+    "compaction to 165 is not covered by a snapshot (index=119)")."""
+    core = RaftCore(Config(id=2, voters=(1, 2, 3), seed=1))
+    driver = Driver(core, key_of, Answers(), retry_interval=2.0, request_timeout=8.0,
+                    snapshot_policy=SnapshotPolicy(every_entries=5, keep_entries=0))
+    entries = tuple(Entry(3, i, f"k{i}".encode()) for i in range(1, 11))
+    driver.step_messages([Message(MsgType.APPEND, 1, 2, 3, log_term=0, index=0, entries=entries, commit=10)])
+    settle(driver)
+    assert core.log.applied == 10 and driver.snapshot_due()
+    taken = driver.snapshot_written(10)
+    assert taken == SnapshotMeta(10, 3)
+    # The leader's snapshot at 40 arrives and is installed while `taken` is being recorded.
+    driver.snapshot_messages([Message(MsgType.SNAPSHOT, 1, 2, 3, log_term=3, index=40)])
+    driver.feed()
+    step = driver.next_step()
+    assert step is not None and step.install == SnapshotMeta(40, 3)
+    driver.install_logged(step)
+    driver.install_restored(step)
+    driver.persisted(step)
+    driver.advance(step)
+    assert driver.snapshot_recorded(taken) is None
+    assert core.snapshot == SnapshotMeta(40, 3) and core.log.base_index == 40
