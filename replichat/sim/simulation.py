@@ -380,33 +380,42 @@ class Simulation:
             "liveness", f"no convergence {self.config.liveness_ticks} ticks after {after}: {self.describe_cluster()}"
         )
 
-    def _caught_up(self, rid: int, target: int) -> bool:
-        r = self.replicas[rid]
-        return (
-            # At least: the leader may have appended since (a retried change), which is fine.
-            r.core is not None and r.core.log.committed >= target and r.state.last_applied >= target
-        )
+    def _lag_of_added(self, members: FrozenSet[int]) -> Optional[int]:
+        """How many entries the most lagging added member still has to apply to reach the
+        leader's last index (0: all caught up); None while there is no single leader with
+        its whole log committed. The target moves: the leader may append after convergence
+        (a retried change), and the state digests are only comparable at one index."""
+        leaders = [r.core for r in self.replicas.values() if r.core is not None and not r.refused and r.is_leader()]
+        if len(leaders) != 1 or leaders[0].log.committed != leaders[0].log.last_index:
+            return None
+        target = leaders[0].log.last_index
+        lag = 0
+        for rid in sorted(members):
+            r = self.replicas[rid]
+            if r.refused:
+                continue
+            applied = r.state.last_applied if r.core is not None else 0
+            lag = max(lag, target - applied)
+        return lag
 
     def _await_added(self, members: FrozenSet[int], after: str) -> None:
         """Members added during the run (not bootstrap replicas) that are still copying the
-        history get the liveness bound plus one tick per entry they lack."""
+        history get the liveness bound plus one tick per entry they lack; then every member
+        has applied the leader's last index, so their chat states are comparable."""
         world = self.world
         tick = self.config.timing.tick
-        leader = next(r.core for r in self.replicas.values() if r.core is not None and r.is_leader())
-        target = leader.log.last_index
-        added = [rid for rid in sorted(members) if rid > self.config.replicas and not self.replicas[rid].refused]
-        lagging = [rid for rid in added if not self._caught_up(rid, target)]
-        if not lagging:
+        lag = self._lag_of_added(members)
+        if lag == 0:
             return
-        lag = max(target - (self.replicas[rid].core.log.last_index if self.replicas[rid].core else 0) for rid in lagging)
-        bound = self.config.liveness_ticks + lag
+        added = [rid for rid in sorted(members) if rid > self.config.replicas and not self.replicas[rid].refused]
+        bound = self.config.liveness_ticks + (lag or 0)
         deadline = world.now + bound * tick
-        world.log(f"converged but for added replicas {lagging} still catching up ({lag} entries): up to {bound} ticks")
-        while not all(self._caught_up(rid, target) for rid in lagging):
+        world.log(f"converged but for added replicas {added} still catching up ({lag} entries): up to {bound} ticks")
+        while self._lag_of_added(members) != 0:
             if world.now >= deadline:
                 raise InvariantViolation(
                     "liveness",
-                    f"added replicas {lagging} did not catch up {bound} ticks after {after} ({lag} entries behind): "
+                    f"added replicas {added} did not catch up {bound} ticks after {after} ({lag} entries behind): "
                     f"{self.describe_cluster()}",
                 )
             self._run_until(world.now + tick)
