@@ -25,7 +25,8 @@ runtime passes it back at start, `base_membership`), else the bootstrap `Config.
 Quorums (commit, election, check-quorum, ReadIndex) count the voters of that configuration
 only; learners are replicated to and never counted. A leader that is not a voter of its own
 latest configuration (its removal) keeps leading without counting itself until that entry
-commits, then hands over and steps down. A replica that is not a voter never campaigns.
+commits, then hands over and steps down. A replica that is not a voter never campaigns, except
+one whose removal is not committed yet (`_may_campaign` says why).
 
 Which peers' messages the core accepts (`_refusal`), and why that is safe: messages a leader
 sends (APPEND, HEARTBEAT, SNAPSHOT, TIMEOUT_NOW, READ_INDEX_RESP) and vote requests are
@@ -189,7 +190,7 @@ class RaftCore:
             self._tick_leader()
         else:
             self._election_elapsed += 1
-            if self._election_elapsed >= self._randomized_timeout and self.membership.is_voter(self.id):
+            if self._election_elapsed >= self._randomized_timeout and self._may_campaign():
                 # A replica that may not campaign keeps counting instead: its lease expires, so
                 # it grants votes to the voters who need it (a promoted learner that has not
                 # yet heard of its promotion can be a needed vote).
@@ -198,14 +199,34 @@ class RaftCore:
 
     def campaign(self, transfer: bool = False) -> None:
         """Start an election (after a pre-vote round, unless this is a leadership transfer).
-        Only a voter of the configuration in effect campaigns: a learner, a removed replica
-        or one not yet added waits to be contacted by a leader."""
-        if self.role is Role.LEADER or not self.membership.is_voter(self.id):
+        Only a voter campaigns (`_may_campaign`): a learner, a removed replica or one not yet
+        added waits to be contacted by a leader."""
+        if self.role is Role.LEADER or not self._may_campaign():
             return
         if self.config.pre_vote and not transfer:
             self._become_pre_candidate()
         else:
             self._become_candidate(transfer)
+
+    def _may_campaign(self) -> bool:
+        """A voter of the configuration in effect, or of the one before it while the change
+        that removes this replica is not committed.
+
+        The second case is for liveness. A leader that appends its own removal and loses its
+        leadership before the entry commits holds the longest log, so the other voters refuse
+        it their vote and can be refused theirs; if it may not campaign either, and the old
+        configuration's quorum needs it (a voter lost for good), no one is ever elected
+        (simulator seeds 1476, 2323, 2986). Campaigning is safe: votes are counted in the
+        configuration in effect (its own does not count there), exactly as for any candidate,
+        and once elected it commits the removal and steps down (`_step_down_if_removed`).
+        A replica whose removal is committed never campaigns: that is what stops a removed
+        replica from disrupting the cluster."""
+        if self.membership.is_voter(self.id):
+            return True
+        if self.latest_change_index <= self.log.committed:
+            return False
+        before = self._changes[-2][1] if len(self._changes) >= 2 else self._base_membership
+        return before.is_voter(self.id)
 
     def propose(self, data_items: Sequence[bytes]) -> int:
         """Append commands to the log (leader) or hand them to the leader (follower).

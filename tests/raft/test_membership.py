@@ -301,6 +301,36 @@ def test_a_removed_leader_steps_down_once_its_removal_commits_and_hands_over() -
     assert new.commit_index == new.log.last_index
 
 
+def test_a_leader_that_lost_office_before_its_removal_committed_campaigns_to_finish_it() -> None:
+    # Four voters, one (2) lost for good: the other three are all needed for a quorum. The
+    # leader appends its own removal but is cut off before anyone else stores it, so it holds
+    # the longest log: the others cannot win without its vote, and it must not be barred from
+    # campaigning by a removal that is not committed (simulator seeds 1476, 2323, 2986).
+    cluster = grown()
+    cluster.propose(1, Change.promote(4))
+    assert cluster.core(3).membership.voters == {1, 2, 3, 4}
+    cluster.down.add(2)
+    cluster.isolate(1)
+    index = cluster.core(1).propose_membership(Change.remove(1))
+    cluster.settle()
+    old = cluster.core(1)
+    assert old.membership.voters == {2, 3, 4} and old.commit_index < index
+    cluster.tick(40)
+    assert old.role is not Role.LEADER and not cluster.leaders()
+    cluster.heal()
+    cluster.tick(100)
+    # It was elected by the new configuration's voters, committed its removal and handed over.
+    leader = cluster.core(cluster.leader())
+    assert leader.id in (3, 4) and leader.membership.voters == {2, 3, 4}
+    assert leader.log.committed >= index and old.role is Role.FOLLOWER
+    # With its removal committed it never campaigns again.
+    term = leader.term
+    cluster.tick(60)
+    assert leader.role is Role.LEADER and leader.term == term
+    cluster.write(leader.id)
+    assert leader.commit_index == leader.log.last_index
+
+
 def test_a_removed_replica_that_missed_its_removal_cannot_disrupt_the_cluster() -> None:
     cluster = MembersCluster(5)
     cluster.elect(1)
