@@ -28,6 +28,13 @@ from replichat.client.api import ChatClient  # noqa: E402
 from replichat.membership_admin import read_token_file  # noqa: E402
 
 
+Row = Tuple[str, float, float, str]  # change, took (s), write pause (s), load average then
+
+
+def row(label: str, took: float, pause: float) -> Row:
+    return label, took, pause, load_average()
+
+
 class Writer:
     """Concurrency-1 writes; the completion time of each acknowledged one."""
 
@@ -62,20 +69,33 @@ async def fill(cluster: BenchCluster, stored: int) -> None:
     async with ChatClient(cluster.servers, deadline=60) as client:
         await client.create("sink")
         queue = iter(range(stored))
+        acknowledged = [0]  # for the progress lines
 
         async def worker() -> None:
             for n in queue:
                 await client.send("sink", f"{n:064d}")
+                acknowledged[0] += 1
+
+        async def report() -> None:
+            while True:
+                await asyncio.sleep(10)
+                done = acknowledged[0]
+                progress(f"stored {done}/{stored} messages ({done / (time.monotonic() - started):.0f}/s, "
+                         f"load average {load_average()})")
 
         started = time.monotonic()
-        await asyncio.gather(*(worker() for _ in range(64)))
-        progress(f"stored {stored} messages in {time.monotonic() - started:.1f} s")
+        reporter = asyncio.ensure_future(report())
+        try:
+            await asyncio.gather(*(worker() for _ in range(64)))
+        finally:
+            reporter.cancel()
+        progress(f"stored {stored} messages in {time.monotonic() - started:.1f} s (load average {load_average()})")
 
 
-async def run(args: argparse.Namespace, base: str) -> List[Tuple[str, float, float]]:
+async def run(args: argparse.Namespace, base: str) -> List[Row]:
     cluster = BenchCluster(base, 3, admin_token=True, server_args=[
         "--max-creates-per-minute", "100000000", "--snapshot-entries", str(args.snapshot_entries)])
-    rows: List[Tuple[str, float, float]] = []
+    rows: List[Row] = []
     try:
         cluster.start_all()
         await cluster.wait_for_leader()
@@ -86,7 +106,7 @@ async def run(args: argparse.Namespace, base: str) -> List[Tuple[str, float, flo
         writer = Writer(writer_client)
         await asyncio.sleep(3.0)  # the steady state the pauses compare to (a measurement window)
         now = time.monotonic()
-        rows.append(("steady state (3 s, no change)", 0.0, writer.longest_gap(now - 3.0, now)))
+        rows.append(row("steady state (3 s, no change)", 0.0, writer.longest_gap(now - 3.0, now)))
 
         for new in (4, 5):
             cluster.start_joining(new)
@@ -94,7 +114,7 @@ async def run(args: argparse.Namespace, base: str) -> List[Tuple[str, float, flo
             started = time.monotonic()
             await operator.add(new, cluster.addresses[new], cluster.peer_addresses[new], catch_up_timeout_s=600)
             ended = time.monotonic()
-            rows.append((f"add replica {new} (learner, catch up, promote)", ended - started,
+            rows.append(row(f"add replica {new} (learner, catch up, promote)", ended - started,
                          writer.longest_gap(started, ended)))
 
         # The writer learns the new members (clients ask every 2 s): the pauses below are the
@@ -111,7 +131,7 @@ async def run(args: argparse.Namespace, base: str) -> List[Tuple[str, float, flo
             await operator.remove(target)
             ended = time.monotonic()
             await asyncio.sleep(0.5)  # let writes after the change land before measuring
-            rows.append((label, ended - started, writer.longest_gap(started, ended + 0.5)))
+            rows.append(row(label, ended - started, writer.longest_gap(started, ended + 0.5)))
             cluster.kill(target)
 
         leader = await cluster.wait_for_leader(among=[i for i in cluster.alive()])
@@ -123,7 +143,7 @@ async def run(args: argparse.Namespace, base: str) -> List[Tuple[str, float, flo
             if time.monotonic() > give_up:
                 raise RuntimeError(f"no writes for 60 s after killing leader {leader}; logs in {base}")
             await asyncio.sleep(0.05)
-        rows.append((f"failover: kill -9 leader {leader} (baseline)", 0.0, writer.longest_gap(started, time.monotonic())))
+        rows.append(row(f"failover: kill -9 leader {leader} (baseline)", 0.0, writer.longest_gap(started, time.monotonic())))
         await writer.stop()
         await writer_client.close()
         await operator.close()
@@ -141,6 +161,11 @@ async def cluster_ready(cluster: BenchCluster, node_id: int) -> None:
         await asyncio.sleep(0.1)
 
 
+def load_average() -> str:
+    """The machine's 1-minute load average (it is shared: every figure is printed with it)."""
+    return f"{os.getloadavg()[0]:.1f}"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--stored", type=int, default=100_000, help="messages stored before the changes (default %(default)s)")
@@ -155,9 +180,9 @@ def main() -> None:
         with tempfile.TemporaryDirectory(prefix="bench-membership-") as base:
             rows = asyncio.run(run(args, base))
     print(f"\nmembership changes, 3 replicas holding {args.stored} messages, one writer at concurrency 1")
-    print(f"{'change':<52} {'took (s)':>9} {'write pause (s)':>16}")
-    for label, took, pause in rows:
-        print(f"{label:<52} {took:>9.2f} {pause:>16.3f}")
+    print(f"{'change':<52} {'took (s)':>9} {'write pause (s)':>16} {'load average':>13}")
+    for label, took, pause, load in rows:
+        print(f"{label:<52} {took:>9.2f} {pause:>16.3f} {load:>13}")
 
 
 if __name__ == "__main__":
