@@ -1,15 +1,17 @@
 """Membership changes on a real cluster: how long a new replica takes to become a voter with a
 history behind it, and the write pause each change causes, next to the failover pause.
 
-    python3 bench/membership.py [--stored 100000] [--snapshot-entries 10000]
+    python3 bench/membership.py [--stored 100000] [--snapshot-entries 10000] [--fill-concurrency 64]
 
 A 3-replica cluster (admin token, snapshots every --snapshot-entries) stores --stored messages
-(64 bytes, 64 senders at once). Then one writer sends at concurrency 1 throughout, and in turn:
+(64 bytes, --fill-concurrency sends in flight; a progress line every 10 s). Then one writer sends at concurrency 1 throughout, and in turn:
 replica 4 is added (learner -> caught up by snapshot, then log -> promoted), replica 5 too, a
 follower is removed, the leader is removed (it hands leadership over first), and finally the
 leader is killed with kill -9 (the baseline: the failover pause). For each: the time the
 change took, and the pause = the longest gap between two acknowledged writes of the writer
-that overlaps the change. The steady state's longest gap (before any change) is printed too.
+that overlaps the change; an add is also split into its steps (added as a learner, caught up,
+promoted) where the operator's client reports them. The steady state's longest gap (before any
+change) is printed too, and every row carries the machine's load average when it was measured.
 """
 import argparse
 import asyncio
@@ -65,7 +67,7 @@ class Writer:
         await self.task
 
 
-async def fill(cluster: BenchCluster, stored: int) -> None:
+async def fill(cluster: BenchCluster, stored: int, concurrency: int) -> None:
     async with ChatClient(cluster.servers, deadline=60) as client:
         await client.create("sink")
         queue = iter(range(stored))
@@ -86,7 +88,7 @@ async def fill(cluster: BenchCluster, stored: int) -> None:
         started = time.monotonic()
         reporter = asyncio.ensure_future(report())
         try:
-            await asyncio.gather(*(worker() for _ in range(64)))
+            await asyncio.gather(*(worker() for _ in range(concurrency)))
         finally:
             reporter.cancel()
         progress(f"stored {stored} messages in {time.monotonic() - started:.1f} s (load average {load_average()})")
@@ -99,9 +101,14 @@ async def run(args: argparse.Namespace, base: str) -> List[Row]:
     try:
         cluster.start_all()
         await cluster.wait_for_leader()
-        await fill(cluster, args.stored)
-        operator = MembershipClient(cluster.servers, admin_token=read_token_file(cluster.admin_token_file),
-                                    say=progress)
+        await fill(cluster, args.stored, args.fill_concurrency)
+        said: List[Tuple[float, str]] = []  # when the operator's client reported each step
+
+        def say(text: str) -> None:
+            said.append((time.monotonic(), text))
+            progress(text)
+
+        operator = MembershipClient(cluster.servers, admin_token=read_token_file(cluster.admin_token_file), say=say)
         writer_client = ChatClient(cluster.servers, deadline=60)
         writer = Writer(writer_client)
         await asyncio.sleep(3.0)  # the steady state the pauses compare to (a measurement window)
@@ -115,7 +122,14 @@ async def run(args: argparse.Namespace, base: str) -> List[Row]:
             await operator.add(new, cluster.addresses[new], cluster.peer_addresses[new], catch_up_timeout_s=600)
             ended = time.monotonic()
             rows.append(row(f"add replica {new} (learner, catch up, promote)", ended - started,
-                         writer.longest_gap(started, ended)))
+                            writer.longest_gap(started, ended)))
+            # Its steps, split where the operator's client reported them.
+            learner = step_time(said, f"added replica {new} as a learner", started)
+            caught_up = step_time(said, f"replica {new} caught up", started)
+            for label, a, b in (("  add it as a learner", started, learner),
+                                ("  catch it up (snapshot, then log)", learner, caught_up),
+                                ("  promote it to voter", caught_up, ended)):
+                rows.append(row(label, b - a, writer.longest_gap(a, b)))
 
         # The writer learns the new members (clients ask every 2 s): the pauses below are the
         # changes', not a client that could only reach replicas that are gone.
@@ -152,6 +166,14 @@ async def run(args: argparse.Namespace, base: str) -> List[Row]:
     return rows
 
 
+def step_time(said: List[Tuple[float, str]], prefix: str, after: float) -> float:
+    """When the operator's client reported the step starting with `prefix` (after `after`)."""
+    for at, text in said:
+        if at >= after and text.startswith(prefix):
+            return at
+    raise RuntimeError(f"the operator's client never reported {prefix!r}")
+
+
 async def cluster_ready(cluster: BenchCluster, node_id: int) -> None:
     """The new replica's gRPC port answers (it is up and waiting to be added)."""
     deadline = time.monotonic() + 30
@@ -171,6 +193,8 @@ def main() -> None:
     parser.add_argument("--stored", type=int, default=100_000, help="messages stored before the changes (default %(default)s)")
     parser.add_argument("--snapshot-entries", type=int, default=10_000,
                         help="the replicas' --snapshot-entries (default %(default)s)")
+    parser.add_argument("--fill-concurrency", type=int, default=64,
+                        help="sends in flight while storing the history (default %(default)s)")
     parser.add_argument("--keep", metavar="DIR", help="run in DIR and keep the replicas' data and logs there")
     args = parser.parse_args()
     keep_grpc_aio_initialized()
