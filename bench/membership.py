@@ -1,7 +1,8 @@
 """Membership changes on a real cluster: how long a new replica takes to become a voter with a
 history behind it, and the write pause each change causes, next to the failover pause.
 
-    python3 bench/membership.py [--stored 100000] [--snapshot-entries 10000] [--fill-concurrency 64]
+    python3 bench/membership.py [--stored 100000] [--checkpoints N,N,...] [--snapshot-entries 10000]
+                                [--fill-concurrency 64]
 
 A 3-replica cluster (admin token, snapshots every --snapshot-entries) stores --stored messages
 (64 bytes, --fill-concurrency sends in flight; a progress line every 10 s). Then one writer sends at concurrency 1 throughout, and in turn:
@@ -12,6 +13,10 @@ change took, and the pause = the longest gap between two acknowledged writes of 
 that overlaps the change; an add is also split into its steps (added as a learner, caught up,
 promoted) where the operator's client reports them. The steady state's longest gap (before any
 change) is printed too, and every row carries the machine's load average when it was measured.
+
+With --checkpoints (e.g. 100000,300000 on the way to --stored 1000000), at each smaller history
+one replica is added (its time to a voter and each step's pause) and removed again, so a long
+run reports the smaller sizes as it reaches them (a "measured:" line each, on stderr).
 """
 import argparse
 import asyncio
@@ -19,22 +24,28 @@ import os
 import sys
 import tempfile
 import time
-from typing import List, Tuple
+from typing import List, Optional, Tuple
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from bench.cluster import BenchCluster  # noqa: E402
 from bench.common import keep_grpc_aio_initialized, progress  # noqa: E402
-from replichat.client.admin import MembershipClient  # noqa: E402
+from replichat.client.admin import AdminError, MembershipClient  # noqa: E402
 from replichat.client.api import ChatClient  # noqa: E402
+from replichat.errors import ChatError  # noqa: E402
 from replichat.membership_admin import read_token_file  # noqa: E402
 
 
-Row = Tuple[str, float, float, str]  # change, took (s), write pause (s), load average then
+Row = Tuple[int, str, float, float, str]  # messages stored, change, took (s), write pause (s), load average
 
 
-def row(label: str, took: float, pause: float) -> Row:
-    return label, took, pause, load_average()
+def row(stored: int, label: str, took: float, pause: float) -> Row:
+    return stored, label, took, pause, load_average()
+
+
+def format_row(r: Row) -> str:
+    stored, label, took, pause, load = r
+    return f"{stored:>10,} {label:<52} {took:>9.2f} {pause:>16.3f} {load:>13}"
 
 
 class Writer:
@@ -67,10 +78,10 @@ class Writer:
         await self.task
 
 
-async def fill(cluster: BenchCluster, stored: int, concurrency: int) -> None:
+async def fill(cluster: BenchCluster, start: int, end: int, concurrency: int) -> None:
+    """Messages start..end-1 for "sink" (64 bytes each, `concurrency` in flight)."""
     async with ChatClient(cluster.servers, deadline=60) as client:
-        await client.create("sink")
-        queue = iter(range(stored))
+        queue = iter(range(start, end))
         acknowledged = [0]  # for the progress lines
 
         async def worker() -> None:
@@ -82,7 +93,7 @@ async def fill(cluster: BenchCluster, stored: int, concurrency: int) -> None:
             while True:
                 await asyncio.sleep(10)
                 done = acknowledged[0]
-                progress(f"stored {done}/{stored} messages ({done / (time.monotonic() - started):.0f}/s, "
+                progress(f"stored {start + done}/{end} messages ({done / (time.monotonic() - started):.0f}/s, "
                          f"load average {load_average()})")
 
         started = time.monotonic()
@@ -91,79 +102,123 @@ async def fill(cluster: BenchCluster, stored: int, concurrency: int) -> None:
             await asyncio.gather(*(worker() for _ in range(concurrency)))
         finally:
             reporter.cancel()
-        progress(f"stored {stored} messages in {time.monotonic() - started:.1f} s (load average {load_average()})")
+        progress(f"stored {end} messages ({end - start} in {time.monotonic() - started:.1f} s, "
+                 f"load average {load_average()})")
 
 
-async def run(args: argparse.Namespace, base: str) -> List[Row]:
+class Bench:
+    """The cluster, the operator's client (each step it reports is timed) and the writer."""
+
+    def __init__(self, cluster: BenchCluster) -> None:
+        self.cluster = cluster
+        self.said: List[Tuple[float, str]] = []
+        self.rows: List[Row] = []
+        self.stored = 0
+        self.operator = MembershipClient(cluster.servers, admin_token=read_token_file(cluster.admin_token_file),
+                                         say=self.say)
+        self.writer_client = ChatClient(cluster.servers, deadline=60)
+        self.writer = Writer(self.writer_client)
+
+    def say(self, text: str) -> None:
+        self.said.append((time.monotonic(), text))
+        progress(text)
+
+    def add_row(self, label: str, took: float, pause: float) -> None:
+        self.rows.append(row(self.stored, label, took, pause))
+        progress("measured: " + format_row(self.rows[-1]))
+
+    async def steady(self) -> None:
+        await asyncio.sleep(3.0)  # the steady state the pauses compare to (a measurement window)
+        now = time.monotonic()
+        self.add_row("steady state (3 s, no change)", 0.0, self.writer.longest_gap(now - 3.0, now))
+
+    async def add(self, new: int) -> None:
+        """Start replica `new` with --join and add it: time to a voter, each step's write pause."""
+        cluster, writer = self.cluster, self.writer
+        cluster.start_joining(new)
+        await cluster_ready(cluster, new)
+        started = time.monotonic()
+        await self.operator.add(new, cluster.addresses[new], cluster.peer_addresses[new], catch_up_timeout_s=1800)
+        ended = time.monotonic()
+        self.add_row(f"add replica {new} (learner, catch up, promote)", ended - started,
+                     writer.longest_gap(started, ended))
+        # Its steps, split where the operator's client reported them.
+        learner = step_time(self.said, f"added replica {new} as a learner", started)
+        caught_up = step_time(self.said, f"replica {new} caught up", started)
+        for label, a, b in (("  add it as a learner", started, learner),
+                            ("  catch it up (snapshot, then log)", learner, caught_up),
+                            ("  promote it to voter", caught_up, ended)):
+            self.add_row(label, b - a, writer.longest_gap(a, b))
+
+    async def remove(self, target: int, label: str) -> None:
+        started = time.monotonic()
+        await self.operator.remove(target)
+        ended = time.monotonic()
+        await asyncio.sleep(0.5)  # let writes after the change land before measuring
+        self.add_row(label, ended - started, self.writer.longest_gap(started, ended + 0.5))
+        self.cluster.kill(target)
+
+    async def close(self) -> None:
+        await self.writer.stop()
+        await self.writer_client.close()
+        await self.operator.close()
+
+
+async def run(args: argparse.Namespace, base: str, rows: List[Row]) -> None:
+    """Measure into `rows` (the caller's list: what was measured survives a failure later on)."""
     cluster = BenchCluster(base, 3, admin_token=True, server_args=[
         "--max-creates-per-minute", "100000000", "--snapshot-entries", str(args.snapshot_entries)])
-    rows: List[Row] = []
+    bench: Optional[Bench] = None
     try:
         cluster.start_all()
         await cluster.wait_for_leader()
-        await fill(cluster, args.stored, args.fill_concurrency)
-        said: List[Tuple[float, str]] = []  # when the operator's client reported each step
-
-        def say(text: str) -> None:
-            said.append((time.monotonic(), text))
-            progress(text)
-
-        operator = MembershipClient(cluster.servers, admin_token=read_token_file(cluster.admin_token_file), say=say)
-        writer_client = ChatClient(cluster.servers, deadline=60)
-        writer = Writer(writer_client)
-        await asyncio.sleep(3.0)  # the steady state the pauses compare to (a measurement window)
-        now = time.monotonic()
-        rows.append(row("steady state (3 s, no change)", 0.0, writer.longest_gap(now - 3.0, now)))
-
-        for new in (4, 5):
-            cluster.start_joining(new)
-            await cluster_ready(cluster, new)
-            started = time.monotonic()
-            await operator.add(new, cluster.addresses[new], cluster.peer_addresses[new], catch_up_timeout_s=600)
-            ended = time.monotonic()
-            rows.append(row(f"add replica {new} (learner, catch up, promote)", ended - started,
-                            writer.longest_gap(started, ended)))
-            # Its steps, split where the operator's client reported them.
-            learner = step_time(said, f"added replica {new} as a learner", started)
-            caught_up = step_time(said, f"replica {new} caught up", started)
-            for label, a, b in (("  add it as a learner", started, learner),
-                                ("  catch it up (snapshot, then log)", learner, caught_up),
-                                ("  promote it to voter", caught_up, ended)):
-                rows.append(row(label, b - a, writer.longest_gap(a, b)))
+        async with ChatClient(cluster.servers) as client:
+            await client.create("sink")
+        bench = Bench(cluster)
+        bench.rows = rows
+        new = 4
+        # At each checkpoint: one replica added (time to a voter), then removed again.
+        for size in args.checkpoints:
+            await fill(cluster, bench.stored, size, args.fill_concurrency)
+            bench.stored = size
+            await bench.steady()
+            await bench.add(new)
+            await bench.remove(new, f"remove replica {new} again (a follower)")
+            new += 1
+        await fill(cluster, bench.stored, args.stored, args.fill_concurrency)
+        bench.stored = args.stored
+        await bench.steady()
+        added = [new, new + 1]
+        for replica in added:
+            await bench.add(replica)
 
         # The writer learns the new members (clients ask every 2 s): the pauses below are the
         # changes', not a client that could only reach replicas that are gone.
         give_up = time.monotonic() + 30
-        while not {cluster.addresses[4], cluster.addresses[5]} <= set(writer_client.servers):
+        while not {cluster.addresses[i] for i in added} <= set(bench.writer_client.servers):
             if time.monotonic() > give_up:
-                raise RuntimeError(f"the writer did not learn replicas 4 and 5: {writer_client.servers}")
+                raise RuntimeError(f"the writer did not learn replicas {added}: {bench.writer_client.servers}")
             await asyncio.sleep(0.1)
         leader = await cluster.wait_for_leader()
         follower = next(i for i in (1, 2, 3) if i != leader)
-        for label, target in ((f"remove follower {follower}", follower), (f"remove leader {leader}", leader)):
-            started = time.monotonic()
-            await operator.remove(target)
-            ended = time.monotonic()
-            await asyncio.sleep(0.5)  # let writes after the change land before measuring
-            rows.append(row(label, ended - started, writer.longest_gap(started, ended + 0.5)))
-            cluster.kill(target)
+        await bench.remove(follower, f"remove follower {follower}")
+        await bench.remove(leader, f"remove leader {leader}")
 
         leader = await cluster.wait_for_leader(among=[i for i in cluster.alive()])
         started = time.monotonic()
         cluster.kill(leader)
-        count = len(writer.done)
+        count = len(bench.writer.done)
         give_up = time.monotonic() + 60
-        while len(writer.done) < count + 20:
+        while len(bench.writer.done) < count + 20:
             if time.monotonic() > give_up:
                 raise RuntimeError(f"no writes for 60 s after killing leader {leader}; logs in {base}")
             await asyncio.sleep(0.05)
-        rows.append(row(f"failover: kill -9 leader {leader} (baseline)", 0.0, writer.longest_gap(started, time.monotonic())))
-        await writer.stop()
-        await writer_client.close()
-        await operator.close()
+        bench.add_row(f"failover: kill -9 leader {leader} (baseline)", 0.0,
+                      bench.writer.longest_gap(started, time.monotonic()))
     finally:
+        if bench is not None:
+            await bench.close()
         cluster.close()
-    return rows
 
 
 def step_time(said: List[Tuple[float, str]], prefix: str, after: float) -> float:
@@ -188,26 +243,47 @@ def load_average() -> str:
     return f"{os.getloadavg()[0]:.1f}"
 
 
-def main() -> None:
+def checkpoints(text: str) -> List[int]:
+    sizes = [int(part) for part in text.split(",") if part.strip()]
+    if sizes != sorted(set(sizes)) or any(n < 1 for n in sizes):
+        raise argparse.ArgumentTypeError("expected increasing message counts, e.g. 100000,300000")
+    return sizes
+
+
+def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--stored", type=int, default=100_000, help="messages stored before the changes (default %(default)s)")
+    parser.add_argument("--checkpoints", type=checkpoints, default=[], metavar="N,N,...",
+                        help="smaller histories, on the way to --stored, at which one replica is added (time to a "
+                             "voter, each step's write pause) and removed again (default: none)")
     parser.add_argument("--snapshot-entries", type=int, default=10_000,
                         help="the replicas' --snapshot-entries (default %(default)s)")
     parser.add_argument("--fill-concurrency", type=int, default=64,
                         help="sends in flight while storing the history (default %(default)s)")
     parser.add_argument("--keep", metavar="DIR", help="run in DIR and keep the replicas' data and logs there")
     args = parser.parse_args()
+    if args.checkpoints and args.checkpoints[-1] >= args.stored:
+        parser.error("--checkpoints must all be below --stored")
     keep_grpc_aio_initialized()
-    if args.keep:
-        rows = asyncio.run(run(args, args.keep))
-    else:
-        with tempfile.TemporaryDirectory(prefix="bench-membership-") as base:
-            rows = asyncio.run(run(args, base))
-    print(f"\nmembership changes, 3 replicas holding {args.stored} messages, one writer at concurrency 1")
-    print(f"{'change':<52} {'took (s)':>9} {'write pause (s)':>16} {'load average':>13}")
-    for label, took, pause, load in rows:
-        print(f"{label:<52} {took:>9.2f} {pause:>16.3f} {load:>13}")
+    rows: List[Row] = []
+    failed = ""
+    try:
+        if args.keep:
+            asyncio.run(run(args, args.keep, rows))
+        else:
+            with tempfile.TemporaryDirectory(prefix="bench-membership-") as base:
+                asyncio.run(run(args, base, rows))
+    except (RuntimeError, AssertionError, ChatError, AdminError) as error:
+        failed = f"{type(error).__name__}: {error}"
+    print("\nmembership changes, 3 replicas, one writer at concurrency 1")
+    print(f"{'stored':>10} {'change':<52} {'took (s)':>9} {'write pause (s)':>16} {'load average':>13}")
+    for r in rows:
+        print(format_row(r))
+    if failed:
+        print(f"FAILED before the end (the rows above were measured): {failed}")
+        return 1
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
