@@ -123,11 +123,14 @@ class Reader:
 
     async def shown_all(self, sent: Dict[str, Sequence[Sent]], timeout: float, say: Say) -> None:
         """Wait until every acknowledged message was shown (bounded: the check reports what is missing)."""
-        wanted = {(sender, m.text) for sender, messages in sent.items() for m in messages if m.seq is not None}
+        missing = {(sender, m.text) for sender, messages in sent.items() for m in messages if m.seq is not None}
+        looked_at = 0  # deliveries already taken off `missing` (10^5 of them: not rescanned each turn)
         deadline = time.monotonic() + timeout
         last_report = time.monotonic()
         while True:
-            missing = wanted - {(d.sender, d.text) for d in self.shown}
+            for delivery in self.shown[looked_at:]:
+                missing.discard((delivery.sender, delivery.text))
+            looked_at = len(self.shown)
             if not missing:
                 return
             if self.task is not None and self.task.done():
@@ -137,7 +140,7 @@ class Reader:
                 return
             if time.monotonic() - last_report > 5:
                 last_report = time.monotonic()
-                say(f"{self.name}: shown {len(self.shown)}, waiting for {len(missing)} more")
+                say(f"{self.name}: shown {len(self.shown):,}, waiting for {len(missing):,} more")
             await asyncio.sleep(0.1)
 
     def stop(self) -> None:
