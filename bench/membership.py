@@ -15,8 +15,9 @@ promoted) where the operator's client reports them. The steady state's longest g
 change) is printed too, and every row carries the machine's load average when it was measured.
 
 With --checkpoints (e.g. 100000,300000 on the way to --stored 1000000), at each smaller history
-one replica is added (its time to a voter and each step's pause) and removed again, so a long
-run reports the smaller sizes as it reaches them (a "measured:" line each, on stderr).
+one replica is added (its time to a voter and each step's pause) and removed again, and the
+leader is killed (the failover baseline at that size) and restarted, so a long run reports the
+smaller sizes as it reaches them (a "measured:" line each, on stderr).
 """
 import argparse
 import asyncio
@@ -158,6 +159,22 @@ class Bench:
         self.add_row(label, ended - started, self.writer.longest_gap(started, ended + 0.5))
         self.cluster.kill(target)
 
+    async def failover(self) -> int:
+        """kill -9 of the leader (the baseline): the writer's pause until it has 20 more writes."""
+        cluster = self.cluster
+        leader = await cluster.wait_for_leader(among=[i for i in cluster.alive()])
+        started = time.monotonic()
+        cluster.kill(leader)
+        count = len(self.writer.done)
+        give_up = time.monotonic() + 60
+        while len(self.writer.done) < count + 20:
+            if time.monotonic() > give_up:
+                raise RuntimeError(f"no writes for 60 s after killing leader {leader}; logs in {cluster.data_dir}")
+            await asyncio.sleep(0.05)
+        self.add_row(f"failover: kill -9 leader {leader} (baseline)", 0.0,
+                     self.writer.longest_gap(started, time.monotonic()))
+        return leader
+
     async def close(self) -> None:
         await self.writer.stop()
         await self.writer_client.close()
@@ -185,6 +202,10 @@ async def run(args: argparse.Namespace, base: str, rows: List[Row]) -> None:
             await bench.add(new)
             await bench.remove(new, f"remove replica {new} again (a follower)")
             new += 1
+            killed = await bench.failover()
+            cluster.start(killed)  # back with its data, caught up before the history grows on
+            status = await cluster.status(await cluster.wait_for_leader(among=[i for i in (1, 2, 3) if i != killed]))
+            await cluster.wait_for_applied(status.commit_index if status else 0, [killed], timeout=600)
         await fill(cluster, bench.stored, args.stored, args.fill_concurrency)
         bench.stored = args.stored
         await bench.steady()
@@ -204,17 +225,7 @@ async def run(args: argparse.Namespace, base: str, rows: List[Row]) -> None:
         await bench.remove(follower, f"remove follower {follower}")
         await bench.remove(leader, f"remove leader {leader}")
 
-        leader = await cluster.wait_for_leader(among=[i for i in cluster.alive()])
-        started = time.monotonic()
-        cluster.kill(leader)
-        count = len(bench.writer.done)
-        give_up = time.monotonic() + 60
-        while len(bench.writer.done) < count + 20:
-            if time.monotonic() > give_up:
-                raise RuntimeError(f"no writes for 60 s after killing leader {leader}; logs in {base}")
-            await asyncio.sleep(0.05)
-        bench.add_row(f"failover: kill -9 leader {leader} (baseline)", 0.0,
-                      bench.writer.longest_gap(started, time.monotonic()))
+        await bench.failover()
     finally:
         if bench is not None:
             await bench.close()
@@ -255,7 +266,8 @@ def main() -> int:
     parser.add_argument("--stored", type=int, default=100_000, help="messages stored before the changes (default %(default)s)")
     parser.add_argument("--checkpoints", type=checkpoints, default=[], metavar="N,N,...",
                         help="smaller histories, on the way to --stored, at which one replica is added (time to a "
-                             "voter, each step's write pause) and removed again (default: none)")
+                             "voter, each step's write pause) and removed again, and the leader is killed and "
+                             "restarted (the failover pause at that size) (default: none)")
     parser.add_argument("--snapshot-entries", type=int, default=10_000,
                         help="the replicas' --snapshot-entries (default %(default)s)")
     parser.add_argument("--fill-concurrency", type=int, default=64,
