@@ -16,10 +16,12 @@ or below the applied index, which no Ready in flight persists or applies, and th
 follower being sent a snapshot, which no Ready carries.
 """
 import asyncio
+import collections
+import concurrent.futures
 import logging
 import os
 import time
-from typing import Awaitable, Callable, Dict, List, Optional, Sequence, TypeVar
+from typing import Awaitable, Callable, Deque, Dict, List, Optional, Sequence, Set, TypeVar
 
 from replichat.chat.snapshot import (
     file_checksum, remove_snapshots_before, remove_snapshots_except, restore_state, take_snapshot,
@@ -37,6 +39,10 @@ T = TypeVar("T")
 
 # A transfer with no acknowledgement for this long has failed: the core will try again.
 STALL_TIMEOUT_S = 10.0
+# Received chunks waiting for the transfer thread. A sender keeps at most WINDOW_CHUNKS
+# unacknowledged, so a correct one never fills this; chunks beyond it are dropped (the sender
+# is asked to resend from where the file stops), so a flood costs no memory.
+MAX_QUEUED_CHUNKS = 16
 
 OnThread = Callable[..., Awaitable[T]]
 
@@ -73,6 +79,14 @@ class SnapshotRuntime:
         self._outgoing: Dict[int, OutgoingSnapshot] = {}
         self._last_progress: Dict[int, float] = {}
         self._incoming = IncomingSnapshot(node_id, data_dir)
+        # The file IO of transfers (checking a file before sending it, writing and fsyncing
+        # received chunks) runs on its own thread: a follower fsyncing a large snapshot must
+        # not stop its event loop, and must not hold up applies or the taking of a snapshot.
+        self._transfer_thread = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix=f"snapshot-transfer-{node_id}")
+        self._received: Deque[SnapshotChunk] = collections.deque()
+        self._receiving: Optional["asyncio.Task[None]"] = None
+        self._opening: Dict[int, int] = {}  # peer -> index of the transfer being opened
+        self._openers: Set["asyncio.Task[None]"] = set()
         self.failure: Optional[BaseException] = None
         # The recorded snapshot (raft.db's row), kept here so the loop never reads raft.db.
         self.recorded: Optional[StoredSnapshot] = None
@@ -150,16 +164,29 @@ class SnapshotRuntime:
             log.warning("replica %d has no snapshot file at %d for replica %d", self.id, m.index, m.dst)
             self._report(m.dst, False)
             return
+        self._opening[m.dst] = meta.index
+        opening = asyncio.ensure_future(self._open_transfer(m, meta))
+        self._openers.add(opening)
+        opening.add_done_callback(self._openers.discard)
+
+    async def _open_transfer(self, m: Message, meta: StoredSnapshot) -> None:
+        """Check the file (reading all of it: on the transfer thread) and start sending it,
+        unless a newer transfer to the same peer was asked for meanwhile."""
         try:
-            transfer = OutgoingSnapshot(
-                self.id, m.dst, m.term, meta.index, meta.term, os.path.join(self.data_dir, meta.file), meta.size,
-                meta.checksum, membership=m.context,
+            transfer = await self._on_transfer_thread(
+                OutgoingSnapshot, self.id, m.dst, m.term, meta.index, meta.term, os.path.join(self.data_dir, meta.file),
+                meta.size, meta.checksum, membership=m.context,
             )
         except Exception as error:  # the file failed its checksum: never ship it
             log.critical("replica %d cannot send snapshot %d: %s", self.id, meta.index, error)
             self.failure = error
+            self._opening.pop(m.dst, None)
             self._report(m.dst, False)
             return
+        if self._opening.get(m.dst) != meta.index or m.dst in self._outgoing:
+            transfer.close()  # superseded while the file was being checked
+            return
+        del self._opening[m.dst]
         log.info("replica %d sending snapshot %d (%.1f MiB) to replica %d", self.id, meta.index, meta.size / 2**20, m.dst)
         self._outgoing[m.dst] = transfer
         self._last_progress[m.dst] = time.monotonic()
@@ -204,15 +231,40 @@ class SnapshotRuntime:
     # ----------------------------------------------------------------- receiving
 
     def on_chunk(self, chunk: SnapshotChunk) -> None:
-        ack, name = self._incoming.accept(chunk)
-        self._send([ack])
-        if ack.refused:
-            log.warning("replica %d refused a snapshot chunk from replica %d: %s", self.id, chunk.src, ack.reason)
-        if name is not None:
-            log.info("replica %d received snapshot %d from replica %d", self.id, chunk.index, chunk.src)
-            self._step([Message(MsgType.SNAPSHOT, chunk.src, self.id, chunk.term, log_term=chunk.snapshot_term,
-                                index=chunk.index, context=chunk.membership)])
+        """Queue a received chunk for the transfer thread, which takes them one at a time,
+        in arrival order."""
+        if len(self._received) >= MAX_QUEUED_CHUNKS:
+            log.warning("replica %d dropped a snapshot chunk from replica %d: %d already wait to be written",
+                        self.id, chunk.src, len(self._received))
+            return
+        self._received.append(chunk)
+        if self._receiving is None:
+            self._receiving = asyncio.ensure_future(self._write_received())
+
+    async def _write_received(self) -> None:
+        try:
+            while self._received:
+                chunk = self._received.popleft()
+                ack, name = await self._on_transfer_thread(self._incoming.accept, chunk)
+                self._send([ack])
+                if ack.refused:
+                    log.warning("replica %d refused a snapshot chunk from replica %d: %s", self.id, chunk.src, ack.reason)
+                if name is not None:
+                    log.info("replica %d received snapshot %d from replica %d", self.id, chunk.index, chunk.src)
+                    self._step([Message(MsgType.SNAPSHOT, chunk.src, self.id, chunk.term, log_term=chunk.snapshot_term,
+                                        index=chunk.index, context=chunk.membership)])
+                    self._wake()
+        except Exception as error:
+            # A disk that cannot take the file: the replica stops (the node checks `failure`).
+            log.critical("replica %d could not write a received snapshot", self.id, exc_info=True)
+            self.failure = error
             self._wake()
+        finally:
+            self._receiving = None
+
+    def _on_transfer_thread(self, fn: Callable[..., T], *args: object, **kwargs: object) -> "asyncio.Future[T]":
+        loop = asyncio.get_event_loop()
+        return loop.run_in_executor(self._transfer_thread, lambda: fn(*args, **kwargs))
 
     async def install(self, step: Step, close_state: Callable[[], Awaitable[None]],
                       open_state: Callable[[], Awaitable[None]]) -> None:
@@ -249,6 +301,13 @@ class SnapshotRuntime:
         for transfer in self._outgoing.values():
             transfer.close()
         self._outgoing.clear()
+        self._received.clear()
+        pending = [task for task in [self._receiving, *self._openers] if task is not None]
+        for task in pending:
+            task.cancel()
+        # Their errors were logged and recorded in `failure`; only the cancellations are left.
+        await asyncio.gather(*pending, return_exceptions=True)
+        self._transfer_thread.shutdown(wait=True)
         self._incoming.close()
         if self._taking is not None:
             self._taking.cancel()

@@ -1,12 +1,16 @@
 """Streaming a snapshot file in chunks: window, loss and resend, checks on every chunk and file."""
+import asyncio
 import hashlib
 import os
+import threading
 import zlib
 
 import pytest
 
 from replichat.integrity import CorruptDataError
 from replichat.proto import raft_pb2
+from replichat.raft.messages import MsgType
+from replichat.snapshot_runtime import MAX_QUEUED_CHUNKS, SnapshotRuntime
 from replichat.snapshot_transfer import (
     IncomingSnapshot,
     OutgoingSnapshot,
@@ -151,3 +155,75 @@ def test_chunks_and_acks_share_frames_with_messages_and_reach_their_own_handler(
     assert len(FrameDecoder(2, {1}).feed(MAGIC + encode_frames(big))) >= 2  # split near the frame target
     with pytest.raises(FrameError, match="not from a peer"):
         FrameDecoder(2, {1, 2}).feed(MAGIC + encode_frames([chunk._replace(src=9)]))
+
+
+# ------------------------------------------------------------------ in the asyncio runtime
+
+
+def receiving_runtime(tmp_path, sent: list, stepped: list) -> SnapshotRuntime:
+    """A runtime with only what receiving needs: sending acks and stepping the SNAPSHOT message."""
+    def unused(*args: object, **kwargs: object) -> None:
+        raise AssertionError("receiving a snapshot touched something it must not")
+
+    return SnapshotRuntime(
+        2, str(tmp_path / "follower"), str(tmp_path / "follower" / "state.db"), unused, unused, unused, unused, unused,
+        sent.extend, stepped.extend, lambda: None,
+    )
+
+
+def test_a_slow_fsync_of_a_received_snapshot_does_not_stop_the_event_loop(tmp_path, snapshot_file, monkeypatch) -> None:
+    sent: list = []
+    stepped: list = []
+    fsync_started = threading.Event()
+    loop_ran = threading.Event()
+    loop_ran_during_fsync: list = []
+    real_fsync = os.fsync
+
+    def slow_fsync(fd: int) -> None:
+        # Held until the event loop shows it still runs (at most 5 s: on the loop itself this
+        # wait could never end early, and the test fails instead of hanging).
+        fsync_started.set()
+        loop_ran_during_fsync.append(loop_ran.wait(5))
+        real_fsync(fd)
+
+    async def scenario() -> None:
+        runtime = receiving_runtime(tmp_path, sent, stepped)
+        sender = outgoing(snapshot_file, chunk_bytes=1000, window=10)
+        for chunk in sender.chunks_to_send():
+            runtime.on_chunk(chunk)
+        await asyncio.get_event_loop().run_in_executor(None, fsync_started.wait, 5)
+        loop_ran.set()
+        while not stepped and runtime.failure is None:
+            await asyncio.sleep(0.01)  # bounded by the 5 s above plus one fsync
+        await runtime.close()
+        assert runtime.failure is None
+
+    monkeypatch.setattr(os, "fsync", slow_fsync)
+    asyncio.run(asyncio.wait_for(scenario(), 30))
+    assert loop_ran_during_fsync and all(loop_ran_during_fsync), "the event loop stopped during the fsync"
+    assert [m.type for m in stepped] == [MsgType.SNAPSHOT] and stepped[0].index == 700
+    assert [a.offset for a in sent] == [1000 * i for i in range(1, 11)] and not any(a.refused for a in sent)
+    snapshots = tmp_path / "follower" / "snapshots"
+    assert [p.read_bytes() for p in snapshots.glob("snapshot-*.db")] == [snapshot_file[3]]
+
+
+def test_a_flood_of_chunks_is_bounded_and_what_was_kept_is_written_in_order(tmp_path, snapshot_file) -> None:
+    sent: list = []
+    stepped: list = []
+
+    async def scenario() -> None:
+        runtime = receiving_runtime(tmp_path, sent, stepped)
+        chunks = outgoing(snapshot_file, chunk_bytes=100, window=100).chunks_to_send()
+        assert len(chunks) == 100
+        for chunk in chunks:  # all before the loop runs anything: a sender ignoring its window
+            runtime.on_chunk(chunk)
+        while runtime._receiving is not None:
+            await runtime._receiving
+        await runtime.close()
+        assert runtime.failure is None
+
+    asyncio.run(asyncio.wait_for(scenario(), 30))
+    # The first MAX_QUEUED_CHUNKS were written in order; the rest were dropped unread, so the
+    # sender is owed a resend from there (it rewinds after its stall timeout) and nothing was stepped.
+    assert [a.offset for a in sent] == [100 * i for i in range(1, MAX_QUEUED_CHUNKS + 1)]
+    assert stepped == []

@@ -347,6 +347,8 @@ class Node:
             while True:
                 await self._wake.wait()
                 self._wake.clear()
+                if self._snapshots is not None and self._snapshots.failure is not None:
+                    raise self._snapshots.failure
                 self._feed(driver)
                 await self._process_steps(driver)
         except asyncio.CancelledError:
