@@ -39,6 +39,9 @@ T = TypeVar("T")
 
 # A transfer with no acknowledgement for this long has failed: the core will try again.
 STALL_TIMEOUT_S = 10.0
+# With no acknowledgement for this long, the unacknowledged chunks are sent again (the
+# connection broke, or the follower restarted: it then asks for the file from the start).
+RESEND_AFTER_S = 1.0
 # Received chunks waiting for the transfer thread. A sender keeps at most WINDOW_CHUNKS
 # unacknowledged, so a correct one never fills this; chunks beyond it are dropped (the sender
 # is asked to resend from where the file stops), so a flood costs no memory.
@@ -78,6 +81,7 @@ class SnapshotRuntime:
         self._taking: Optional["asyncio.Task[None]"] = None
         self._outgoing: Dict[int, OutgoingSnapshot] = {}
         self._last_progress: Dict[int, float] = {}
+        self._resent_at: Dict[int, float] = {}
         self._incoming = IncomingSnapshot(node_id, data_dir)
         # The file IO of transfers (checking a file before sending it, writing and fsyncing
         # received chunks) runs on its own thread: a follower fsyncing a large snapshot must
@@ -217,14 +221,22 @@ class SnapshotRuntime:
         self._report(ack.src, outcome)
 
     def check_stalled(self) -> None:
+        """Called every tick: resend what a quiet follower has not acknowledged, at most once
+        per RESEND_AFTER_S; give a transfer up after STALL_TIMEOUT_S without any progress."""
         now = time.monotonic()
         for peer in [p for p, t in self._last_progress.items() if p in self._outgoing and now - t > STALL_TIMEOUT_S]:
             log.warning("replica %d: snapshot transfer to replica %d stalled; will retry", self.id, peer)
             self._outgoing.pop(peer).close()
             self._report(peer, False)
+        for peer, transfer in self._outgoing.items():
+            quiet_since = max(self._last_progress.get(peer, now), self._resent_at.get(peer, 0.0))
+            if now - quiet_since > RESEND_AFTER_S:
+                self._resent_at[peer] = now
+                self._send(transfer.rewind())
 
     def _report(self, peer: int, success: bool) -> None:
         self._last_progress.pop(peer, None)
+        self._resent_at.pop(peer, None)
         self._driver().snapshot_sent(peer, success)
         self._wake()
 

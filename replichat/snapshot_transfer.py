@@ -135,13 +135,24 @@ class OutgoingSnapshot:
             return False
         if ack.offset > self.sent_to:
             return None  # claims what was never sent: ignore
-        if ack.resend and ack.offset >= self.acked:
-            self.sent_to = ack.offset  # go back: a chunk before what arrived was lost
-        self.acked = max(self.acked, ack.offset)
+        if ack.resend:
+            # The follower holds exactly `offset` bytes of this transfer: go back to there. A
+            # chunk was lost (offset at or above what it acknowledged) or it restarted and lost
+            # its partial file (below). A stale resend request only costs chunks sent twice.
+            self.sent_to = ack.offset
+            self.acked = ack.offset
+        else:
+            self.acked = max(self.acked, ack.offset)
         if self.acked == self.size:
             return True
         crash_point("snapshot-send:acked")
         return None
+
+    def rewind(self) -> List[SnapshotChunk]:
+        """Send again from the last acknowledged byte (no acknowledgement came for a while:
+        the chunks or their acknowledgements were lost, say with a broken connection)."""
+        self.sent_to = self.acked
+        return self.chunks_to_send()
 
     def close(self) -> None:
         if self._file is not None:

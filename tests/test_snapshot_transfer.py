@@ -9,8 +9,10 @@ import pytest
 
 from replichat.integrity import CorruptDataError
 from replichat.proto import raft_pb2
-from replichat.raft.messages import MsgType
+from replichat import snapshot_runtime
+from replichat.raft.messages import Message, MsgType
 from replichat.snapshot_runtime import MAX_QUEUED_CHUNKS, SnapshotRuntime
+from replichat.storage import SnapshotMeta as StoredSnapshot
 from replichat.snapshot_transfer import (
     IncomingSnapshot,
     OutgoingSnapshot,
@@ -130,6 +132,30 @@ def test_a_chunk_of_an_unknown_transfer_not_at_the_start_asks_for_the_start(tmp_
     assert sender.sent_to == 0
 
 
+def test_a_follower_that_restarted_mid_transfer_gets_the_file_again_from_the_start(tmp_path, snapshot_file) -> None:
+    sender = outgoing(snapshot_file, chunk_bytes=1000, window=4)
+    receiver = IncomingSnapshot(2, str(tmp_path / "follower"))
+    for chunk in sender.chunks_to_send()[:3]:
+        sender.on_ack(receiver.accept(chunk)[0])
+    assert sender.acked == 3000
+    # It restarts (its partial file is gone) and everything in flight was lost with the
+    # connection. Nothing arrives, so after a quiet while the sender resends from what was
+    # acknowledged; the new receiver asks for the start, below that: the sender goes back.
+    receiver = IncomingSnapshot(2, str(tmp_path / "follower"))
+    resent = sender.rewind()
+    assert resent[0].offset == 3000
+    ack, _ = receiver.accept(resent[0])
+    assert (ack.offset, ack.resend) == (0, True)
+    sender.on_ack(ack)
+    assert (sender.acked, sender.sent_to) == (0, 0)
+    name = None
+    while name is None:
+        for chunk in sender.chunks_to_send():
+            ack, name = receiver.accept(chunk)
+            assert sender.on_ack(ack) is (True if name else None)
+    assert (tmp_path / "follower" / name).read_bytes() == snapshot_file[3]
+
+
 def test_chunks_and_acks_survive_the_wire_form() -> None:
     ack = SnapshotAck(2, 1, 5, 700, 3000, True, "why", True)
     assert ack_from_proto(raft_pb2.SnapshotAck.FromString(ack_to_proto(ack).SerializeToString())) == ack
@@ -227,3 +253,46 @@ def test_a_flood_of_chunks_is_bounded_and_what_was_kept_is_written_in_order(tmp_
     # sender is owed a resend from there (it rewinds after its stall timeout) and nothing was stepped.
     assert [a.offset for a in sent] == [100 * i for i in range(1, MAX_QUEUED_CHUNKS + 1)]
     assert stepped == []
+
+
+class ManualClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_quiet_transfer_is_resent_once_a_second_and_given_up_after_the_stall_timeout(
+    tmp_path, snapshot_file, monkeypatch
+) -> None:
+    path, size, checksum, _ = snapshot_file
+    sent: list = []
+    reports: list = []
+    clock = ManualClock()
+    monkeypatch.setattr(snapshot_runtime.time, "monotonic", clock)
+
+    class Driver:
+        def snapshot_sent(self, peer: int, success: bool) -> None:
+            reports.append((peer, success))
+
+    async def scenario() -> None:
+        runtime = receiving_runtime(tmp_path, sent, [])
+        runtime._driver = Driver
+        runtime.data_dir = os.path.dirname(path)
+        runtime.recorded = StoredSnapshot(700, 4, os.path.basename(path), size, checksum)
+        runtime.send_snapshots([Message(MsgType.SNAPSHOT, 1, 2, 5, log_term=4, index=700)])
+        await asyncio.gather(*runtime._openers)
+        assert [c.offset for c in sent] == [0]  # one chunk: the file is small
+        for seconds, resent in ((0.5, False), (0.6, True), (0.5, False), (0.6, True)):
+            clock.now += seconds
+            sent.clear()
+            runtime.check_stalled()
+            assert [c.offset for c in sent] == ([0] if resent else []), seconds
+        assert reports == []
+        clock.now += snapshot_runtime.STALL_TIMEOUT_S
+        runtime.check_stalled()
+        assert reports == [(2, False)]
+        await runtime.close()
+
+    asyncio.run(asyncio.wait_for(scenario(), 30))
