@@ -231,6 +231,11 @@ class WireClient:
     async def ping(self) -> None:
         await self._call(codec.Ping(), codec.Pong)
 
+    async def members(self) -> codec.Cluster:
+        """The cluster's members and their wire addresses, as the replica at the other end
+        knows them (a replica older than the `members` request answers INVALID_ARGUMENT)."""
+        return await self._call(codec.Members(), codec.Cluster)
+
 
 async def open_wire_client(
     host: str,

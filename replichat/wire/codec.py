@@ -21,7 +21,9 @@ followed by one frame without it; the payloads are concatenated before being dec
 import dataclasses
 import enum
 import re
-from typing import Dict, List, Optional, Tuple, Type, Union
+from typing import Any, Callable, Dict, List, Optional, Tuple, Type, Union
+
+from replichat.raft.membership import MAX_ADDRESS_CHARS, MAX_ID, MAX_MEMBERS
 
 try:
     from replichat.chat.names import MAX_TEXT_BYTES
@@ -38,6 +40,10 @@ CONTINUATION = "+"
 MAX_REQUEST_PAYLOAD_BYTES = 2 * MAX_TEXT_BYTES + 1024
 # A `users` answer grows with the number of users; a client still wants a bound.
 MAX_RESPONSE_PAYLOAD_BYTES = 16 * 1024 * 1024
+# A `cluster` answer: the leader's id, then at most MAX_MEMBERS fields "ID=HOST:PORT" with every
+# address byte escaped (two bytes), each with its separator. Far below the general response
+# bound: a client that asked for the members keeps no more than this of a hostile answer.
+MAX_CLUSTER_PAYLOAD_BYTES = len(str(MAX_ID)) + MAX_MEMBERS * (len(str(MAX_ID)) + 2 * MAX_ADDRESS_CHARS + 3)
 
 _U64_MAX = 2**64 - 1
 _I64_MIN = -(2**63)
@@ -117,6 +123,11 @@ class Ping:
     """Keeps an otherwise quiet connection (one waiting for messages) past the idle timeout."""
 
 
+@dataclasses.dataclass(frozen=True)
+class Members:
+    """Which replicas form the cluster now, and where their wire ports are (answer: `cluster`)."""
+
+
 # ---------------------------------------------------------------------------------------------
 # Responses: one per request, in request order; Delivery and Ended are pushed at any time.
 
@@ -163,6 +174,19 @@ class Pong:
 
 
 @dataclasses.dataclass(frozen=True)
+class Cluster:
+    """The answer to `members`: the configuration in effect on the replica that answered.
+
+    `leader`: the leader's id as that replica knows it, 0 when it knows none. `members`:
+    (id, wire address) pairs in increasing id order; the address is "" for a member whose
+    wire address that replica does not know (a client skips such a member).
+    """
+
+    leader: int
+    members: Tuple[Tuple[int, str], ...]
+
+
+@dataclasses.dataclass(frozen=True)
 class Connected:
     """The answer to `connect`: `queued` unacknowledged messages follow as pushes."""
 
@@ -198,8 +222,8 @@ class Error:
     message: str
 
 
-Request = Union[Create, Auth, Connect, Delete, ListUsers, Send, Ack, Ping]
-Response = Union[Created, Authed, Deleted, Users, Sent, Acked, Pong, Connected, Delivery, Ended, Error]
+Request = Union[Create, Auth, Connect, Delete, ListUsers, Send, Ack, Ping, Members]
+Response = Union[Created, Authed, Deleted, Users, Sent, Acked, Pong, Cluster, Connected, Delivery, Ended, Error]
 Message = Union[Request, Response]
 # Sent by the server whenever a session has news, not in answer to a request.
 Push = Union[Delivery, Ended]
@@ -214,6 +238,8 @@ class _Kind(enum.Enum):
     TEXT = "text"
     U64 = "u64"
     I64 = "i64"
+    # "ID=HOST:PORT" (or "ID=": no address known), one member of a `cluster` answer.
+    MEMBER = "member"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -222,10 +248,57 @@ class _Schema:
     cls: type
     args: Tuple[Tuple[str, _Kind], ...] = ()
     data: Optional[str] = None
-    # All fields are one tuple of texts (the `users` answer).
+    # The fields after the args are one tuple (the `users` answer, the members of `cluster`).
     variadic: Optional[str] = None
+    variadic_kind: _Kind = _Kind.TEXT
     # An empty data field is left out (no trailing comma): `create user2` stays the seed's.
     optional_data: bool = False
+    # A tighter bound than the direction's on this message's reassembled payload.
+    max_payload: Optional[int] = None
+    # Why a decoded (or to be encoded) message is not valid, or None: rules across fields.
+    check: Optional[Callable[[Any], Optional[str]]] = None
+
+
+def _address_problem(address: str) -> Optional[str]:
+    """Why `address` is not a HOST:PORT a client could dial (IPv6 hosts in brackets), or None."""
+    if len(address) > MAX_ADDRESS_CHARS:
+        return f"an address longer than {MAX_ADDRESS_CHARS} characters"
+    if not address.isascii() or not address.isprintable() or " " in address:
+        return f"address {address[:40]!r} has characters an address cannot have"
+    host, sep, port = address.rpartition(":")
+    if not sep or not host or not port.isdigit() or len(port) > 5 or not 0 < int(port) <= 65535:
+        return f"address {address[:40]!r} is not HOST:PORT with PORT 1-65535"
+    return None
+
+
+def _cluster_problem(cluster: "Cluster") -> Optional[str]:
+    """The rules across a `cluster` answer's fields (each field's own are checked on its own)."""
+    members = cluster.members
+    if not isinstance(members, tuple):
+        return "members must be a tuple of (id, address) pairs"
+    if len(members) > MAX_MEMBERS:
+        return f"{len(members)} members, at most {MAX_MEMBERS}"
+    previous = 0
+    for member in members:
+        if not (isinstance(member, tuple) and len(member) == 2):
+            return "members must be (id, address) pairs"
+        rid, address = member
+        if type(rid) is not int or not 0 < rid <= MAX_ID:
+            return f"member id {rid!r} is not in 1..{MAX_ID}"
+        if rid <= previous:
+            return f"member ids not in increasing order at {rid}"
+        previous = rid
+        if not isinstance(address, str):
+            return f"member {rid}'s address must be a string"
+        problem = _address_problem(address) if address else None
+        if problem is not None:
+            return f"member {rid}: {problem}"
+    leader = cluster.leader
+    if type(leader) is not int or not 0 <= leader <= MAX_ID:
+        return f"leader {leader!r} is neither 0 (none known) nor a member id"
+    if leader and leader not in {rid for rid, _ in members}:
+        return f"leader {leader} is not one of the members"
+    return None
 
 
 _S = _Kind.TEXT
@@ -238,6 +311,7 @@ _REQUEST_SCHEMAS = (
     _Schema("send", Send, (("recipient", _S),), data="text"),
     _Schema("ack", Ack, (("name", _S), ("up_to_seq", _Kind.U64))),
     _Schema("ping", Ping),
+    _Schema("members", Members),
 )
 _RESPONSE_SCHEMAS = (
     _Schema("created", Created, (("name", _S),), data="credential", optional_data=True),
@@ -247,6 +321,8 @@ _RESPONSE_SCHEMAS = (
     _Schema("sent", Sent, (("recipient", _S), ("seq", _Kind.U64))),
     _Schema("acked", Acked, (("name", _S), ("up_to_seq", _Kind.U64))),
     _Schema("pong", Pong),
+    _Schema("cluster", Cluster, (("leader", _Kind.U64),), variadic="members", variadic_kind=_Kind.MEMBER,
+            max_payload=MAX_CLUSTER_PAYLOAD_BYTES, check=_cluster_problem),
     _Schema("connected", Connected, (("name", _S), ("queued", _Kind.U64))),
     _Schema(
         "message",
@@ -339,8 +415,30 @@ def _parse_int(name: str, kind: _Kind, text: str) -> int:
     return value
 
 
+def _format_member(member: Tuple[int, str]) -> str:
+    rid, address = member
+    return f"{rid}={_escape(address)}"
+
+
+def _parse_member(field: str) -> Tuple[int, str]:
+    text, sep, address = field.partition("=")
+    if not sep:
+        raise WireError(f"member {field[:40]!r} is not ID=HOST:PORT")
+    rid = _parse_int("member id", _Kind.U64, text)
+    if not 0 < rid <= MAX_ID:
+        raise WireError(f"member id {rid} is not in 1..{MAX_ID}")
+    problem = _address_problem(address) if address else None
+    if problem is not None:
+        raise WireError(f"member {rid}: {problem}")
+    return rid, address
+
+
 def _encode_payload(schema: _Schema, message: object) -> str:
-    if schema.variadic is not None:
+    if schema.check is not None:
+        problem = schema.check(message)
+        if problem is not None:
+            raise WireError(f"{schema.command}: {problem}")
+    if schema.variadic is not None and not schema.args:
         names: Tuple[str, ...] = getattr(message, schema.variadic)
         if tuple(names) == ("",):
             raise WireError(f"{schema.command}: a single empty field cannot be encoded")
@@ -349,6 +447,9 @@ def _encode_payload(schema: _Schema, message: object) -> str:
     for name, kind in schema.args:
         value = getattr(message, name)
         fields.append(_escape(_text(name, value)) if kind is _Kind.TEXT else _format_int(name, kind, value))
+    if schema.variadic is not None:  # the members of `cluster`, checked above
+        assert schema.variadic_kind is _Kind.MEMBER
+        fields.extend(_format_member(m) for m in getattr(message, schema.variadic))
     if schema.data is not None:
         data = _text(schema.data, getattr(message, schema.data))
         if data or not schema.optional_data:
@@ -368,19 +469,30 @@ def _text(name: str, value: object) -> str:
 
 def _decode_payload(schema: _Schema, payload: str) -> object:
     fields = _split_fields(payload)
-    if schema.variadic is not None:
+    if schema.variadic is not None and not schema.args:
         return schema.cls(tuple(fields))
     if len(fields) < len(schema.args):
         missing = schema.args[len(fields)][0]
         raise WireError(f"{schema.command}: missing argument {missing}")
-    if schema.data is None and len(fields) > len(schema.args):
+    if schema.data is None and schema.variadic is None and len(fields) > len(schema.args):
         raise WireError(f"{schema.command}: takes {len(schema.args)} argument(s), got {len(fields)}")
     values: Dict[str, object] = {}
     for (name, kind), field in zip(schema.args, fields):
         values[name] = field if kind is _Kind.TEXT else _parse_int(name, kind, field)
     if schema.data is not None:
         values[schema.data] = " ".join(fields[len(schema.args) :])
-    return schema.cls(**values)
+    if schema.variadic is not None:
+        assert schema.variadic_kind is _Kind.MEMBER
+        items = fields[len(schema.args) :]
+        if len(items) > MAX_MEMBERS:  # before parsing any: the count alone refuses it
+            raise WireError(f"{schema.command}: {len(items)} members, at most {MAX_MEMBERS}")
+        values[schema.variadic] = tuple(_parse_member(f) for f in items)
+    message = schema.cls(**values)
+    if schema.check is not None:
+        problem = schema.check(message)
+        if problem is not None:
+            raise WireError(f"{schema.command}: {problem}")
+    return message
 
 
 # ---------------------------------------------------------------------------------------------
@@ -416,7 +528,7 @@ def encode(message: Message) -> bytes:
         payload = _encode_payload(schema, message).encode("utf-8")
     except UnicodeEncodeError as exc:
         raise WireError(f"{schema.command}: text is not encodable as UTF-8 ({exc.reason})") from None
-    limit = _MAX_PAYLOAD[direction]
+    limit = min(_MAX_PAYLOAD[direction], schema.max_payload or _MAX_PAYLOAD[direction])
     if len(payload) > limit:
         raise WireError(f"{schema.command}: {len(payload)} payload bytes, at most {limit}")
     chunks = _chunks(payload)
@@ -529,8 +641,9 @@ class Reassembler:
         elif raw.command != self._command:
             raise WireError(f"{self._command}: continued by a {raw.command!r} frame")
         self._size += len(raw.payload)
-        if self._size > self._limit:
-            raise WireError(f"{raw.command}: message longer than {self._limit} payload bytes")
+        limit = min(self._limit, self._schemas[raw.command].max_payload or self._limit)
+        if self._size > limit:
+            raise WireError(f"{raw.command}: message longer than {limit} payload bytes")
         self._parts.append(raw.payload)
 
 

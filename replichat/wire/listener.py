@@ -68,6 +68,14 @@ def event_message(event: chat_pb2.ServerEvent) -> Optional[codec.Response]:
     return None
 
 
+def cluster_message(view: chat_pb2.MembersResponse) -> codec.Cluster:
+    """The wire form of a replica's membership view: each member's id and wire address ("" when
+    this replica does not know it), and the leader when it is known and a member."""
+    members = tuple(sorted((m.id, m.wire_address) for m in view.members))
+    leader = view.leader_id if any(rid == view.leader_id for rid, _ in members) else 0
+    return codec.Cluster(leader, members)
+
+
 async def _aclose(events: AsyncIterator[chat_pb2.ServerEvent]) -> None:
     """Let the backend release the session now rather than when the iterator is collected."""
     aclose = getattr(events, "aclose", None)
@@ -236,6 +244,8 @@ class _Connection:
             return codec.Deleted(request.name, deleted.dropped_messages)
         if isinstance(request, codec.Ping):
             return codec.Pong()
+        if isinstance(request, codec.Members):
+            return cluster_message(backend.members())
         raise AssertionError(f"unhandled request {request!r}")  # the codec decodes nothing else
 
     def _credential_for(self, name: str) -> str:

@@ -39,6 +39,7 @@ REQUESTS: List[Tuple[str, codec.Message]] = [
     ("send: empty text", codec.Send("user3", "")),
     ("ack", codec.Ack("user3", 2)),
     ("ping", codec.Ping()),
+    ("members: ask for the cluster's members", codec.Members()),
     ("send: continuation, 1,500-byte text", codec.Send("user3", "x" * 1500)),
     ("send: continuation splits at a character boundary", codec.Send("u", "é" * 600)),
 ]
@@ -53,6 +54,9 @@ RESPONSES: List[Tuple[str, codec.Message]] = [
     ("sent", codec.Sent("user3", 1)),
     ("acked", codec.Acked("user3", 2)),
     ("pong", codec.Pong()),
+    ("cluster: the members, replica 4 leads, replica 1's wire address unknown",
+     codec.Cluster(4, ((1, ""), (4, "127.0.0.1:50154"), (5, "127.0.0.1:50155")))),
+    ("cluster: no leader known", codec.Cluster(0, ((2, "10.0.0.2:50151"),))),
     ("connected", codec.Connected("user3", 1)),
     ("message", codec.Delivery("user3", 1, "user2", 1700000000000, "hello")),
     ("message: anonymous sender, text with spaces and a comma", codec.Delivery("user3", 7, "", 0, "hi, you")),
@@ -90,6 +94,26 @@ INVALID_REQUESTS: List[Tuple[str, List[str], str]] = [
     ("continuation ended by another command", [_frame(b"send+", b"user3,a"), _frame(b"create", b"b")],
      "continued by"),
     ("continuation never ended", [_frame(b"send+", b"user3,a")], "continuation frame"),
+    ("members takes no argument", [_frame(b"members", b"1")], "takes 0 argument"),
+]
+
+# Answers a client refuses (a hostile or broken server): the connection is then given up.
+INVALID_RESPONSES: List[Tuple[str, List[str], str]] = [
+    ("cluster: no leader field", [_frame(b"cluster", b"")], "missing argument leader"),
+    ("cluster: a member without =", [_frame(b"cluster", b"0,4")], "not ID=HOST:PORT"),
+    ("cluster: member id 0", [_frame(b"cluster", b"0,0=h:1")], "not in 1.."),
+    ("cluster: member id past 2**31-1", [_frame(b"cluster", b"0,2147483648=h:1")], "not in 1.."),
+    ("cluster: an address without a port", [_frame(b"cluster", b"0,1=host")], "not HOST:PORT"),
+    ("cluster: port 0", [_frame(b"cluster", b"0,1=host:0")], "not HOST:PORT"),
+    ("cluster: a space in an address", [_frame(b"cluster", b"0,1=a b:1")], "characters an address cannot have"),
+    ("cluster: ids out of order", [_frame(b"cluster", b"0,2=a:1,1=b:1")], "increasing order"),
+    ("cluster: the same id twice", [_frame(b"cluster", b"0,1=a:1,1=b:1")], "increasing order"),
+    ("cluster: a leader that is not a member", [_frame(b"cluster", b"3,1=a:1")], "not one of the members"),
+    ("cluster: 65 members", [_frame(b"cluster", ("0," + ",".join(f"{i}=" for i in range(1, 66))).encode())],
+     "65 members, at most 64"),
+    ("cluster: longer than any valid answer",
+     [_frame(b"cluster+", b"0," + b"1=" + b"a" * 1005)] * 40 + [_frame(b"cluster", b":1")],
+     "message longer than"),
 ]
 
 
@@ -128,8 +152,9 @@ def build() -> Dict[str, object]:
                 }
             )
     invalid = [
-        {"name": name, "direction": Direction.REQUEST.value, "frames_hex": frames, "error": error}
-        for name, frames, error in INVALID_REQUESTS
+        {"name": name, "direction": direction.value, "frames_hex": frames, "error": error}
+        for direction, cases in ((Direction.REQUEST, INVALID_REQUESTS), (Direction.RESPONSE, INVALID_RESPONSES))
+        for name, frames, error in cases
     ]
     return {
         "about": "Byte-exact examples of docs/wire-protocol.md. Each frame's hex omits the NUL "

@@ -8,10 +8,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from replichat.raft.membership import MAX_ID, MAX_MEMBERS
 from replichat.wire import codec
 from replichat.wire.codec import (
     COMMAND_SIZE,
     FRAME_SIZE,
+    MAX_CLUSTER_PAYLOAD_BYTES,
     MAX_REQUEST_PAYLOAD_BYTES,
     MAX_TEXT_BYTES,
     PAYLOAD_SIZE,
@@ -36,7 +38,12 @@ def _padded(significant: bytes) -> bytes:
 def _message(direction: str, obj: Dict[str, Any]) -> object:
     fields = dict(obj)
     cls = codec.message_types(Direction(direction))[fields.pop("type")]
-    return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()})
+    return cls(**{k: _tuples(v) for k, v in fields.items()})
+
+
+def _tuples(value: Any) -> Any:
+    """JSON arrays back to the tuples a message holds (a `cluster` answer's pairs included)."""
+    return tuple(_tuples(v) for v in value) if isinstance(value, list) else value
 
 
 def _decode(direction: str, data: bytes) -> object:
@@ -199,6 +206,20 @@ _NAME = _TEXT.filter(bool)
 _U64 = st.integers(0, 2**64 - 1)
 _I64 = st.integers(-(2**63), 2**63 - 1)
 
+_HOST = st.one_of(
+    st.from_regex(r"[a-z0-9.-]{1,60}", fullmatch=True),
+    st.from_regex(r"\[[0-9a-f:]{2,39}\]", fullmatch=True),
+    st.text(st.characters(min_codepoint=33, max_codepoint=126), min_size=1, max_size=40),  # commas, backslashes...
+)
+_ADDRESS = st.one_of(st.just(""), st.builds(lambda h, p: f"{h}:{p}", _HOST, st.integers(1, 65535)))
+_CLUSTERS = st.dictionaries(st.integers(1, MAX_ID), _ADDRESS, max_size=8).flatmap(
+    lambda members: st.builds(
+        codec.Cluster,
+        st.sampled_from([0, *members]) if members else st.just(0),
+        st.just(tuple(sorted(members.items()))),
+    )
+)
+
 _MESSAGES = st.one_of(
     st.builds(codec.Create, _NAME),
     st.builds(codec.Connect, _NAME),
@@ -217,6 +238,8 @@ _MESSAGES = st.one_of(
     st.builds(codec.Delivery, _TEXT, _U64, _TEXT, _I64, st.one_of(_TEXT, _LONG_TEXT)),
     st.builds(codec.Ended, _TEXT, _TEXT),
     st.builds(codec.Error, _TEXT, _TEXT),
+    st.just(codec.Members()),
+    st.builds(lambda c: c, _CLUSTERS),
 )
 
 
@@ -267,3 +290,61 @@ def test_spec_examples_match_the_vectors() -> None:
         words = " ".join(first[i : i + 2].hex() for i in range(0, len(first), 2))
         text = "".join(chr(b) if 32 <= b < 127 else "." for b in first)
         assert f"00000000: {words:<39}  {text}" in spec, vector["name"]
+
+
+# --- the `cluster` answer: what a hostile server may send a client -------------------------------
+
+
+def test_the_largest_valid_cluster_answer_fits_its_bound() -> None:
+    """64 members with the longest ids and 255-character addresses, every byte escaped."""
+    address = "," * 249 + ":65535"
+    worst = codec.Cluster(MAX_ID, tuple((MAX_ID - i, address) for i in reversed(range(MAX_MEMBERS))))
+    data = codec.encode(worst)
+    payload = sum(len(codec.parse_frame(data[i : i + FRAME_SIZE]).payload) for i in range(0, len(data), FRAME_SIZE))
+    assert MAX_CLUSTER_PAYLOAD_BYTES - 1024 < payload <= MAX_CLUSTER_PAYLOAD_BYTES
+    assert codec.decode_response(data) == worst
+
+
+@pytest.mark.parametrize(
+    "cluster, error",
+    [
+        (codec.Cluster(0, tuple((i, "") for i in range(1, MAX_MEMBERS + 2))), "at most 64"),
+        (codec.Cluster(0, ((2, ""), (1, ""))), "increasing order"),
+        (codec.Cluster(0, ((1, ""), (1, ""))), "increasing order"),
+        (codec.Cluster(0, ((0, ""),)), "not in 1.."),
+        (codec.Cluster(0, ((MAX_ID + 1, ""),)), "not in 1.."),
+        (codec.Cluster(0, ((True, ""),)), "not in 1.."),
+        (codec.Cluster(2, ((1, ""),)), "not one of the members"),
+        (codec.Cluster(0, ((1, "nohost"),)), "not HOST:PORT"),
+        (codec.Cluster(0, ((1, "h:" + "1" * 300),)), "longer than 255"),
+        (codec.Cluster(0, ((1, "é:1"),)), "characters an address cannot have"),
+        (codec.Cluster(0, ((1, None),)), "must be a string"),  # type: ignore[arg-type]
+        (codec.Cluster(0, [(1, "")]), "tuple"),  # type: ignore[arg-type]
+        (codec.Cluster(-1, ()), "neither 0"),
+    ],
+)
+def test_encoder_refuses_an_invalid_cluster_answer(cluster: codec.Cluster, error: str) -> None:
+    with pytest.raises(WireError, match=error):
+        codec.encode(cluster)
+
+
+def test_an_endless_cluster_answer_is_not_kept() -> None:
+    """A server streaming `cluster+` frames costs the client at most the answer's bound, and the
+    stream is in step again after the run's last frame."""
+    reassembler = Reassembler(Direction.RESPONSE)
+    frame = _padded(b"cluster+".ljust(COMMAND_SIZE, b"\0") + b"1=" * (PAYLOAD_SIZE // 2))
+    for _ in range(1000):  # 1 MB of frames
+        assert reassembler.push(frame) is None
+        assert sum(len(p) for p in reassembler._parts) <= MAX_CLUSTER_PAYLOAD_BYTES
+    with pytest.raises(WireError, match=f"longer than {MAX_CLUSTER_PAYLOAD_BYTES}"):
+        reassembler.push(_padded(b"cluster".ljust(COMMAND_SIZE, b"\0") + b"0"))
+    assert reassembler.push(codec.encode(codec.Pong())) == codec.Pong()
+
+
+def test_members_is_a_request_and_cluster_an_answer() -> None:
+    """Neither travels the other way: an old server that does not know `members` answers the
+    same clear error as for any unknown command."""
+    with pytest.raises(WireError, match="unknown command 'cluster'"):
+        codec.decode_request(codec.encode(codec.Cluster(0, ())))
+    with pytest.raises(WireError, match="unknown command 'members'"):
+        codec.decode_response(codec.encode(codec.Members()))
