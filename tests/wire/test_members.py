@@ -62,6 +62,17 @@ def test_members_is_answered_from_the_view_whoever_asks() -> None:
     run(main())
 
 
+def test_a_backend_without_a_membership_answers_as_an_older_server() -> None:
+    async def main() -> None:
+        async with serving(FakeBackend()) as listener, client(listener) as c:
+            with pytest.raises(ChatError) as refused:
+                await c.members()
+            assert refused.value.code is Code.INVALID_ARGUMENT and "bad request" in refused.value.message
+            await c.ping()
+
+    run(main())
+
+
 def test_an_unknown_or_removed_leader_is_sent_as_none() -> None:
     assert cluster_message(view(9, (1, "h:1"), (2, "h:2"))) == codec.Cluster(0, ((1, "h:1"), (2, "h:2")))
     assert cluster_message(view(0, (1, "h:1"))) == codec.Cluster(0, ((1, "h:1"),))
