@@ -308,7 +308,9 @@ def test_replicas_keep_serving_while_a_raw_connection_sends_garbage(process_clus
 
 class ScriptedReplica:
     """A wire server with canned answers that hangs up on chosen requests without answering,
-    or ignores them (as a stopped process would), or answers them `unavailable`.
+    or ignores them and everything after them on that connection (as a stopped process would),
+    or answers them `unavailable`. It predates the `members` request (the client then keeps
+    the replicas it was given).
 
     `mailbox` is pushed after every `connected` (deliveries above the last ack), like a real
     session's backlog. Records every request it received, on any connection.
@@ -351,6 +353,7 @@ class ScriptedReplica:
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self._writers.add(writer)
         reassembler = Reassembler(Direction.REQUEST)
+        stopped = False
         try:
             while True:
                 request = reassembler.push(await reader.readexactly(FRAME_SIZE))
@@ -359,7 +362,10 @@ class ScriptedReplica:
                 self.received.append(request)  # type: ignore[arg-type]
                 if isinstance(request, self.hang_up_on):
                     return
-                if isinstance(request, self.silent_on):  # like a stopped process: no answer
+                # Like a stopped process: no answer, to this request nor any after it (answers
+                # come in request order, so a later answer would be taken for this one's).
+                stopped = stopped or isinstance(request, self.silent_on)
+                if stopped:
                     continue
                 writer.write(b"".join(codec.encode(m) for m in self._answer(request)))  # type: ignore[arg-type]
                 await writer.drain()
@@ -390,6 +396,8 @@ class ScriptedReplica:
         if isinstance(request, codec.Connect):
             backlog = [d for d in self.mailbox if d.seq > self.acked]
             return [codec.Connected(request.name, len(backlog)), *backlog]
+        if isinstance(request, codec.Members):  # what a replica older than the request answers
+            return [codec.Error("invalid_argument", "bad request: unknown command 'members'")]
         return [codec.Error("not_found", "no such user")]
 
 
