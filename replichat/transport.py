@@ -214,7 +214,10 @@ class FrameDecoder:
         # From the identity greeting: the sender's incarnation and the one it knows us by.
         self.peer_incarnation = NO_INCARNATION
         self.our_incarnation_to_peer = NO_INCARNATION
-        self._senders = frozenset(senders) - {self_id}
+        # Kept as given, not copied: a replica's node updates it in place as the configuration
+        # changes (runtime/node.py), and a connection accepted before a member was added (say,
+        # during the replica's start, before its log was read) must admit that member once it is.
+        self._senders_given = senders
         self._buffer = bytearray()
         self._greeted = False
         self.label = label
@@ -235,7 +238,10 @@ class FrameDecoder:
 
     @property
     def senders(self) -> FrozenSet[int]:
-        return self._senders
+        return frozenset(self._senders_given) - {self._self_id}
+
+    def admits(self, sender: int) -> bool:
+        return sender != self._self_id and sender in self._senders_given
 
     @property
     def buffered(self) -> int:
@@ -284,7 +290,7 @@ class FrameDecoder:
             if p.to != self._self_id or p.type not in _MESSAGE_TYPES:
                 raise FrameError(f"message for replica {p.to} or of unknown type {p.type}")
             sender = getattr(p, "from")
-            if sender not in self._senders:
+            if not self.admits(sender):
                 raise FrameError(f"message from replica {sender}, not a peer of replica {self._self_id}")
             if self.authenticated_peer is not None and sender != self.authenticated_peer:
                 self._drop(p.type, sender, f"claims to come from replica {sender}, but the connection "
@@ -300,7 +306,7 @@ class FrameDecoder:
             messages.append(m)
         for part in list(batch.chunks) + list(batch.acks):
             sender = getattr(part, "from")
-            if part.to != self._self_id or sender not in self._senders:
+            if part.to != self._self_id or not self.admits(sender):
                 raise FrameError(f"snapshot transfer from replica {sender} to {part.to}, not from a peer to replica {self._self_id}")
             if self.authenticated_peer is not None and sender != self.authenticated_peer:
                 if self.dropped.record():
@@ -430,7 +436,7 @@ class _PeerConnection(asyncio.Protocol):
         who this connection speaks for (messages claiming another sender are dropped)."""
         assert self._tls is not None and self._transport is not None
         peer = peer_replica_id(self._tls.getpeercert())
-        if peer is None or peer not in self._decoder.senders:
+        if peer is None or not self._decoder.admits(peer):
             self._refuse(f"its certificate names {f'replica {peer}' if peer is not None else 'no replica'}, "
                          "not a peer of this replica")
             self._transport.abort()

@@ -35,6 +35,7 @@ from replichat.raft import membership
 from replichat.raft.membership import Change, Membership
 from replichat.raft.messages import NO_LEADER, Entry, Message, SnapshotMeta
 from replichat.runtime.driver import Driver, Step, recover_core
+from replichat.runtime import peer_addresses
 from replichat.runtime.interfaces import LogExtent, LogStore, StateMachine
 from replichat.runtime.snapshots import NEVER
 from replichat.snapshot_policy import DEFAULT_KEEP_ENTRIES, DEFAULT_SNAPSHOT_ENTRIES, SnapshotPolicy
@@ -218,13 +219,19 @@ class Node:
         self.driver = Driver(
             core, machine.request_key, self, self.options.retry_interval_s, self.options.request_timeout_s, policy
         )
+        self.transport.start()
+        self._follow_membership(starting=True)
+        # The peers in effect (the configuration's, see peer_addresses.py), not only those given.
         log.info(
             "replica %d starting: term %d, %d log entries after index %d (snapshot at %d), applied %d, peers %s",
             self.id, hard_state.term, len(entries), base.index, core.snapshot.index, applied,
             ", ".join(f"{i}={a}" for i, a in sorted(self.peers.items()) if i != self.id) or "none",
         )
-        self.transport.start()
-        self._follow_membership(starting=True)
+        clauses = peer_addresses.disagreements(self.id, self._static_peers, core.membership)
+        if clauses:
+            log.warning("replica %d: its --peers and the configuration in its log (%s) disagree: %s. The log decides "
+                        "who is a member (README: Changing the membership)", self.id, core.membership.describe(),
+                        "; ".join(clauses))
         self._tasks = [asyncio.ensure_future(self._run()), asyncio.ensure_future(self._ticker())]
 
     async def hand_over_leadership(self) -> None:
@@ -453,14 +460,7 @@ class Node:
         # lacks them: a replica whose log is behind (say, it was paused while a member was
         # removed and added back) must still answer that member when it leads, or it could
         # never catch up to the entry that adds it.
-        wanted: Dict[int, str] = dict(self._static_peers)
-        for member in membership.members:
-            address = self._static_peers.get(member.id) or member.address("raft")
-            if address:
-                wanted[member.id] = address
-        own = self._static_peers.get(self.id) or wanted.get(self.id)
-        if own:
-            wanted[self.id] = own
+        wanted = peer_addresses.raft_addresses(self._static_peers, membership)
         if wanted != self.peers:
             added = sorted(set(wanted) - set(self.peers))
             removed = sorted(set(self.peers) - set(wanted))

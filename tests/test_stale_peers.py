@@ -1,0 +1,79 @@
+"""A replica restarted with the command line it was first started with (its --cluster and --peers
+list only the original replicas) after the membership changed: it takes the members and their
+Raft addresses from the configuration in its own log, follows a leader that is a member added
+since, and says in its log that its command line and its log disagree.
+"""
+import asyncio
+import time
+
+import pytest
+
+from replichat.client.admin import MembershipClient
+from replichat.client.api import ChatClient
+from replichat.membership_admin import read_token_file
+
+pytestmark = pytest.mark.timeout(150)
+
+
+def admin(cluster) -> MembershipClient:
+    return MembershipClient(cluster.servers, admin_token=read_token_file(cluster.admin_token_file),
+                            say=lambda text: print(text, flush=True))
+
+
+async def wait_until_following(cluster, node_id: int, leader: int, commit_index: int, timeout: float = 30.0) -> None:
+    """Replica node_id names `leader` as its leader and has applied `commit_index`."""
+    deadline = time.monotonic() + timeout
+    status = None
+    while time.monotonic() < deadline:
+        status = await cluster.status(node_id)
+        if status is not None and status.leader_id == leader and status.applied_index >= commit_index:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"replica {node_id} does not follow leader {leader} up to {commit_index}: {status}")
+
+
+def test_a_replica_restarted_with_its_original_peers_follows_a_leader_added_since(process_cluster) -> None:
+    cluster = process_cluster(3, admin_token=True)
+    original_command = cluster.command(2)
+
+    async def scenario() -> None:
+        await cluster.wait_for_leader()
+        operator = admin(cluster)
+        try:
+            for new in (4, 5):
+                cluster.start_joining(new)
+                await operator.add(new, cluster.addresses[new], cluster.peer_addresses[new], catch_up_timeout_s=60)
+            # Replicas 1 and 3 retire; with 2 stopped, the leader is one of the added replicas.
+            for old in (1, 3):
+                await operator.remove(old)
+                cluster.kill(old)
+            cluster.kill(2)
+            leader = await cluster.wait_for_leader(among=[4, 5])
+            async with ChatClient([cluster.addresses[4], cluster.addresses[5]]) as client:
+                await client.create("olga")
+                for n in range(20):
+                    await client.send("olga", f"while 2 was down {n}")
+            assert cluster.command(2) == original_command  # --cluster and --peers: replicas 1-3 only
+            assert str(cluster.peer_addresses[4]) not in " ".join(original_command)
+
+            cluster.start(2)
+            status = await cluster.status(leader)
+            assert status is not None
+            await wait_until_following(cluster, 2, leader, status.commit_index)
+            async with ChatClient([cluster.addresses[2]]) as client:
+                assert await client.list() == ["olga"]
+                await client.send("olga", "after the restart")  # forwarded to the leader, committed
+        finally:
+            await operator.close()
+
+    asyncio.run(scenario())
+    with open(cluster.log_path(2), errors="replace") as f:
+        log = f.read()
+    restarted = log[log.rindex("replica 2 data identity"):]  # what its second start logged
+    four, five = (f"{i}={cluster.peer_addresses[i]}" for i in (4, 5))
+    assert "the configuration in its log (voters {2,4,5}) differs from the one it was started with" in restarted
+    warning = next(line for line in restarted.splitlines() if "its --peers and the configuration in its log" in line)
+    assert "WARNING" in warning and f"members {four}, {five} are not in --peers" in warning, warning
+    assert "replicas 1, 3 are in --peers but no longer in the configuration" in warning, warning
+    starting = next(line for line in restarted.splitlines() if "replica 2 starting" in line)
+    assert four in starting and five in starting, starting  # the peers in effect, not only --peers
