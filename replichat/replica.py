@@ -85,7 +85,8 @@ async def serve_replica(
         host, port = split_address(raft_address)
         peer_listener = await start_peer_listener(node_id, node.deliver, host, port, senders=node.peers,
                                                   ssl_context=security.peer_server_context(), guard=guard,
-                                                  deliver_snapshot_parts=node.deliver_snapshot_parts)
+                                                  deliver_snapshot_parts=node.deliver_snapshot_parts,
+                                                  introduce=node.introduce)
     except OSError as error:
         await server.stop(None)
         raise ListenError(f"cannot listen for peers on {raft_address}: {error}") from error

@@ -111,6 +111,12 @@ def encode_frame(messages: Sequence[PeerItem]) -> bytes:
     return _LENGTH.pack(len(body)) + body
 
 
+def encode_introduction(own_address: str) -> bytes:
+    """The first frame of a connection: no message, only where the sender listens."""
+    body = raft_pb2.MessageBatch(sender_address=own_address).SerializeToString()
+    return _LENGTH.pack(len(body)) + body
+
+
 def _weight(m: PeerItem) -> int:
     if isinstance(m, Message):
         return _MESSAGE_OVERHEAD + len(m.context) + sum(len(e.data) + _ENTRY_OVERHEAD for e in m.entries)
@@ -203,12 +209,16 @@ class FrameDecoder:
     frame is delivered."""
 
     def __init__(self, self_id: int, senders: Collection[int], label: str = "a peer",
-                 cluster_id: Optional[bytes] = None, dropped: Optional[DropCounter] = None) -> None:
+                 cluster_id: Optional[bytes] = None, dropped: Optional[DropCounter] = None,
+                 introduce: Optional[Callable[[int, str], None]] = None) -> None:
         """senders: the replicas that may send to this one. A message from any other (say, a
         replica of another cluster) would make the core answer a replica the transport does
         not know, which stops the node. label: names the connection in log lines.
         cluster_id: expect the identity greeting (see `greeting`) of this cluster; None: the
-        bare MAGIC (tests of the framing alone)."""
+        bare MAGIC (tests of the framing alone). introduce(peer, address): called when a
+        connection authenticated as a replica not in `senders` gives its Raft address (the
+        first frame's sender_address); the callee may add it to `senders` (None: such a
+        connection is refused)."""
         self._self_id = self_id
         self._cluster_id = cluster_id
         # From the identity greeting: the sender's incarnation and the one it knows us by.
@@ -218,6 +228,7 @@ class FrameDecoder:
         # changes (runtime/node.py), and a connection accepted before a member was added (say,
         # during the replica's start, before its log was read) must admit that member once it is.
         self._senders_given = senders
+        self._introduce = introduce
         self._buffer = bytearray()
         self._greeted = False
         self.label = label
@@ -242,6 +253,11 @@ class FrameDecoder:
 
     def admits(self, sender: int) -> bool:
         return sender != self._self_id and sender in self._senders_given
+
+    @property
+    def may_introduce(self) -> bool:
+        """A connection authenticated as a replica not in `senders` may still introduce itself."""
+        return self._introduce is not None
 
     @property
     def buffered(self) -> int:
@@ -281,6 +297,9 @@ class FrameDecoder:
             except DecodeError as error:
                 raise FrameError(f"undecodable frame: {error}") from None
             del buffer[:end]
+            peer = self.authenticated_peer  # only a certificate says who a stranger is
+            if batch.sender_address and peer is not None and self._introduce is not None and not self.admits(peer):
+                self._introduce(peer, batch.sender_address)
             batches.append(self._messages(batch))
         return batches
 
@@ -436,7 +455,7 @@ class _PeerConnection(asyncio.Protocol):
         who this connection speaks for (messages claiming another sender are dropped)."""
         assert self._tls is not None and self._transport is not None
         peer = peer_replica_id(self._tls.getpeercert())
-        if peer is None or not self._decoder.admits(peer):
+        if peer is None or not (self._decoder.admits(peer) or self._decoder.may_introduce):
             self._refuse(f"its certificate names {f'replica {peer}' if peer is not None else 'no replica'}, "
                          "not a peer of this replica")
             self._transport.abort()
@@ -581,12 +600,15 @@ async def start_peer_listener(
     self_id: int, deliver: Callable[[List[Message]], None], host: str, port: int, *, senders: Collection[int],
     ssl_context: Optional[ssl.SSLContext] = None, guard: Optional["IdentityGuard"] = None,
     deliver_snapshot_parts: Optional[Callable[[List[SnapshotPart]], None]] = None,
+    introduce: Optional[Callable[[int, str], None]] = None,
 ) -> PeerListener:
     """Listen for peers on host:port (port 0: any free port, see PeerListener.port); hand
     `deliver` the messages that replicas in `senders` address to replica `self_id`.
     ssl_context: mutual TLS (security/tls.py peer_server_context); None: plain TCP.
     guard: checks the identity greeting (cluster id, incarnations); None: bare MAGIC.
-    deliver_snapshot_parts: gets the snapshot chunks and acknowledgements (dropped without it)."""
+    deliver_snapshot_parts: gets the snapshot chunks and acknowledgements (dropped without it).
+    introduce(peer, address): a connection whose certificate names a replica not in `senders`
+    gave its Raft address (FrameDecoder); only with ssl_context, as only a certificate proves it."""
     connections: Set[_PeerConnection] = set()
     received = [0]
     budget = _Budget()
@@ -597,7 +619,8 @@ async def start_peer_listener(
     # connections are counted and timed from the accept, handshake included.
     server = await loop.create_server(
         lambda: _PeerConnection(
-            FrameDecoder(self_id, senders, cluster_id=guard.cluster_id if guard else None, dropped=dropped),
+            FrameDecoder(self_id, senders, cluster_id=guard.cluster_id if guard else None, dropped=dropped,
+                         introduce=introduce if ssl_context is not None else None),
             deliver, connections, received, budget, ssl_context, refusals, guard, deliver_snapshot_parts,
         ),
         host, port,
@@ -615,9 +638,11 @@ class _PeerLink:
     control is the only back-pressure), so a heartbeat is never stuck behind a round trip."""
 
     def __init__(self, peer: int, address: str, ssl_context: Optional[ssl.SSLContext] = None,
-                 guard: Optional["IdentityGuard"] = None) -> None:
+                 guard: Optional["IdentityGuard"] = None, own_address: str = "") -> None:
         self.peer = peer
         self.address = address
+        # Told to the peer on each new connection (MessageBatch.sender_address).
+        self.own_address = own_address
         self._ssl = ssl_context
         self._guard = guard
         self.queue: List[PeerItem] = []
@@ -696,6 +721,8 @@ class _PeerLink:
                 writer.transport.abort()
                 raise WrongPeer(f"the certificate at {self.address} is replica {reached}'s, not replica {self.peer}'s")
         writer.write(self._guard.greeting(self.peer) if self._guard is not None else MAGIC)
+        if self.own_address:
+            writer.write(encode_introduction(self.own_address))
         return writer
 
     def _drop_connection(self) -> None:
@@ -724,8 +751,10 @@ class PeerTransport:
         self._ssl = ssl_context
         self._guard = guard
         self._started = False
+        self._own_address = addresses.get(self_id, "")
         self._links = {
-            peer: _PeerLink(peer, address, ssl_context, guard) for peer, address in addresses.items() if peer != self_id
+            peer: _PeerLink(peer, address, ssl_context, guard, self._own_address)
+            for peer, address in addresses.items() if peer != self_id
         }
 
     def start(self) -> None:
@@ -738,13 +767,14 @@ class PeerTransport:
         dialled when they have messages), none to a replica no longer in it (its queue is
         dropped: Raft resends what matters to members)."""
         wanted = {peer: address for peer, address in addresses.items() if peer != self._self_id}
+        self._own_address = addresses.get(self._self_id, self._own_address)
         for peer, link in list(self._links.items()):
             if wanted.get(peer) != link.address:
                 del self._links[peer]
                 asyncio.ensure_future(link.close())
         for peer, address in wanted.items():
             if peer not in self._links:
-                link = self._links[peer] = _PeerLink(peer, address, self._ssl, self._guard)
+                link = self._links[peer] = _PeerLink(peer, address, self._ssl, self._guard, self._own_address)
                 if self._started:
                     link.task = asyncio.ensure_future(link.run())
 

@@ -6,11 +6,13 @@ since, and says in its log that its command line and its log disagree.
 import asyncio
 import time
 
+import grpc
 import pytest
 
 from replichat.client.admin import MembershipClient
 from replichat.client.api import ChatClient
 from replichat.membership_admin import read_token_file
+from replichat.proto import chat_pb2, chat_pb2_grpc
 
 pytestmark = pytest.mark.timeout(150)
 
@@ -77,3 +79,44 @@ def test_a_replica_restarted_with_its_original_peers_follows_a_leader_added_sinc
     assert "replicas 1, 3 are in --peers but no longer in the configuration" in warning, warning
     starting = next(line for line in restarted.splitlines() if "replica 2 starting" in line)
     assert four in starting and five in starting, starting  # the peers in effect, not only --peers
+
+
+def test_a_replica_that_was_down_while_members_were_added_follows_a_leader_among_them(process_cluster) -> None:
+    """Replica 2 misses the adds of 4 and 5 and the removals of 1 and 3: neither its --peers nor
+    its log name the leader. The leader's connection introduces itself (its Raft address, its
+    certificate proving who it is); replica 2 answers it there, catches up, and from then on
+    takes the members from its log."""
+    cluster = process_cluster(3, admin_token=True)
+
+    async def scenario() -> None:
+        await cluster.wait_for_leader()
+        operator = admin(cluster)
+        try:
+            cluster.kill(2)
+            for new in (4, 5):
+                cluster.start_joining(new)
+                await operator.add(new, cluster.addresses[new], cluster.peer_addresses[new], catch_up_timeout_s=60)
+            for old in (1, 3):
+                await operator.remove(old)
+                cluster.kill(old)
+            leader = await cluster.wait_for_leader(among=[4, 5])
+            async with ChatClient([cluster.addresses[4], cluster.addresses[5]]) as client:
+                await client.create("pia")
+                await client.send("pia", "while 2 was down")
+            cluster.start(2)  # its command line names replicas 1-3 only; its log too
+            status = await cluster.status(leader)
+            assert status is not None
+            await wait_until_following(cluster, 2, leader, status.commit_index)
+            async with grpc.aio.insecure_channel(cluster.addresses[2]) as channel:
+                view = await chat_pb2_grpc.ChatStub(channel).Members(chat_pb2.MembersRequest(), timeout=5)
+            assert view.replica_id == 2 and sorted(m.id for m in view.members if m.voter) == [2, 4, 5]
+            async with ChatClient([cluster.addresses[2]]) as client:
+                assert await client.list() == ["pia"]
+        finally:
+            await operator.close()
+
+    asyncio.run(scenario())
+    with open(cluster.log_path(2), errors="replace") as f:
+        restarted = f.read().rsplit("replica 2 data identity", 1)[-1]
+    assert "(its certificate says so) is not in this replica's configuration" in restarted, restarted[-3000:]
+    assert "the Raft address it gave, until its log names it" in restarted

@@ -89,11 +89,13 @@ class SnapshotAck(_message.Message):
     def __init__(self, to: _Optional[int] = ..., term: _Optional[int] = ..., index: _Optional[int] = ..., offset: _Optional[int] = ..., refused: bool = ..., reason: _Optional[str] = ..., resend: bool = ..., **kwargs) -> None: ...
 
 class MessageBatch(_message.Message):
-    __slots__ = ("messages", "chunks", "acks")
+    __slots__ = ("messages", "chunks", "acks", "sender_address")
     MESSAGES_FIELD_NUMBER: _ClassVar[int]
     CHUNKS_FIELD_NUMBER: _ClassVar[int]
     ACKS_FIELD_NUMBER: _ClassVar[int]
+    SENDER_ADDRESS_FIELD_NUMBER: _ClassVar[int]
     messages: _containers.RepeatedCompositeFieldContainer[Message]
     chunks: _containers.RepeatedCompositeFieldContainer[SnapshotChunk]
     acks: _containers.RepeatedCompositeFieldContainer[SnapshotAck]
-    def __init__(self, messages: _Optional[_Iterable[_Union[Message, _Mapping]]] = ..., chunks: _Optional[_Iterable[_Union[SnapshotChunk, _Mapping]]] = ..., acks: _Optional[_Iterable[_Union[SnapshotAck, _Mapping]]] = ...) -> None: ...
+    sender_address: str
+    def __init__(self, messages: _Optional[_Iterable[_Union[Message, _Mapping]]] = ..., chunks: _Optional[_Iterable[_Union[SnapshotChunk, _Mapping]]] = ..., acks: _Optional[_Iterable[_Union[SnapshotAck, _Mapping]]] = ..., sender_address: _Optional[str] = ...) -> None: ...

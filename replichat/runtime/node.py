@@ -131,6 +131,9 @@ class Node:
         # the configuration in effect (the log's), in place: the transport's links and the
         # Raft port's admitted senders are built from it (see _follow_membership).
         self._static_peers = dict(peers)
+        # Raft addresses replicas neither --peers nor the configuration name gave for themselves
+        # on an authenticated connection (`introduce`): a leader added while this one was down.
+        self._introduced: Dict[int, str] = {}
         self._membership_seen: Optional[Membership] = None
         self._membership_hooks: List[Callable[[Membership], None]] = []
         self._bootstrap_voters = tuple(sorted(voters if voters is not None else self.peers))
@@ -460,7 +463,7 @@ class Node:
         # lacks them: a replica whose log is behind (say, it was paused while a member was
         # removed and added back) must still answer that member when it leads, or it could
         # never catch up to the entry that adds it.
-        wanted = peer_addresses.raft_addresses(self._static_peers, membership)
+        wanted = peer_addresses.raft_addresses(self._static_peers, membership, self._introduced)
         if wanted != self.peers:
             added = sorted(set(wanted) - set(self.peers))
             removed = sorted(set(self.peers) - set(wanted))
@@ -474,6 +477,31 @@ class Node:
             self._unreachable_members -= set(wanted)
         for hook in self._membership_hooks:
             hook(membership)
+
+    def introduce(self, peer: int, address: str) -> None:
+        """A connection whose certificate (signed by the cluster CA) names replica `peer`, which
+        this replica does not know, gave `address` as its Raft address (transport.py): answer it
+        there. So a replica that was down while members were added, restarted with --peers that
+        predate them, still follows a leader among them and catches up on the entries that add
+        them. At most MAX_MEMBERS such addresses; the first one given for a replica stays."""
+        if peer in self.peers or peer in self._introduced or peer == self.id:
+            return
+        problem = peer_addresses.address_problem(address)
+        if problem is not None or len(self._introduced) >= membership.MAX_MEMBERS:
+            log.warning("replica %d ignores the Raft address replica %d gave for itself: %s", self.id, peer,
+                        problem or f"{len(self._introduced)} such addresses already")
+            return
+        self._introduced[peer] = address
+        core = self.core
+        log.warning("replica %d: replica %d (its certificate says so) is not in this replica's configuration%s: "
+                    "its log is behind, or its --peers lack that replica. It answers replica %d at %s, the Raft "
+                    "address it gave, until its log names it", self.id, peer,
+                    f" ({core.membership.describe()})" if core is not None else "", peer, address)
+        if self.driver is None:  # still starting: start() follows the configuration with it
+            self.peers[peer] = address
+            self.transport.set_peers(self.peers)
+            return
+        self._follow_membership()
 
     def _feed(self, driver: Driver) -> None:
         driver.feed()

@@ -11,21 +11,41 @@ Precedence (README, "Changing the membership"):
     NAT — else the one the configuration recorded (`members add --peer`). So a replica restarted
     with the command line it was first started with still reaches the members added since;
   * replicas given at start that are not members stay reachable: a replica whose log is behind
-    must still answer a leader its log does not know yet.
+    must still answer a leader its log does not know yet;
+  * a replica neither names (its log is behind: it was down while that replica was added, and
+    its --peers predate it) is reached at the address it gave for itself when it connected, its
+    identity proven by its certificate (transport.py, MessageBatch.sender_address).
 """
-from typing import Dict, List, Mapping
+from typing import Dict, List, Mapping, Optional
 
-from replichat.raft.membership import Membership
+from replichat.raft.membership import MAX_ADDRESS_CHARS, Membership
 
 
-def raft_addresses(given: Mapping[int, str], membership: Membership) -> Dict[int, str]:
-    """Every replica this one keeps a Raft link to (itself included), by the rules above."""
+def raft_addresses(given: Mapping[int, str], membership: Membership,
+                   introduced: Optional[Mapping[int, str]] = None) -> Dict[int, str]:
+    """Every replica this one keeps a Raft link to (itself included), by the rules above.
+    `introduced`: addresses replicas this one does not know gave for themselves over an
+    authenticated connection (a leader added while this replica was down); the last resort."""
     wanted: Dict[int, str] = dict(given)
     for member in membership.members:
         address = given.get(member.id) or member.address("raft")
         if address:
             wanted[member.id] = address
+    for rid, address in (introduced or {}).items():
+        wanted.setdefault(rid, address)
     return wanted
+
+
+def address_problem(address: str) -> Optional[str]:
+    """Why `address` (from a peer) is not a HOST:PORT to dial, or None."""
+    if not 0 < len(address) <= MAX_ADDRESS_CHARS:
+        return f"an address of {len(address)} characters (1..{MAX_ADDRESS_CHARS})"
+    if not address.isascii() or not address.isprintable() or " " in address:
+        return f"{address[:60]!r} has characters an address cannot have"
+    host, sep, port = address.rpartition(":")
+    if not sep or not host or not port.isdigit() or len(port) > 5 or not 0 < int(port) <= 65535:
+        return f"{address[:60]!r} is not HOST:PORT with PORT 1-65535"
+    return None
 
 
 def disagreements(self_id: int, given: Mapping[int, str], membership: Membership) -> List[str]:

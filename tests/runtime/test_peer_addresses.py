@@ -1,7 +1,9 @@
 """The rule for a member's Raft address (runtime/peer_addresses.py), and the warning a replica
 gives when the addresses it was started with (--peers) and the configuration in its log disagree."""
+import pytest
+
 from replichat.raft.membership import Member, Membership
-from replichat.runtime.peer_addresses import disagreements, raft_addresses
+from replichat.runtime.peer_addresses import address_problem, disagreements, raft_addresses
 
 GIVEN = {1: "h1:7001", 2: "h2:7002", 3: "h3:7003"}  # replica 2's original --peers
 
@@ -56,3 +58,18 @@ def test_its_own_address_is_kept_and_never_a_disagreement() -> None:
     given = {2: "h2:7002", 4: "h4:7004"}
     assert raft_addresses(given, membership) == given
     assert disagreements(2, given, membership) == []
+
+
+def test_an_introduced_address_is_the_last_resort() -> None:
+    membership = config(member(2), member(4, "h4:7004"))
+    introduced = {4: "claimed:1", 5: "h5:7005"}
+    assert raft_addresses(GIVEN, membership, introduced) == {**GIVEN, 4: "h4:7004", 5: "h5:7005"}
+
+
+@pytest.mark.parametrize("address, problem", [
+    ("h:1", None), ("[::1]:65535", None), ("", "0 characters"), ("h", "not HOST:PORT"), (":1", "not HOST:PORT"),
+    ("h:0", "not HOST:PORT"), ("h:99999", "not HOST:PORT"), ("a b:1", "cannot have"), ("h:" + "1" * 300, "characters"),
+])
+def test_a_peers_claimed_address_is_checked(address: str, problem: str) -> None:
+    found = address_problem(address)
+    assert (found is None) if problem is None else (problem in found)
