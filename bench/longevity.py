@@ -248,6 +248,69 @@ def files_mib(directory: str) -> Dict[str, float]:
     return dict(sorted(out.items()))
 
 
+def file_kind(name: str) -> str:
+    """A data-directory file's kind for the breakdown: snapshot files (named by index, one or
+    two at a time, plus one being written) are counted together."""
+    return "snapshots/" if name.startswith("snapshots" + os.sep) else name
+
+
+class PeakSampler:
+    """The most each replica's data directory held while a load ran, read every `interval_s`,
+    in total and per kind of file. One reading lands anywhere on saw-tooths (each SQLite WAL
+    fills up to its checkpoint; the log grows between compactions): the peak is what the disk
+    must hold, and what would grow if anything grew with history."""
+
+    def __init__(self, system: LongevitySystem, interval_s: float = 0.25) -> None:
+        self.system = system
+        self.interval_s = interval_s
+        self.samples = 0
+        self.total: Dict[str, int] = {}
+        self.files: Dict[str, Dict[str, int]] = {}
+        self._task: Optional["asyncio.Task[None]"] = None
+
+    def start(self) -> None:
+        self._task = asyncio.ensure_future(self._run())
+
+    async def _run(self) -> None:
+        while True:
+            self.sample()
+            await asyncio.sleep(self.interval_s)
+
+    def sample(self) -> None:
+        self.samples += 1
+        for i in sorted(self.system.addresses):
+            directory = self.system.replica_dir(i)
+            kinds: Dict[str, int] = {}
+            for folder, _, files in os.walk(directory):
+                for name in files:
+                    path = os.path.join(folder, name)
+                    try:
+                        size = os.path.getsize(path)
+                    except OSError:
+                        continue  # removed while walking (a snapshot replaced, a WAL deleted)
+                    kind = file_kind(os.path.relpath(path, directory))
+                    kinds[kind] = kinds.get(kind, 0) + size
+            key = str(i)
+            self.total[key] = max(self.total.get(key, 0), sum(kinds.values()))
+            peaks = self.files.setdefault(key, {})
+            for kind, size in kinds.items():
+                peaks[kind] = max(peaks.get(kind, 0), size)
+
+    async def stop(self) -> Dict[str, Any]:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+        self.sample()
+        return {
+            "data_mib": {i: round(v / 2**20, 2) for i, v in self.total.items()},
+            "files_mib": {i: {k: round(v / 2**20, 2) for k, v in sorted(f.items())} for i, f in self.files.items()},
+            "samples": self.samples,
+        }
+
+
 async def settle(system: LongevitySystem, seconds: float) -> None:
     """Let background work (a snapshot being taken, checkpoints) finish before reading sizes:
     until every replica has applied the leader's commit index, then `seconds` more."""
@@ -363,11 +426,15 @@ async def acknowledged_phase(base: str, args: argparse.Namespace) -> Dict[str, A
         sent = 0
         for label, upto in (("after_small", args.small), ("after_all", args.messages)):
             progress(f"acknowledged: sending up to {upto:,} messages to {args.readers} connected readers")
+            sampler = PeakSampler(system)
+            sampler.start()
             rate = await load(system, upto - sent, args.concurrency, names, f"a{len(result)}")
             sent = upto
             await wait_for(lambda: sum(r.acked for r in readers) >= sent, 600, f"{sent:,} acknowledged", readers)
             await settle(system, args.settle)
+            peak = await sampler.stop()
             result[label] = footprint(system)
+            result[label]["peak"] = peak
             result[label]["writes_per_s"] = round(rate, 1)
             result[label]["snapshots_taken"] = {str(i): system.log(i).count("took a snapshot at index") for i in ids}
             progress(f"acknowledged: {label}: {result[label]}")
@@ -377,6 +444,10 @@ async def acknowledged_phase(base: str, args: argparse.Namespace) -> Dict[str, A
         result["ratio"] = {
             what: {i: round(result["after_all"][what][i] / result["after_small"][what][i], 2) for i in result["after_all"][what]}
             for what in ("rss_mib", "data_mib")
+        }
+        result["ratio"]["peak_data_mib"] = {
+            i: round(result["after_all"]["peak"]["data_mib"][i] / result["after_small"]["peak"]["data_mib"][i], 2)
+            for i in result["after_all"]["peak"]["data_mib"]
         }
         progress("acknowledged: kill -9 of every replica, then restart")
         result["restart"] = await restart_all(system, 120)
@@ -477,6 +548,19 @@ def table(results: Dict[str, Any]) -> str:
             small, full, ratio = a["after_small"][what], a["after_all"][what], a["ratio"][what]
             lines.append(f"  {what:<9} " + ", ".join(f"r{i}: {small[i]} -> {full[i]} ({ratio[i]}x)" for i in sorted(full))
                          + f"   [load {a['after_small']['load']} / {a['after_all']['load']}]")
+        peak_small, peak_all = a["after_small"]["peak"], a["after_all"]["peak"]
+        lines.append(f"  {'peak data':<9} " + ", ".join(
+            f"r{i}: {peak_small['data_mib'][i]} -> {peak_all['data_mib'][i]} ({a['ratio']['peak_data_mib'][i]}x)"
+            for i in sorted(peak_all["data_mib"]))
+            + f"   [the most each held while the first {a['small']:,} / the rest were written;"
+            f" {peak_small['samples']} / {peak_all['samples']} readings]")
+        first = sorted(peak_all["data_mib"])[0]
+        lines.append(f"  r{first}'s files (MiB), after {a['small']:,} / after {a['messages']:,}; peak while written:")
+        for moment, label in (("at the end", "files_mib"), ("peak", "peak")):
+            small = _by_kind(a["after_small"]["files_mib"][first]) if label == "files_mib" else peak_small["files_mib"][first]
+            full = _by_kind(a["after_all"]["files_mib"][first]) if label == "files_mib" else peak_all["files_mib"][first]
+            lines.append(f"    {moment:<10} " + ", ".join(
+                f"{kind} {small.get(kind, 0)} / {full.get(kind, 0)}" for kind in sorted(set(small) | set(full))))
         r = a["restart"]
         lines.append(f"  restart -> first write {r['first_write_s']} s {phases_text(r)}, all caught up {r['all_caught_up_s']} s, "
                      f"RSS after {r['after']['rss_mib']} [load {r['load']}]")
@@ -565,6 +649,14 @@ def main() -> None:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=1)
     print(table(results))
+
+
+def _by_kind(files: Dict[str, float]) -> Dict[str, float]:
+    out: Dict[str, float] = {}
+    for name, mib in files.items():
+        kind = file_kind(name)
+        out[kind] = round(out.get(kind, 0) + mib, 2)
+    return out
 
 
 def _without(args: List[str], flag: str) -> List[str]:

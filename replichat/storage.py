@@ -15,7 +15,8 @@ served or shipped to a peer.
 The log may start after a compacted prefix: `log_base` holds the index and term of the last
 entry removed (0, 0 when nothing was), so the entry after it can still be matched. Compaction
 deletes whole prefixes; with auto_vacuum=INCREMENTAL the freed pages are handed back to the file
-system, and the WAL is checkpointed, so the files stop growing with history.
+system, and the WAL is checkpointed and truncated; between compactions the WAL is bounded
+(sqlite_wal.py), so the files stop growing with history.
 
 The configuration in effect at the log's base (raft/membership.py: configuration entries are
 ordinary log entries, so compaction would delete them) is kept in `base_membership`, written in
@@ -38,6 +39,7 @@ from typing import Iterable, List, NamedTuple, Optional, Sequence, Tuple
 from replichat.integrity import INDEX_TERM as _INDEX_TERM
 from replichat.integrity import CorruptDataError, entry_checksum, verify_entry
 from replichat.raft.messages import Entry, HardState
+from replichat.sqlite_wal import bound_wal
 
 log = logging.getLogger(__name__)
 
@@ -124,6 +126,7 @@ class RaftStorage:
             self._db.execute("PRAGMA auto_vacuum=INCREMENTAL")
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
+        bound_wal(self._db)
         if fresh:
             self._db.executescript(_TABLES)
             self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")

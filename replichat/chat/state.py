@@ -49,6 +49,7 @@ from replichat.chat.credentials import is_stored_form
 from replichat.chat.names import lookalike_key, normalize_name, quote, validate_text
 from replichat.errors import ChatError, Code
 from replichat.proto import chat_pb2, command_pb2
+from replichat.sqlite_wal import bound_wal
 
 CLIENT_TABLE_WINDOW = 100_000
 CLIENT_EXPIRY_INTERVAL = 1024
@@ -255,6 +256,7 @@ class ChatState(_StateQueries):
         # committed in the same transaction as the effects it covers, so after a crash the
         # replica simply replays the log from last_applied + 1.
         self._db.execute("PRAGMA synchronous=NORMAL")
+        bound_wal(self._db)  # the WAL stops growing with history (sqlite_wal.py)
         self._check_schema_version()
         self._db.executescript(_SCHEMA)
         self._migrate()
