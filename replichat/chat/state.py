@@ -246,22 +246,15 @@ class ChatState(_StateQueries):
     """
 
     def __init__(self, path: str) -> None:
-        # isolation_level=None: we issue BEGIN ourselves, so one batch is exactly one
-        # transaction, whatever the statements in it.
-        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        # NORMAL may lose the last transactions on power loss, but never corrupts, and is an
-        # order of magnitude faster than FULL. Losing them is harmless: the Raft log (its own
-        # database, synchronous=FULL) is the durable source of truth, and last_applied is
-        # committed in the same transaction as the effects it covers, so after a crash the
-        # replica simply replays the log from last_applied + 1.
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        bound_wal(self._db)  # the WAL stops growing with history (sqlite_wal.py)
+        self._db = _open_database(path)
         self._check_schema_version()
         self._db.executescript(_SCHEMA)
         self._migrate()
         self._db.execute(f"PRAGMA user_version={_SCHEMA_VERSION}")
-        self._handlers: Dict[str, Callable[[int, Command, _Request], _Outcome]] = {
+        self._handlers = self._command_handlers()
+
+    def _command_handlers(self) -> Dict[str, Callable[[int, Command, _Request], _Outcome]]:
+        return {
             "create": self._create,
             "delete": self._delete,
             "send": self._send,
@@ -276,8 +269,14 @@ class ChatState(_StateQueries):
         """A consistent copy of the whole state — every table, the exactly-once `clients` table
         and last_applied included — as a new state at `path` (the simulator's snapshots and
         their restores, in memory; the real runtime copies files: chat/snapshot.py)."""
-        target = type(self)(path)
+        # The copy starts as a byte copy of this open, current-schema database: the schema
+        # work of __init__ (a third of a millisecond, most of a simulated snapshot's cost)
+        # would be overwritten at once.
+        cls = type(self)
+        target = cls.__new__(cls)
+        target._db = _open_database(path)
         self._db.backup(target._db)
+        target._handlers = target._command_handlers()
         return target
 
     def _check_schema_version(self) -> None:
@@ -563,6 +562,21 @@ def _refusal(code: Code, message: str) -> CommandResult:
 def _serialize(result: CommandResult) -> bytes:
     # Deterministic: the bytes end up in digest(), which must agree across replicas.
     return result.SerializeToString(deterministic=True)
+
+
+def _open_database(path: str) -> sqlite3.Connection:
+    # isolation_level=None: we issue BEGIN ourselves, so one batch is exactly one
+    # transaction, whatever the statements in it.
+    db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+    db.execute("PRAGMA journal_mode=WAL")
+    # NORMAL may lose the last transactions on power loss, but never corrupts, and is an
+    # order of magnitude faster than FULL. Losing them is harmless: the Raft log (its own
+    # database, synchronous=FULL) is the durable source of truth, and last_applied is
+    # committed in the same transaction as the effects it covers, so after a crash the
+    # replica simply replays the log from last_applied + 1.
+    db.execute("PRAGMA synchronous=NORMAL")
+    bound_wal(db)  # the WAL stops growing with history (sqlite_wal.py)
+    return db
 
 
 def _nfc(name: str) -> str:

@@ -31,6 +31,17 @@ class EventQueue:
     def next_time(self) -> Optional[int]:
         return self._heap[0][0] if self._heap else None
 
+    def run_until(self, end: int) -> None:
+        """Run every callback scheduled at or before `end`, in order (run_next in a loop, with
+        the loop's lookups hoisted: this is the simulator's innermost loop)."""
+        heap = self._heap
+        pop = heapq.heappop
+        while heap and heap[0][0] <= end:
+            time, _, action = pop(heap)
+            self.now = time
+            self.processed += 1
+            action()
+
     def run_next(self) -> bool:
         """Run the earliest callback; False if nothing is scheduled."""
         if not self._heap:
@@ -60,8 +71,7 @@ class Trace:
     def event(self, time: int, text: str) -> None:
         self.count += 1
         line = f"{time:>8} {text}"
-        self._hash.update(line.encode())
-        self._hash.update(b"\n")
+        self._hash.update(f"{line}\n".encode())  # the same bytes as hashing line, then b"\n"
         if self._sink is not None:
             self._sink.write(line + "\n")
         if self._keep:

@@ -13,18 +13,26 @@ from replichat.sim.config import Fault, Timing
 from replichat.sim.events import EventQueue, Trace
 
 
+# Enum attributes (.name, .value) are Python-level properties before 3.12: looked up once here,
+# not per message (describe runs for every message delivered or dropped).
+_TYPE_NAMES = {t: t.name for t in MsgType}
+_WITH_PREV = (MsgType.APPEND, MsgType.VOTE, MsgType.PRE_VOTE)
+_LOSS, _DUPLICATE, _DELAY = Fault.LOSS.value, Fault.DUPLICATE.value, Fault.DELAY.value
+
+
 def describe(m: Message) -> str:
     if not isinstance(m, Message):  # a snapshot parcel (replica.py) describes itself
         return m.describe()  # type: ignore[attr-defined]
-    text = f"{m.type.name} {m.src}->{m.dst} t{m.term}"
-    if m.type in (MsgType.APPEND, MsgType.VOTE, MsgType.PRE_VOTE):
+    text = f"{_TYPE_NAMES[m.type]} {m.src}->{m.dst} t{m.term}"
+    if m.type in _WITH_PREV:
         text += f" prev={m.index}/{m.log_term}"
     elif m.index:
         text += f" idx={m.index}"
-    if m.entries:
-        text += f" n={len(m.entries)}"
-        if m.entries[0].index:
-            text += f"[{m.entries[0].index}..{m.entries[-1].index}]"
+    entries = m.entries
+    if entries:
+        text += f" n={len(entries)}"
+        if entries[0].index:
+            text += f"[{entries[0].index}..{entries[-1].index}]"
     if m.commit:
         text += f" commit={m.commit}"
     if m.reject:
@@ -64,17 +72,17 @@ class Network:
             return
         rng = self._rng
         if self.loss and rng.random() < self.loss:
-            self._faults[Fault.LOSS.value] += 1
+            self._faults[_LOSS] += 1
             self._trace.event(self._queue.now, f"net lost  {describe(m)}")
             return
         copies = 1
         if self.duplicate and rng.random() < self.duplicate:
-            self._faults[Fault.DUPLICATE.value] += 1
+            self._faults[_DUPLICATE] += 1
             copies = 2
         for _ in range(copies):
             latency = rng.randint(1, self._timing.latency)
             if self.delay and rng.random() < self.delay:
-                self._faults[Fault.DELAY.value] += 1
+                self._faults[_DELAY] += 1
                 latency = rng.randint(self._timing.tick, self._timing.long_delay)
             self._queue.after(latency, lambda: self._arrive(m))
 

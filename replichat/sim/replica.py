@@ -101,6 +101,17 @@ Parcel = Union[SnapshotParcel, SnapshotAck]
 
 DIGEST_EVERY = 16
 
+# One empty chat state per kind (the real one, a mutant's), copied for every replica that
+# starts empty or loses power: creating the schema costs ten times the copy.
+_EMPTY_STATES: Dict[Callable[[str], ChatState], ChatState] = {}
+
+
+def empty_state(make_state: Callable[[str], ChatState]) -> ChatState:
+    template = _EMPTY_STATES.get(make_state)
+    if template is None:
+        template = _EMPTY_STATES[make_state] = make_state(":memory:")
+    return template.copy_to(":memory:")
+
 
 class Status(enum.Enum):
     UP = "up"
@@ -119,6 +130,7 @@ class SimReplica:
         reply: Callable[[Reply], None],
     ) -> None:
         self.id = rid
+        self._tick_text = f"tick      r{rid}"  # a trace line per tick: formatted once
         self.world = world
         self.network = network
         self.config = config
@@ -128,7 +140,7 @@ class SimReplica:
         self.disk: Disk = mutant.make_disk()
         # Why this replica refused to start (its stored data failed a check); it stays down.
         self.refused = ""
-        self.state = mutant.make_state(":memory:")
+        self.state = empty_state(mutant.make_state)
         self.driver: Optional[Driver] = None
         self.core: Optional[RaftCore] = None
         self.desk: Optional[ClientDesk] = None
@@ -263,7 +275,7 @@ class SimReplica:
         if self.power_loss_pending:
             self.power_loss_pending = False
             self.state.close()
-            self.state = self._mutant.make_state(":memory:")
+            self.state = empty_state(self._mutant.make_state)
             how += " + power loss (chat state lost)"
         sprung, self._sprung = self._sprung, None
         self.world.log(f"r{self.id} DOWN ({how}{', trap: ' + sprung if sprung else ''})")
@@ -299,7 +311,7 @@ class SimReplica:
             return
         driver = self.driver
         assert driver is not None
-        self.world.log(f"tick      r{self.id}")
+        self.world.log(self._tick_text)
         driver.tick()
         driver.expire(self.world.now)
         self.kick()

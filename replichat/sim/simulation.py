@@ -280,12 +280,7 @@ class Simulation:
         )
 
     def _run_until(self, end: int) -> None:
-        queue = self.world.queue
-        while True:
-            when = queue.next_time()
-            if when is None or when > end:
-                return
-            queue.run_next()
+        self.world.queue.run_until(end)
 
     def _tick_loop(self, replica: SimReplica, first: int) -> None:
         world = self.world
