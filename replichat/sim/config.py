@@ -52,6 +52,12 @@ class Workload(str, enum.Enum):
     # the client, but no follower learns the new commit index, so the next leader starts behind
     # what clients were told.
     COMMIT_CUTOFF = "commit-cutoff"
+    # Membership changes where the 2015 single-server bug lives: now and then a leader's
+    # change is stranded on it alone (cut off as the change leaves); the leader the others
+    # elect is asked for a change the moment it wins, before it committed anything of its
+    # term (it must refuse), while the cluster is split so that this change could commit on
+    # one side and the stranded leader, under its own configuration, win on the other.
+    CHANGE_RACE = "change-race"
 
 
 def parse_workloads(text: str) -> FrozenSet[Workload]:

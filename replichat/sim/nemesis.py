@@ -418,11 +418,11 @@ class Nemesis:
             return
         rng = self.world.rng
         current = leader.core.membership
-        latest = first = self._propose_change(leader, current)
+        latest = first = self.propose_change(leader, current)
         if first is not None and rng.random() < 0.4:
             # Right behind it, a second one, as if from the new configuration: the real
             # leader refuses it while the first is uncommitted.
-            latest = self._propose_change(leader, first, may_add=False) or first
+            latest = self.propose_change(leader, first, may_add=False) or first
         if latest is not None and rng.random() < 0.5:
             # Aim: cut the cluster as the change leaves the leader, the leader and the voters
             # it adds (with some of the others) on one side, the voters it removes and the
@@ -436,7 +436,8 @@ class Nemesis:
                 self.world.log(f"NEMESIS membership: cutting {side} | {rest} while the change is in flight")
                 self._cut_for(self._between(side, rest), 5, 50)
 
-    def _propose_change(self, leader: SimReplica, current: Membership, may_add: bool = True) -> Optional[Membership]:
+    def propose_change(self, leader: SimReplica, current: Membership, may_add: bool = True) -> Optional[Membership]:
+        """Ask `leader` for a random change to `current` (see propose)."""
         rng = self.world.rng
         n = self.world.config.replicas
         damaged = self._damaged()
@@ -472,13 +473,24 @@ class Nemesis:
             waiting = [r for r in self._started if r not in current.ids and r not in self._removal_asked]
             rid = waiting[0] if waiting else self._next_id
             change = Change.add_learner(rid, {"raft": f"sim:{rid}"})
+        return self.propose(leader, current, change, damaged)
+
+    def propose(
+        self, leader: SimReplica, current: Membership, change: Change, damaged: Optional[FrozenSet[int]] = None
+    ) -> Optional[Membership]:
+        """Ask `leader` for `change` to `current` (starting the replica an addition names first);
+        None, and nothing asked, if the change is invalid or would leave the healthy voters no
+        majority. The leader itself may still refuse it (a change already in flight, no entry of
+        its term committed yet): the result is the configuration asked for."""
+        if damaged is None:
+            damaged = self._damaged()
         try:
             new = current.apply(change)
         except MembershipError:
             return None
         if not _survivable(new, damaged):
             return None
-        if kind == "add" and change.id == self._next_id:
+        if change.kind is ChangeKind.ADD_LEARNER and change.id == self._next_id:
             assert self._start_replica is not None
             self._next_id += 1
             self._started.append(change.id)

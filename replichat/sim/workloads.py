@@ -16,17 +16,33 @@ put the run in those moments on purpose, many times per run:
   peer are cut for a while. It still applies and answers the write; no follower hears the new
   commit index, and the next leader starts with a commit index behind it.
 
+- change-race: the 2015 bug of the single-server membership algorithm needs a leader that
+  proposes a change before it committed an entry of its term, while an earlier leader's
+  uncommitted change sits in that earlier leader's log; then the new change commits under one
+  configuration and the earlier leader wins an election under the other. Random faults almost
+  never line that up. Here, every few ticks the leader is asked for a membership change (the
+  nemesis's kinds: add a learner, promote, remove), and often (mostly when the voters are even
+  in number, which the bug needs) it is cut off from every peer as the change leaves, so the
+  change stays on it alone. When the others elect a leader, that leader is asked at once for a
+  change (removing the stranded leader, when it is one of its voters), and the cluster is
+  split: the new leader with just enough of its new configuration's voters to commit that
+  change, against everyone else, the stranded leader included, who may elect it under the
+  configuration only it holds. The real core refuses the second change (no entry of its term
+  committed yet), so for it these are only partitions.
+
 Nothing here draws from the run's generator unless its workload is on, so runs without it
 replay exactly as before.
 """
 from typing import Callable, Dict, List, Optional, Set, Tuple
 
 from replichat.raft.core import Role
+from replichat.raft.membership import Change
 from replichat.raft.messages import Entry
 from replichat.sim.chat_model import Fetch, Input, ListUsers
 from replichat.sim.clients import ClientNetwork, SimClient, _Pending
 from replichat.sim.config import Workload
 from replichat.sim.linearizability import Operation
+from replichat.sim.nemesis import Nemesis
 from replichat.sim.network import Network
 from replichat.sim.replica import SimReplica
 from replichat.sim.world import World
@@ -38,6 +54,17 @@ READER_OP_IDS = 1_000_000
 # Long enough for the followers to elect a new leader (a lease, then a randomized timeout).
 CUTOFF_CHANCE = 0.25
 CUTOFF_TICKS = (20, 45)
+# change-race: ticks between the leader's changes; the chance a change is stranded on its
+# leader, and for how long (long enough for the others to elect a leader); how long the split
+# after the new leader's change lasts (long enough for the stranded leader to be elected).
+CHANGE_TICKS = (3, 15)
+# The bug needs an even number of voters before the stranded change (4 of them: a majority
+# of 3 elects the next leader, 2 of the 3 left commit its change, and the stranded leader
+# finds its own majority among the rest): stranded mostly then, sometimes otherwise.
+STRAND_CHANCE_EVEN = 0.9
+STRAND_CHANCE_ODD = 0.2
+STRAND_TICKS = (15, 40)
+RACE_TICKS = (20, 60)
 
 
 class TargetedReader(SimClient):
@@ -86,8 +113,10 @@ class Workloads:
         history: List[Operation],
         on_acknowledged: Callable[[Entry], None],
         first_client: int,
+        nemesis: Optional[Nemesis] = None,
     ) -> None:
         self.world = world
+        self.nemesis = nemesis
         self.network = network
         self.replicas = replicas
         self.names = names
@@ -123,10 +152,27 @@ class Workloads:
                 self._committed(rid)
 
             world.on_commit = committed
+        self._race = Workload.CHANGE_RACE in kinds and nemesis is not None
+        # The leader whose change is stranded on it (None: no race on), and its cut links.
+        self._stranded: Optional[int] = None
+        self._strand_links: Set[Tuple[int, int]] = set()
+        self._strands = 0
+        if self._race:
+            chained_race = world.on_elected
+
+            def elected_race(rid: int) -> None:
+                chained_race(rid)
+                if self._stranded is not None and rid != self._stranded and not world.draining:
+                    old = self._stranded
+                    world.queue.after(0, lambda: self._second_change(rid, old))
+
+            world.on_elected = elected_race
 
     def start(self) -> None:
         if self.readers:
             self.world.queue.after(self.world.timing.tick, self._watch_deposed)
+        if self._race:
+            self.world.queue.after(self._ticks(CHANGE_TICKS), self._first_change)
 
     # ----------------------------------------------------------------- leader-reads
 
@@ -192,3 +238,83 @@ class Workloads:
 
         low, high = CUTOFF_TICKS
         self.world.queue.after(rng.randint(low, high) * self.world.timing.tick, restore)
+
+    # ----------------------------------------------------------------- change-race
+
+    def _ticks(self, bounds: Tuple[int, int]) -> int:
+        return self.world.rng.randint(*bounds) * self.world.timing.tick
+
+    def _first_change(self) -> None:
+        world = self.world
+        if world.draining:
+            return
+        world.queue.after(self._ticks(CHANGE_TICKS), self._first_change)
+        assert self.nemesis is not None
+        leaders = [r for _, r in sorted(self.replicas.items()) if r.up and r.is_leader() and r.driver is not None]
+        if self._stranded is not None or not leaders:
+            return
+        leader = max(leaders, key=lambda r: r.core.term if r.core is not None else 0)
+        assert leader.core is not None
+        voters = len(leader.core.membership.voters)
+        if self.nemesis.propose_change(leader, leader.core.membership) is None:
+            return
+        world.counts["workload changes"] += 1
+        if world.rng.random() >= (STRAND_CHANCE_ODD if voters % 2 else STRAND_CHANCE_EVEN):
+            return
+        # Cut off as the change leaves (its appends in flight are dropped on arrival too).
+        others = [rid for rid in sorted(self.replicas) if rid != leader.id]
+        links = {(leader.id, o) for o in others} | {(o, leader.id) for o in others}
+        self._strand_links = links - self.network.blocked
+        self.network.cut(self._strand_links)
+        self._stranded = leader.id
+        self._strands += 1
+        strand = self._strands
+        world.counts["workload stranded changes"] += 1
+        world.log(f"WORKLOAD change-race: r{leader.id} cut off with its change")
+        world.queue.after(self._ticks(STRAND_TICKS), lambda: self._end_strand(strand))
+
+    def _end_strand(self, strand: int) -> None:
+        if strand != self._strands or self._stranded is None:
+            return  # a race ended it already, or a newer strand began
+        self.network.blocked.difference_update(self._strand_links)
+        self.world.log(f"WORKLOAD change-race: r{self._stranded}'s links restored")
+        self._strand_links = set()
+        self._stranded = None
+
+    def _second_change(self, rid: int, old: int) -> None:
+        """The new leader `rid` is asked for a change at once; the cluster splits so that it
+        could commit with as few voters as its new configuration allows, the rest (the stranded
+        leader `old` among them) on the other side."""
+        world = self.world
+        leader = self.replicas[rid]
+        if world.draining or self._stranded != old or not leader.up or not leader.is_leader() or leader.core is None:
+            return
+        assert self.nemesis is not None
+        current = leader.core.membership
+        new = None
+        if old in current.voters:
+            new = self.nemesis.propose(leader, current, Change.remove(old))
+        if new is None:
+            new = self.nemesis.propose_change(leader, current)
+        if new is None:
+            return
+        world.counts["workload changes at a new leader"] += 1
+        # The strand ends here; the split takes over.
+        self.network.blocked.difference_update(self._strand_links)
+        self._strand_links = set()
+        self._stranded = None
+        rng = world.rng
+        voters = sorted(new.voters - {rid, old})
+        needed = len(new.voters) // 2 + 1 - (1 if rid in new.voters else 0)
+        side = {rid} | set(rng.sample(voters, min(max(needed, 0), len(voters))))
+        rest = [r for r in sorted(self.replicas) if r not in side]
+        links = {(a, b) for a in side for b in rest} | {(b, a) for a in side for b in rest}
+        fresh = links - self.network.blocked
+        self.network.cut(fresh)
+        world.log(f"WORKLOAD change-race: r{rid} asked for a change at once; split {sorted(side)} | {rest}")
+
+        def restore() -> None:
+            self.network.blocked.difference_update(fresh)
+            world.log(f"WORKLOAD change-race: split {sorted(side)} | {rest} healed")
+
+        world.queue.after(self._ticks(RACE_TICKS), restore)
