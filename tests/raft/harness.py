@@ -107,7 +107,9 @@ class Cluster:
             self.sent.extend(outgoing)
             for sent in outgoing:
                 m = self.filter(sent) if self.filter else sent
-                delivered = not (m is None or m.dst in self.down or (m.src, m.dst) in self.cut)
+                # A core may answer an id no replica has (a hostile sequence steps messages from
+                # made-up senders): like a network with no such host, that goes nowhere.
+                delivered = not (m is None or m.dst not in self.replicas or m.dst in self.down or (m.src, m.dst) in self.cut)
                 if sent.type is MsgType.SNAPSHOT:
                     # The runtime streams the file first, then reports how it went.
                     sender = self.replicas[sent.src]
