@@ -878,6 +878,14 @@ class RaftCore:
         if round_ <= self._round_acked.get(peer, 0):
             return
         self._round_acked[peer] = round_
+        self._confirm_reads()
+
+    def _confirm_reads(self) -> None:
+        """Answer the pending reads whose round a quorum of voters has acknowledged. Also run
+        when the configuration changes: acknowledgements already counted may make a quorum of
+        the new voters, and no new one would come for a round already acknowledged (found by
+        simulator seed 13493: a removal shrank the quorum while a round waited on the removed
+        voter, and every read after it waited for ever)."""
         acked = [r for p, r in self._round_acked.items() if p in self._voters]
         if self._counts_itself:
             acked.append(self._read_round)
@@ -950,6 +958,8 @@ class RaftCore:
                 self._round_acked.pop(peer, None)
                 if self.transferee == peer:
                     self.transferee = NO_LEADER
+            if self._pending_reads:
+                self._confirm_reads()
 
     def _count_voters(self, membership: Membership) -> None:
         """Whose acknowledgements and votes count, and how many make a quorum."""

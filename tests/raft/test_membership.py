@@ -331,6 +331,28 @@ def test_a_leader_that_lost_office_before_its_removal_committed_campaigns_to_fin
     assert leader.commit_index == leader.log.last_index
 
 
+def test_a_read_waiting_on_a_voter_being_removed_is_answered_once_the_quorum_shrinks() -> None:
+    # Four voters, two unreachable: a read round needs three acknowledgements and gets two.
+    # Removing one unreachable voter makes two a quorum; the acknowledgements already in must
+    # then answer the read (simulator seed 13493: no new one comes for a round already
+    # acknowledged, so the read, and every read after it, waited for ever).
+    cluster = grown()
+    cluster.propose(1, Change.promote(4))
+    cluster.down.update({3, 4})
+    leader = cluster.core(1)
+    leader.read_index(b"r")
+    cluster.settle()
+    cluster.tick(3)
+    assert cluster.replicas[1].reads == []
+    leader.propose_membership(Change.remove(4))
+    cluster.settle()
+    cluster.tick(3)
+    assert [r.context for r in cluster.replicas[1].reads] == [b"r"]
+    leader.read_index(b"after")
+    cluster.tick(3)
+    assert [r.context for r in cluster.replicas[1].reads] == [b"r", b"after"]
+
+
 def test_a_removed_replica_that_missed_its_removal_cannot_disrupt_the_cluster() -> None:
     cluster = MembersCluster(5)
     cluster.elect(1)
