@@ -20,6 +20,7 @@ import grpc
 from replichat.chat.credentials import new_token
 from replichat.client.credentials import PROCESS_CREDENTIALS, CredentialStore
 from replichat.client.core import Failover, ReplicaRing, ResumableSession, Retry, Stop, call_with_failover, deleted_on_resume
+from replichat.client.members import MEMBERS_TIMEOUT_S, MembersRefresh
 from replichat.client.types import (  # noqa: F401 - re-exported: callers import them from here
     DEFAULT_ATTEMPT_TIMEOUT,
     DEFAULT_DEADLINE,
@@ -34,10 +35,6 @@ from replichat.errors import OUTCOME_UNKNOWN, ChatError, Code, OutcomeUnknown
 from replichat.proto import chat_pb2, chat_pb2_grpc
 
 log = logging.getLogger(__name__)
-
-# How often a client asks for the cluster's members (also after each failover), and how long it waits.
-MEMBERS_REFRESH_S = 2.0
-MEMBERS_TIMEOUT = 2.0
 
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 
@@ -170,12 +167,8 @@ class ChatClient:
         self._channels: Dict[str, grpc.aio.Channel] = {}
         self._stubs: Dict[str, chat_pb2_grpc.ChatStub] = {}
         self._sessions: Set["Session"] = set()
-        # Membership (replichat/membership_admin.py): the ring follows the cluster's members,
-        # asked after the first answer, after a failover, and every MEMBERS_REFRESH_S.
-        self._members_checked_at = -MEMBERS_REFRESH_S
-        self._members_stale = True
-        self._members_task: Optional["asyncio.Task[None]"] = None
-        self._members_supported = True
+        # Membership (replichat/membership_admin.py): the ring follows the cluster's members.
+        self._members = MembersRefresh()
 
     @property
     def servers(self) -> List[str]:
@@ -211,7 +204,7 @@ class ChatClient:
             except grpc.aio.AioRpcError as error:
                 if error.code() in FINAL:
                     raise _chat_error(error, address) from None
-                self._members_stale = True
+                self._members.mark_stale()
                 raise Retry(address, _describe(error, address)) from None
             self._check_members(address)
             return response
@@ -295,23 +288,16 @@ class ChatClient:
 
     def _check_members(self, address: str) -> None:
         """Ask `address` (which just answered) for the members in the background, when due."""
-        if not self._members_supported or (self._members_task is not None and not self._members_task.done()):
-            return
-        loop = asyncio.get_running_loop()
-        if not self._members_stale and loop.time() - self._members_checked_at < MEMBERS_REFRESH_S:
-            return
-        self._members_stale = False
-        self._members_checked_at = loop.time()
-        self._members_task = loop.create_task(self._learn_members(address))
+        self._members.ask_if_due(lambda: self._learn_members(address))
 
     async def _learn_members(self, address: str) -> None:
         try:
-            view = await self._stub(address).Members(chat_pb2.MembersRequest(), timeout=MEMBERS_TIMEOUT)
+            view = await self._stub(address).Members(chat_pb2.MembersRequest(), timeout=MEMBERS_TIMEOUT_S)
         except grpc.aio.AioRpcError as error:
             if error.code() == grpc.StatusCode.UNIMPLEMENTED:  # a replica older than membership changes
-                self._members_supported = False
+                self._members.mark_unsupported()
             else:
-                self._members_stale = True
+                self._members.mark_stale()
             return
         addresses = [m.address for m in view.members]
         complete = bool(view.leader_id) and all(addresses)
@@ -320,9 +306,7 @@ class ChatClient:
 
     async def close(self) -> None:
         """Ends open sessions (flushing their acks) and closes every channel."""
-        if self._members_task is not None:
-            self._members_task.cancel()
-            await asyncio.wait([self._members_task])
+        await self._members.close()
         for session in list(self._sessions):
             await session.close()
         channels = list(self._channels.values())

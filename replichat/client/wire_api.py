@@ -26,11 +26,11 @@ client is transparent where that is safe and honest where it is not:
 - Pushed frames carry no session marker, so a connection that has hosted one session never
   hosts another: a later `connect` opens a new connection, and a stale push of the previous
   session (its `ended`, say) can never end the new one.
-- The replicas it fails over across follow the cluster's membership: after a connection opens
-  and then at most every MEMBERS_REFRESH_S (at once after a failover) it asks its replica for the
-  members (`members`, docs/wire-protocol.md) and adds those with a wire address to its ring;
-  a complete answer (a leader known, every member's wire address) also drops replicas that are
-  no longer members. So a client started with the old `--servers` keeps working after replicas
+- The replicas it fails over across follow the cluster's membership: after a connection opens,
+  at once after a failover, and otherwise at most every MEMBERS_REFRESH_S (client/members.py),
+  it asks its replica for the members (`members`, docs/wire-protocol.md) and adds those with a
+  wire address to its ring; a complete answer (a leader known, every member's wire address)
+  also drops replicas that are no longer members. So a client started with the old `--servers` keeps working after replicas
   were added and the old ones removed. A replica older than `members` is not asked again.
 - `status` has no wire equivalent: status_all() says so for every replica.
 """
@@ -43,6 +43,7 @@ from typing import Awaitable, Callable, FrozenSet, List, Optional, Sequence, Set
 from replichat.chat.credentials import new_token
 from replichat.client.credentials import PROCESS_CREDENTIALS, CredentialStore
 from replichat.client.core import Failover, ReplicaRing, ResumableSession, Retry, Stop, call_with_failover, deleted_on_resume
+from replichat.client.members import MEMBERS_TIMEOUT_S, MembersRefresh
 from replichat.client.types import DEFAULT_ATTEMPT_TIMEOUT, DEFAULT_DEADLINE, Capability, Event, ReplicaStatus
 from replichat.errors import ChatError, Code
 from replichat.proto import chat_pb2
@@ -61,10 +62,6 @@ MAYBE_APPLIED = "the request may or may not have been applied"
 # the connection (stopped, partitioned) answers nothing; noticing that is what moves a waiting
 # session to another replica. Well below the listener's 300 s idle timeout as well.
 KEEPALIVE_INTERVAL = 10.0
-# How often the members are asked again while nothing fails (the gRPC client's interval), and
-# how long an answer may take before the question is dropped until the next time.
-MEMBERS_REFRESH_S = 2.0
-MEMBERS_TIMEOUT_S = 2.0
 
 _T = TypeVar("_T")
 
@@ -303,11 +300,8 @@ class WireChatApi:
         self._resume: Optional["asyncio.Task[None]"] = None
         self._closers: Set["asyncio.Task[None]"] = set()
         self._closed = False
-        # Membership: asked after a connection opens, after a failover, and every MEMBERS_REFRESH_S.
-        self._members_checked_at: Optional[float] = None
-        self._members_stale = True
-        self._members_task: Optional["asyncio.Task[None]"] = None
-        self._members_supported = True
+        # Membership: asked after a connection opens, after a failover, and every refresh.
+        self._members = MembersRefresh()
 
     # -- connections ---------------------------------------------------------------
 
@@ -336,17 +330,8 @@ class WireChatApi:
 
     def _check_members(self, link: _Link) -> None:
         """Ask `link`'s replica for the members in the background, when due."""
-        if self._closed or not self._members_supported or not link.usable:
-            return
-        if self._members_task is not None and not self._members_task.done():
-            return
-        loop = asyncio.get_running_loop()
-        checked = self._members_checked_at
-        if not self._members_stale and checked is not None and loop.time() - checked < MEMBERS_REFRESH_S:
-            return
-        self._members_stale = False
-        self._members_checked_at = loop.time()
-        self._members_task = loop.create_task(self._learn_members(link))
+        if not self._closed and link.usable:
+            self._members.ask_if_due(lambda: self._learn_members(link))
 
     async def _learn_members(self, link: _Link) -> None:
         try:
@@ -354,7 +339,7 @@ class WireChatApi:
         except ChatError as error:
             if error.code is Code.INVALID_ARGUMENT:  # "unknown command": a replica older than `members`
                 log.debug("wire: %s does not know the members request: %s", link.address, error.message)
-                self._members_supported = False
+                self._members.mark_unsupported()
             return  # e.g. the replica is starting: asked again at the next refresh
         except (asyncio.TimeoutError,) + _LINK_ERRORS:
             return  # the connection's own requests notice; the failover asks the next replica
@@ -398,7 +383,7 @@ class WireChatApi:
         if old is not None:
             lost = old.identity or old.lost_identity
             self.ring.rotate_from(old.address)  # its replica failed us: start with the next one
-            self._members_stale = True  # and ask the next one for the members at once
+            self._members.mark_stale()  # and ask the next one for the members at once
         failover = Failover(self.ring, "answered over the wire protocol")
         while True:
             try:
@@ -463,7 +448,7 @@ class WireChatApi:
         """Stops using `link` now (its replica failed us): the next request, and the live
         session, go to the next replica."""
         self.ring.rotate_from(link.address)
-        self._members_stale = True  # the next replica is asked at once
+        self._members.mark_stale()  # the next replica is asked at once
         self._close_soon(link)
         self._lost(link)
 
@@ -748,9 +733,7 @@ class WireChatApi:
         if self._session is not None:
             await self._session.close()
         self._closed = True
-        if self._members_task is not None:
-            self._members_task.cancel()
-            await asyncio.wait([self._members_task])
+        await self._members.close()
         if self._resume is not None:
             self._resume.cancel()
             await asyncio.wait([self._resume])

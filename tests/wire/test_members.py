@@ -9,7 +9,7 @@ from typing import List, Optional
 
 import pytest
 
-from replichat.client import wire_api
+from replichat.client import members, wire_api
 from replichat.client.wire_api import WireChatApi
 from replichat.errors import ChatError, Code
 from replichat.proto import chat_pb2
@@ -149,7 +149,7 @@ def addr(listener) -> str:
 def test_the_client_fails_over_to_members_it_was_never_given(monkeypatch: pytest.MonkeyPatch) -> None:
     """Started with replica A only, the client learns B (and skips C, whose wire address is not
     known) from A; once A is gone, requests go to B."""
-    monkeypatch.setattr(wire_api, "MEMBERS_REFRESH_S", 3600.0)  # only connects and failovers ask
+    monkeypatch.setattr(members, "MEMBERS_REFRESH_S", 3600.0)  # only connects and failovers ask
 
     async def main() -> None:
         backend = MembersBackend()
@@ -158,7 +158,7 @@ def test_the_client_fails_over_to_members_it_was_never_given(monkeypatch: pytest
             api = WireChatApi([addr(a)], deadline=5.0, attempt_timeout=1.0)
             try:
                 await api.create("ann")
-                await within(api._members_task)  # type: ignore[arg-type]
+                await within(api._members.task)  # type: ignore[arg-type]
                 assert api.servers == [addr(a), addr(b)]  # not complete (3 has no address): nothing dropped
                 assert backend.asked == 1
                 for _ in range(5):
@@ -168,7 +168,7 @@ def test_the_client_fails_over_to_members_it_was_never_given(monkeypatch: pytest
                 await a.close()
                 assert await api.list() == ["ann"]  # failed over to B, learned from A
                 assert api.ring.current == addr(b)
-                await within(api._members_task)  # type: ignore[arg-type]
+                await within(api._members.task)  # type: ignore[arg-type]
                 assert backend.asked == 2  # a failover asks at once
             finally:
                 await api.close()
@@ -177,7 +177,7 @@ def test_the_client_fails_over_to_members_it_was_never_given(monkeypatch: pytest
 
 
 def test_a_complete_answer_drops_replicas_that_are_no_longer_members(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(wire_api, "MEMBERS_REFRESH_S", 0.0)  # every answered request asks
+    monkeypatch.setattr(members, "MEMBERS_REFRESH_S", 0.0)  # every answered request asks
 
     async def main() -> None:
         backend = MembersBackend()
@@ -186,12 +186,12 @@ def test_a_complete_answer_drops_replicas_that_are_no_longer_members(monkeypatch
             api = WireChatApi([addr(a), "127.0.0.1:9"], deadline=5.0, attempt_timeout=1.0)
             try:
                 await api.list()
-                await within(api._members_task)  # type: ignore[arg-type]
+                await within(api._members.task)  # type: ignore[arg-type]
                 # No leader-complete answer yet (3's address unknown): 127.0.0.1:9 is kept.
                 assert api.servers == [addr(a), "127.0.0.1:9", addr(b)]
                 backend.view = view(3, (2, addr(b)), (3, addr(c)))  # 1 removed, 3's address known
                 await api.list()
-                await within(api._members_task)  # type: ignore[arg-type]
+                await within(api._members.task)  # type: ignore[arg-type]
                 assert api.servers == [addr(b), addr(c)]
                 # Still answered by the connection it has, then by the new members only.
                 assert await api.list() == []
@@ -204,7 +204,7 @@ def test_a_complete_answer_drops_replicas_that_are_no_longer_members(monkeypatch
 def test_a_replica_that_does_not_know_members_is_not_asked_again(monkeypatch: pytest.MonkeyPatch) -> None:
     """An older replica answers `members` as an unknown command (INVALID_ARGUMENT): the client
     keeps its own list and stops asking."""
-    monkeypatch.setattr(wire_api, "MEMBERS_REFRESH_S", 0.0)
+    monkeypatch.setattr(members, "MEMBERS_REFRESH_S", 0.0)
 
     async def main() -> None:
         backend = MembersBackend()
@@ -214,8 +214,8 @@ def test_a_replica_that_does_not_know_members_is_not_asked_again(monkeypatch: py
             try:
                 for _ in range(5):
                     assert await api.list() == []
-                    if api._members_task is not None:
-                        await within(api._members_task)
+                    if api._members.task is not None:
+                        await within(api._members.task)
                 assert backend.asked == 1
                 assert api.servers == [addr(a)]
             finally:
