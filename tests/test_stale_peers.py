@@ -22,16 +22,28 @@ def admin(cluster) -> MembershipClient:
                             say=lambda text: print(text, flush=True))
 
 
-async def wait_until_following(cluster, node_id: int, leader: int, commit_index: int, timeout: float = 30.0) -> None:
-    """Replica node_id names `leader` as its leader and has applied `commit_index`."""
+async def replace_1_and_3_by_4_and_5(cluster, operator: MembershipClient) -> None:
+    """Adds replicas 4 and 5, then removes and stops 1 and 3: replica 2 is the only original left."""
+    for new in (4, 5):
+        cluster.start_joining(new)
+        await operator.add(new, cluster.addresses[new], cluster.peer_addresses[new], catch_up_timeout_s=60)
+    for old in (1, 3):
+        await operator.remove(old)
+        cluster.kill(old)
+
+
+async def wait_until_following(cluster, node_id: int, leader: int, timeout: float = 30.0) -> None:
+    """Replica node_id names `leader` as its leader and has applied the leader's commit index."""
+    leader_status = await cluster.status(leader)
+    assert leader_status is not None, f"leader {leader} does not answer status"
     deadline = time.monotonic() + timeout
     status = None
     while time.monotonic() < deadline:
         status = await cluster.status(node_id)
-        if status is not None and status.leader_id == leader and status.applied_index >= commit_index:
+        if status is not None and status.leader_id == leader and status.applied_index >= leader_status.commit_index:
             return
         await asyncio.sleep(0.05)
-    raise AssertionError(f"replica {node_id} does not follow leader {leader} up to {commit_index}: {status}")
+    raise AssertionError(f"replica {node_id} does not follow leader {leader} up to {leader_status.commit_index}: {status}")
 
 
 def test_a_replica_restarted_with_its_original_peers_follows_a_leader_added_since(process_cluster) -> None:
@@ -42,14 +54,8 @@ def test_a_replica_restarted_with_its_original_peers_follows_a_leader_added_sinc
         await cluster.wait_for_leader()
         operator = admin(cluster)
         try:
-            for new in (4, 5):
-                cluster.start_joining(new)
-                await operator.add(new, cluster.addresses[new], cluster.peer_addresses[new], catch_up_timeout_s=60)
-            # Replicas 1 and 3 retire; with 2 stopped, the leader is one of the added replicas.
-            for old in (1, 3):
-                await operator.remove(old)
-                cluster.kill(old)
-            cluster.kill(2)
+            await replace_1_and_3_by_4_and_5(cluster, operator)
+            cluster.kill(2)  # so the leader is one of the added replicas
             leader = await cluster.wait_for_leader(among=[4, 5])
             async with ChatClient([cluster.addresses[4], cluster.addresses[5]]) as client:
                 await client.create("olga")
@@ -59,9 +65,7 @@ def test_a_replica_restarted_with_its_original_peers_follows_a_leader_added_sinc
             assert str(cluster.peer_addresses[4]) not in " ".join(original_command)
 
             cluster.start(2)
-            status = await cluster.status(leader)
-            assert status is not None
-            await wait_until_following(cluster, 2, leader, status.commit_index)
+            await wait_until_following(cluster, 2, leader)
             async with ChatClient([cluster.addresses[2]]) as client:
                 assert await client.list() == ["olga"]
                 await client.send("olga", "after the restart")  # forwarded to the leader, committed
@@ -93,20 +97,13 @@ def test_a_replica_that_was_down_while_members_were_added_follows_a_leader_among
         operator = admin(cluster)
         try:
             cluster.kill(2)
-            for new in (4, 5):
-                cluster.start_joining(new)
-                await operator.add(new, cluster.addresses[new], cluster.peer_addresses[new], catch_up_timeout_s=60)
-            for old in (1, 3):
-                await operator.remove(old)
-                cluster.kill(old)
+            await replace_1_and_3_by_4_and_5(cluster, operator)
             leader = await cluster.wait_for_leader(among=[4, 5])
             async with ChatClient([cluster.addresses[4], cluster.addresses[5]]) as client:
                 await client.create("pia")
                 await client.send("pia", "while 2 was down")
             cluster.start(2)  # its command line names replicas 1-3 only; its log too
-            status = await cluster.status(leader)
-            assert status is not None
-            await wait_until_following(cluster, 2, leader, status.commit_index)
+            await wait_until_following(cluster, 2, leader)
             async with grpc.aio.insecure_channel(cluster.addresses[2]) as channel:
                 view = await chat_pb2_grpc.ChatStub(channel).Members(chat_pb2.MembersRequest(), timeout=5)
             assert view.replica_id == 2 and sorted(m.id for m in view.members if m.voter) == [2, 4, 5]
