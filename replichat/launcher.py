@@ -206,7 +206,11 @@ class LocalCluster:
             args.append("--join")
         if self.admin_token:
             args += ["--admin-token-file", self.admin_token_file]
-        args += ["--wire", self.wire_addresses[node_id]] if self.wire_addresses else ["--no-wire"]
+        if self.wire_addresses:
+            args += ["--wire", self.wire_addresses[node_id], "--wire-cluster",
+                     format_addresses({i: self.wire_addresses[i] for i in members if i in self.wire_addresses})]
+        else:
+            args.append("--no-wire")
         if node_id in self.metrics_addresses:
             args += ["--metrics", self.metrics_addresses[node_id]]
         return args + self.security_args(node_id) + self.extra_args

@@ -41,6 +41,7 @@ async def serve_replica(
     peers: Optional[Dict[int, str]] = None,
     bind_address: Optional[str] = None,
     wire_address: Optional[str] = None,
+    wire_cluster: Optional[Dict[int, str]] = None,
     options: Optional[NodeOptions] = None,
     metrics_address: Optional[str] = None,
     security: Security = Security(),
@@ -51,7 +52,8 @@ async def serve_replica(
     """Run until SIGTERM/SIGINT (clean stop: exit 0) or an unrecoverable error (exit 1).
 
     `cluster`: every replica's gRPC address; `peers`: every replica's Raft address (default:
-    derived from `cluster`, see defaults.raft_addresses). Raises ListenError before anything
+    derived from `cluster`, see defaults.raft_addresses); `wire_cluster`: the wire addresses of
+    those replicas that serve the wire protocol, for the `members` answer. Raises ListenError before anything
     has started if the gRPC or Raft port cannot be bound.
 
     `admin_token`: membership changes need it (None: refused). `join`: a new replica joining
@@ -63,7 +65,7 @@ async def serve_replica(
     voters = sorted(set(peers) - {node_id}) if join else None
     node = Node(node_id, peers, data_dir, lambda log: ChatMachine.open(state_path, log), options, voters=voters)
     service = ChatService(node, state_path, address=cluster[node_id])
-    service.admin = MembershipAdmin(node, cluster, lambda: service.wire_address, admin_token)
+    service.admin = MembershipAdmin(node, cluster, lambda: service.wire_address, admin_token, wire_cluster)
     if join:
         log.info("replica %d joins the cluster: it waits for the leader to add it (`server.py members add`)", node_id)
     monitoring = monitoring_or_none(service, cluster, data_dir, metrics_address, security.grpc_channel_credentials())

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Coroutine, Dict, List, Optional, TypeVar
 from replichat import defaults
 from replichat.version import version_text
 from replichat.chat.auth import AuthLimits
+from replichat.raft.membership import MAX_ADDRESS_CHARS
 
 T = TypeVar("T")
 
@@ -27,7 +28,7 @@ if TYPE_CHECKING:
 
 
 def parse_cluster(text: str) -> Dict[int, str]:
-    """ID=HOST:PORT,... (for --cluster and --peers) -> {id: "HOST:PORT"}."""
+    """ID=HOST:PORT,... (for --cluster, --peers and --wire-cluster) -> {id: "HOST:PORT"}."""
     cluster: Dict[int, str] = {}
     for part in text.split(","):
         node_id, sep, address = part.strip().partition("=")
@@ -38,6 +39,12 @@ def parse_cluster(text: str) -> Dict[int, str]:
             )
         if int(node_id) in cluster:
             raise argparse.ArgumentTypeError(f"replica {node_id} is listed twice")
+        # The limits a membership configuration puts on an address (replichat/raft/membership.py):
+        # these addresses are shown to clients and peers, who refuse anything longer or stranger.
+        if len(address) > MAX_ADDRESS_CHARS or not address.isascii() or not address.isprintable() or " " in address:
+            raise argparse.ArgumentTypeError(
+                f"bad address for replica {node_id}: at most {MAX_ADDRESS_CHARS} printable ASCII characters, no spaces"
+            )
         cluster[int(node_id)] = address
     return cluster
 
@@ -75,7 +82,14 @@ def build_parser() -> argparse.ArgumentParser:
         f"{defaults.RAFT_PORT_OFFSET}",
     )
     parser.add_argument("--bind", help="one replica: address to serve gRPC on (default: its --cluster address)")
-    parser.add_argument("--wire", help="one replica: HOST:PORT for the seed wire protocol (default: none)")
+    parser.add_argument("--wire", help="one replica: HOST:PORT for the seed wire protocol (default: its "
+                        "--wire-cluster entry, else none)")
+    parser.add_argument(
+        "--wire-cluster", type=parse_cluster, metavar="ID=HOST:PORT,...",
+        help="one replica: the wire-protocol address of each replica in --cluster that serves it, so that "
+        "its answer to the wire `members` request names them all (default: only its own); members added "
+        "later are known from `members add --wire`",
+    )
     parser.add_argument("--no-wire", action="store_true", help="do not serve the seed wire protocol")
     parser.add_argument("--metrics", metavar="HOST:PORT",
                         help="one replica: serve Prometheus metrics (/metrics) and the live cluster page (/) over "
@@ -207,8 +221,9 @@ def _local_cluster(parser: argparse.ArgumentParser, args: argparse.Namespace) ->
 
     if args.replicas < 1:
         parser.error("--replicas must be at least 1")
-    if args.peers is not None:
-        parser.error("--peers is for running one replica (with --id and --cluster)")
+    for option, value in (("--peers", args.peers), ("--wire-cluster", args.wire_cluster)):
+        if value is not None:
+            parser.error(f"{option} is for running one replica (with --id and --cluster)")
     ids = range(1, args.replicas + 1)
     raft_port = args.port + defaults.RAFT_PORT_OFFSET
     # Raft takes the ports RAFT_PORT_OFFSET above gRPC's: a --wire-port or --replicas that
@@ -262,6 +277,13 @@ def _one_replica(parser: argparse.ArgumentParser, args: argparse.Namespace) -> i
             f"--peers must list the same replicas as --cluster ({', '.join(map(str, sorted(args.cluster)))}), "
             f"not {', '.join(map(str, sorted(args.peers)))}"
         )
+    wire_cluster = args.wire_cluster or {}
+    if set(wire_cluster) - set(args.cluster):
+        parser.error(f"--wire-cluster names replicas that are not in --cluster: "
+                     f"{', '.join(map(str, sorted(set(wire_cluster) - set(args.cluster))))}")
+    own_wire = args.wire or wire_cluster.get(args.id)
+    if args.wire and wire_cluster.get(args.id, args.wire) != args.wire:
+        parser.error(f"--wire {args.wire} differs from replica {args.id}'s --wire-cluster entry {wire_cluster[args.id]}")
     peers = args.peers if args.peers is not None else defaults.raft_addresses(args.cluster)
     for node_id, address in sorted(peers.items()):
         if not _valid_port(address.rpartition(":")[2]):
@@ -302,7 +324,7 @@ def _one_replica(parser: argparse.ArgumentParser, args: argparse.Namespace) -> i
     try:
         return _run(
             serve_replica(args.id, args.cluster, data_dir, peers=peers, bind_address=args.bind,
-                          wire_address=None if args.no_wire else args.wire, options=options,
+                          wire_address=None if args.no_wire else own_wire, wire_cluster=wire_cluster, options=options,
                           metrics_address=args.metrics, security=security,
                           max_streams_per_address=args.max_streams_per_address, admin_token=admin_token,
                           join=args.join)

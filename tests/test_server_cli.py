@@ -34,6 +34,20 @@ def test_peers_must_name_the_same_replicas_as_cluster(capsys: pytest.CaptureFixt
     assert "--peers must list the same replicas as --cluster (1, 2), not 1, 3" in error
 
 
+def test_wire_cluster_names_replicas_of_cluster_and_agrees_with_wire(capsys: pytest.CaptureFixture) -> None:
+    error = parser_error(["--id", "1", "--cluster", "1=a:1,2=b:1", "--wire-cluster", "1=a:3,3=c:3"], capsys)
+    assert "--wire-cluster names replicas that are not in --cluster: 3" in error
+    error = parser_error(["--id", "1", "--cluster", "1=a:1", "--wire-cluster", "1=a:3", "--wire", "a:4"], capsys)
+    assert "--wire a:4 differs from replica 1's --wire-cluster entry a:3" in error
+    assert "--wire-cluster is for running one replica" in parser_error(["--wire-cluster", "1=a:1"], capsys)
+
+
+@pytest.mark.parametrize("address", ["h" * 251 + ":1234", "h\x01st:1", "hé:1"])
+def test_an_address_a_client_would_refuse_is_refused(address: str) -> None:
+    with pytest.raises(Exception, match="at most 255 printable ASCII characters"):
+        parse_cluster(f"1={address}")
+
+
 def test_a_derived_raft_port_beyond_65535_asks_for_peers(capsys: pytest.CaptureFixture) -> None:
     error = parser_error(["--id", "1", "--cluster", "1=a:65500"], capsys)
     assert "Raft port (a:65700" in error and "give --peers" in error
@@ -52,6 +66,14 @@ def test_the_launcher_passes_explicit_peers() -> None:
     assert command[command.index("--peers") + 1] == "1=h:20,2=h:21"
     default = LocalCluster({1: "h:10"}, "d").command(1)
     assert default[default.index("--peers") + 1] == "1=h:210"
+    assert "--no-wire" in default and "--wire-cluster" not in default
+
+
+def test_the_launcher_tells_each_replica_every_wire_address() -> None:
+    cluster = LocalCluster({1: "h:10", 2: "h:11"}, "d", wire_addresses={1: "h:30", 2: "h:31"})
+    command = cluster.command(2)
+    assert command[command.index("--wire") + 1] == "h:31"
+    assert command[command.index("--wire-cluster") + 1] == "1=h:30,2=h:31"
 
 
 @pytest.fixture

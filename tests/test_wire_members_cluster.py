@@ -82,3 +82,33 @@ def test_a_wire_client_follows_the_members_from_the_original_three_to_the_added_
             await reader.close()
 
     asyncio.run(scenario())
+
+
+def test_a_wire_client_given_one_replica_learns_the_others_and_fails_over_to_them(process_cluster) -> None:
+    """Replicas started from --cluster know each other's wire addresses (--wire-cluster, which the
+    launcher passes): any one of them answers `members` with all three, so a wire client told of
+    replica 1 alone keeps working when replica 1 is stopped."""
+    cluster = process_cluster(3, wire=True)
+    everyone = {cluster.wire_addresses[i] for i in (1, 2, 3)}
+
+    async def scenario() -> None:
+        await cluster.wait_for_leader()
+        for i in (1, 2, 3):  # each replica's own answer is complete: a leader and every address
+            async with WireChatApi([cluster.wire_addresses[i]], deadline=20.0) as alone:
+                await until(lambda: set(alone.servers) == everyone, f"replica {i} names all three",
+                            lambda: alone.list())
+        client = WireChatApi([cluster.wire_addresses[1]], deadline=20.0)
+        try:
+            await client.create("xena")
+            await until(lambda: set(client.servers) == everyone, "the client learns replicas 2 and 3",
+                        lambda: client.list())
+            cluster.kill(1)
+            # A read first, answered by replica 2 or 3: a write whose connection dies under it
+            # would be reported as "may or may not have been applied".
+            assert await client.list() == ["xena"]
+            assert client.ring.current != cluster.wire_addresses[1]
+            await client.send("xena", "after replica 1 stopped", sender="xena")
+        finally:
+            await client.close()
+
+    asyncio.run(scenario())
