@@ -105,6 +105,13 @@ class Config(NamedTuple):
     pre_vote: bool = True
     check_quorum: bool = True
     seed: int = 0
+    # A replica that starts counts election_ticks - 1 ticks as already waited, so its first
+    # timeout falls in [1, election_ticks] ticks instead of [election_ticks, 2 * election_ticks):
+    # after a whole-cluster restart a leader is elected an election timeout sooner. A leader
+    # that contacts it in time still resets the count, and it cannot disrupt one that exists:
+    # its pre-vote is refused by every replica in its leader's lease. Only timing changes, so
+    # safety does not depend on it (etcd's --initial-election-tick-advance does the same).
+    advance_first_timeout: bool = False
 
 
 class Ready(NamedTuple):
@@ -160,7 +167,7 @@ class RaftCore:
         self.leader = NO_LEADER
         self.progress: Dict[int, Progress] = {}
         self._votes: Dict[int, bool] = {}
-        self._election_elapsed = 0
+        self._election_elapsed = config.election_ticks - 1 if config.advance_first_timeout else 0
         self._heartbeat_elapsed = 0
         self._randomized_timeout = self._draw_timeout()
         self._outbox: List[Message] = []

@@ -209,6 +209,7 @@ class Node:
             voters=self._bootstrap_voters,
             election_ticks=self.options.election_ticks,
             seed=int.from_bytes(os.urandom(4), "big"),
+            advance_first_timeout=True,  # a whole-cluster restart elects a leader sooner (core.Config)
         )
         snapshot = SnapshotMeta(recorded.index, recorded.term) if recorded is not None else None
         core = recover_core(config, hard_state, entries, applied, base=base, snapshot=snapshot,
