@@ -25,7 +25,7 @@ sys.path.insert(0, ROOT)
 from replichat.launcher import free_ports  # noqa: E402
 from replichat.raft.messages import Entry, Message, MsgType  # noqa: E402
 from replichat.security import certs, tls  # noqa: E402
-from replichat.transport import PeerTransport, start_peer_listener  # noqa: E402
+from replichat.runtime.transport import PeerTransport, start_peer_listener  # noqa: E402
 
 
 async def one_run(messages: int, batch: int, certs_dir: str, use_tls: bool) -> Dict[str, float]:

@@ -18,7 +18,7 @@ from replichat.security.options import INSECURE_PEERS_WARNING, Security
 from replichat.identity import (
     FILE_NAME, REPLACED_HELP, IdentityError, IdentityStore, cluster_id_from_ca, cluster_id_from_members,
 )
-from replichat.transport import IdentityGuard, PeerTransport, split_address, start_peer_listener
+from replichat.runtime.transport import IdentityGuard, PeerTransport, split_address, start_peer_listener
 from replichat.wire.listener import start_wire_listener
 
 log = logging.getLogger(__name__)

@@ -11,7 +11,7 @@ from replichat.errors import ChatError, Code
 from replichat.identity import cluster_id_from_members
 from replichat.proto import chat_pb2, chat_pb2_grpc
 from replichat.raft.messages import Message, MsgType
-from replichat.transport import MAGIC, encode_frame, split_address
+from replichat.runtime.transport import MAGIC, encode_frame, split_address
 from tests.test_transport import closed_by_peer
 
 pytestmark = pytest.mark.timeout(120)

@@ -9,7 +9,7 @@ import pytest
 
 from replichat.client.api import ChatClient
 from replichat.identity import NO_INCARNATION, IdentityError, IdentityStore, cluster_id_from_members
-from replichat.transport import MAGIC, FrameDecoder, FrameError, IdentityGuard
+from replichat.runtime.transport import MAGIC, FrameDecoder, FrameError, IdentityGuard
 
 pytestmark = pytest.mark.timeout(120)
 CLUSTER = cluster_id_from_members({1: "a:1", 2: "b:1", 3: "c:1"})

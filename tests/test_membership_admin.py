@@ -17,7 +17,7 @@ from replichat.membership_admin import (
 from replichat.proto import chat_pb2
 from replichat.raft.membership import ChangeKind
 from replichat.server_cli import main as server_main
-from replichat.transport import PeerTransport
+from replichat.runtime.transport import PeerTransport
 
 Request = chat_pb2.ChangeMembershipRequest
 

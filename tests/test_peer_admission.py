@@ -5,7 +5,7 @@ though the connection arrived while the replica was still reading its log."""
 import pytest
 
 from replichat.raft.messages import Message, MsgType
-from replichat.transport import MAGIC, FrameDecoder, FrameError, encode_frame, encode_introduction
+from replichat.runtime.transport import MAGIC, FrameDecoder, FrameError, encode_frame, encode_introduction
 
 
 def heartbeat(src: int, dst: int) -> Message:

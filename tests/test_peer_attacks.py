@@ -17,7 +17,7 @@ from replichat.identity import cluster_id_from_ca
 from replichat.proto import chat_pb2, command_pb2
 from replichat.raft.messages import Entry, Message, MsgType
 from replichat.security import certs, tls
-from replichat.transport import FRAME_TIMEOUT_S, GREETING_TIMEOUT_S, MAGIC, MAX_CONNECTIONS, encode_frame, split_address
+from replichat.runtime.transport import FRAME_TIMEOUT_S, GREETING_TIMEOUT_S, MAGIC, MAX_CONNECTIONS, encode_frame, split_address
 from tests.test_transport import closed_by_peer
 
 pytestmark = pytest.mark.timeout(240)

@@ -20,7 +20,7 @@ import pytest
 from replichat.client.api import ChatClient
 from replichat.crashpoints import ENV_VAR, crash_point
 from replichat.proto import chat_pb2
-from replichat.snapshot_transfer import CHUNK_BYTES, WINDOW_CHUNKS
+from replichat.runtime.snapshot_transfer import CHUNK_BYTES, WINDOW_CHUNKS
 from tests.client_process import REPO
 
 pytestmark = pytest.mark.timeout(150)

@@ -9,11 +9,11 @@ import pytest
 
 from replichat.integrity import CorruptDataError
 from replichat.proto import raft_pb2
-from replichat import snapshot_runtime
+from replichat.runtime import snapshot_runtime
 from replichat.raft.messages import Message, MsgType
-from replichat.snapshot_runtime import MAX_QUEUED_CHUNKS, SnapshotRuntime
-from replichat.storage import SnapshotMeta as StoredSnapshot
-from replichat.snapshot_transfer import (
+from replichat.runtime.snapshot_runtime import MAX_QUEUED_CHUNKS, SnapshotRuntime
+from replichat.runtime.storage import SnapshotMeta as StoredSnapshot
+from replichat.runtime.snapshot_transfer import (
     IncomingSnapshot,
     OutgoingSnapshot,
     SnapshotAck,
@@ -166,7 +166,7 @@ def test_chunks_and_acks_survive_the_wire_form() -> None:
 
 def test_chunks_and_acks_share_frames_with_messages_and_reach_their_own_handler() -> None:
     from replichat.raft.messages import Message, MsgType
-    from replichat.transport import MAGIC, FrameDecoder, FrameError, encode_frames
+    from replichat.runtime.transport import MAGIC, FrameDecoder, FrameError, encode_frames
 
     chunk = chunk_from_proto(raft_pb2.SnapshotChunk(term=1, index=5, total_size=3, checksum="0" * 64))._replace(
         src=1, dst=2, data=b"abc", crc=zlib.crc32(b"abc"), last=True)

@@ -6,9 +6,9 @@ from replichat.chat.snapshot import take_snapshot
 from replichat.chat.state import ChatState
 from replichat.chat.state_check import LogBounds, SnapshotFile, prepare_state
 from replichat.raft.messages import Entry, HardState
-from replichat.snapshot_transfer import IncomingSnapshot, OutgoingSnapshot
-from replichat.snapshotting import compact, install, record
-from replichat.storage import LogBase, RaftStorage
+from replichat.runtime.snapshot_transfer import IncomingSnapshot, OutgoingSnapshot
+from replichat.runtime.snapshotting import compact, install, record
+from replichat.runtime.storage import LogBase, RaftStorage
 from tests.chat.test_snapshot import commands
 
 

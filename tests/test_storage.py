@@ -6,7 +6,7 @@ import pytest
 
 from replichat.integrity import CorruptDataError, entry_checksum
 from replichat.raft.messages import Entry, HardState
-from replichat.storage import SCHEMA_VERSION, LogBase, RaftStorage, SnapshotMeta
+from replichat.runtime.storage import SCHEMA_VERSION, LogBase, RaftStorage, SnapshotMeta
 
 
 def filled(path: str, count: int, size: int = 10) -> RaftStorage:

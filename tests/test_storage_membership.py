@@ -9,8 +9,8 @@ from replichat.integrity import CorruptDataError
 from replichat.raft import membership
 from replichat.raft.membership import Membership
 from replichat.raft.messages import Entry, HardState
-from replichat.snapshotting import compact
-from replichat.storage import SCHEMA_VERSION, RaftStorage, SnapshotMeta
+from replichat.runtime.snapshotting import compact
+from replichat.runtime.storage import SCHEMA_VERSION, RaftStorage, SnapshotMeta
 
 CONF = membership.encode(Membership.of_voters([1, 2, 4]))
 

@@ -10,7 +10,7 @@ from replichat.raft.messages import Entry, HardState
 from replichat.sqlite_wal import (
     WAL_AUTOCHECKPOINT_PAGES, WAL_FRAME_BYTES, WAL_HEADER_BYTES, WAL_SIZE_LIMIT_BYTES, WalBound, wal_bound,
 )
-from replichat.storage import RaftStorage, SnapshotMeta
+from replichat.runtime.storage import RaftStorage, SnapshotMeta
 
 SQLITE_DEFAULT_AUTOCHECKPOINT_PAGES = 1000
 ENTRY_BYTES = 1000

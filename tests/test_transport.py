@@ -10,11 +10,11 @@ from typing import Awaitable, List, TypeVar
 
 import pytest
 
-from replichat import transport
+from replichat.runtime import transport
 from replichat.launcher import free_ports
 from replichat.proto import raft_pb2
 from replichat.raft.messages import Entry, Message, MsgType
-from replichat.transport import (
+from replichat.runtime.transport import (
     MAGIC, MAX_FRAME, FrameDecoder, FrameError, PeerTransport, encode_frame, encode_frames, from_proto, start_peer_listener, to_proto,
 )
 

@@ -51,7 +51,7 @@ from replichat.raft.log import RaftLog
 from replichat.raft.membership import Change, Membership, MembershipError
 from replichat.raft.messages import NO_LEADER, Entry, HardState, Message, MsgType, SnapshotMeta
 from replichat.runtime.snapshots import NEVER, compaction_target
-from replichat.snapshot_policy import SnapshotPolicy
+from replichat.runtime.snapshot_policy import SnapshotPolicy
 
 CoreFactory = Callable[[Config, RaftLog, HardState], RaftCore]
 

@@ -1,7 +1,7 @@
 """The narrow interfaces the runtime drives: where the log lives and what applies it.
 
 In the spirit of hashicorp/raft's LogStore and FSM and etcd's Storage: SQLite
-(replichat.storage) and the simulator's disk are interchangeable LogStores; the chat state
+(replichat.runtime.storage) and the simulator's disk are interchangeable LogStores; the chat state
 (replichat.chat.machine) and anything else that applies committed commands are StateMachines.
 """
 from typing import Any, Hashable, List, NamedTuple, Optional, Sequence, Tuple

@@ -38,10 +38,10 @@ from replichat.runtime.driver import Driver, Step, recover_core
 from replichat.runtime import peer_addresses
 from replichat.runtime.interfaces import LogExtent, LogStore, StateMachine
 from replichat.runtime.snapshots import NEVER
-from replichat.snapshot_policy import DEFAULT_KEEP_ENTRIES, DEFAULT_SNAPSHOT_ENTRIES, SnapshotPolicy
-from replichat.snapshot_runtime import SnapshotRuntime
-from replichat.storage import RaftStorage
-from replichat.transport import PeerTransport, SnapshotPart
+from replichat.runtime.snapshot_policy import DEFAULT_KEEP_ENTRIES, DEFAULT_SNAPSHOT_ENTRIES, SnapshotPolicy
+from replichat.runtime.snapshot_runtime import SnapshotRuntime
+from replichat.runtime.storage import RaftStorage
+from replichat.runtime.transport import PeerTransport, SnapshotPart
 
 if TYPE_CHECKING:
     from replichat.chat.auth import AuthLimits

@@ -20,7 +20,7 @@ The ordering the shells follow, step by step (each arrow is a point a crash may 
 import enum
 from typing import Optional
 
-from replichat.snapshot_policy import SnapshotPolicy
+from replichat.runtime.snapshot_policy import SnapshotPolicy
 
 NEVER = SnapshotPolicy(every_entries=0)
 

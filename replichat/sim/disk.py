@@ -1,6 +1,6 @@
 """A replica's simulated durable storage: the Raft log and hard state that survive a crash.
 
-Same contract as `replichat.storage.RaftStorage`: one `save` is one atomic, fsynced transaction
+Same contract as `replichat.runtime.storage.RaftStorage`: one `save` is one atomic, fsynced transaction
 that replaces the log suffix from its first entry on and (if given) the hard state. The write
 takes simulated time; a crash before it completes leaves nothing of it (SQLite's atomic commit),
 a crash after it leaves all of it. The chat state database is not here: it lives with the
@@ -25,7 +25,7 @@ from replichat.chat.state import ChatState
 from replichat.integrity import entry_checksum
 from replichat.raft.membership import Membership
 from replichat.raft.messages import Entry, HardState, SnapshotMeta
-from replichat.storage import verified_entries
+from replichat.runtime.storage import verified_entries
 
 
 class SimSnapshot(NamedTuple):

@@ -37,7 +37,7 @@ from replichat.sim.linearizability import Operation, Result, check_history
 from replichat.sim.network import Network
 from replichat.sim.nemesis import Nemesis
 from replichat.sim.replica import Parcel, SimReplica, Status
-from replichat.snapshot_policy import SnapshotPolicy
+from replichat.runtime.snapshot_policy import SnapshotPolicy
 from replichat.sim.requests import Request
 from replichat.sim.workloads import Workloads
 from replichat.sim.world import World

@@ -12,7 +12,7 @@ from replichat.sim.config import SimConfig
 from replichat.sim.events import EventQueue, Trace
 from replichat.runtime.snapshots import NEVER
 from replichat.sim.invariants import SafetyChecker
-from replichat.snapshot_policy import SnapshotPolicy
+from replichat.runtime.snapshot_policy import SnapshotPolicy
 
 
 class World:

@@ -149,7 +149,7 @@ def test_a_follower_whose_log_went_back_is_reported_and_caught_up() -> None:
 
 
 def test_the_snapshot_policy_counts_applied_entries_and_keeps_a_tail() -> None:
-    from replichat.snapshot_policy import SnapshotPolicy
+    from replichat.runtime.snapshot_policy import SnapshotPolicy
 
     policy = SnapshotPolicy(every_entries=100, keep_entries=30)
     assert not policy.due(applied=199, last_snapshot=100) and policy.due(applied=200, last_snapshot=100)

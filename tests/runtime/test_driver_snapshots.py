@@ -11,7 +11,7 @@ from replichat.raft.core import Config, RaftCore, Role
 from replichat.raft.messages import Entry, HardState, Message, MsgType, SnapshotMeta
 from replichat.runtime.driver import Driver, Step
 from replichat.runtime.snapshots import StateRecovery, compaction_target, state_recovery
-from replichat.snapshot_policy import SnapshotPolicy
+from replichat.runtime.snapshot_policy import SnapshotPolicy
 from tests.runtime.test_driver import Answers, key_of, run_step, settle
 
 

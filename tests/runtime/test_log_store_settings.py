@@ -7,7 +7,7 @@ can take back entries the replica already acknowledged. Nothing else in the suit
 import sqlite3
 
 from replichat.raft.messages import Entry, HardState
-from replichat.storage import RaftStorage
+from replichat.runtime.storage import RaftStorage
 
 FULL = 2  # PRAGMA synchronous: 0 OFF, 1 NORMAL, 2 FULL, 3 EXTRA
 

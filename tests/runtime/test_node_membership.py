@@ -14,7 +14,7 @@ from replichat.launcher import free_ports
 from replichat.raft.core import Role
 from replichat.raft.membership import Change
 from replichat.runtime.node import Node, NodeOptions
-from replichat.transport import PeerListener, start_peer_listener
+from replichat.runtime.transport import PeerListener, start_peer_listener
 
 
 class Machine:

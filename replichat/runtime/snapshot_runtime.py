@@ -29,10 +29,10 @@ from replichat.chat.snapshot import (
 from replichat.raft import membership
 from replichat.raft.messages import Message, MsgType
 from replichat.runtime.driver import Driver, Step
-from replichat.snapshot_transfer import IncomingSnapshot, OutgoingSnapshot, SnapshotAck, SnapshotChunk
-from replichat.snapshotting import compact, record, snapshot_file_name
-from replichat.storage import RaftStorage
-from replichat.storage import SnapshotMeta as StoredSnapshot
+from replichat.runtime.snapshot_transfer import IncomingSnapshot, OutgoingSnapshot, SnapshotAck, SnapshotChunk
+from replichat.runtime.snapshotting import compact, record, snapshot_file_name
+from replichat.runtime.storage import RaftStorage
+from replichat.runtime.storage import SnapshotMeta as StoredSnapshot
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

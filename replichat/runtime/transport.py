@@ -24,7 +24,7 @@ from replichat.proto import raft_pb2
 from replichat.identity import ID_BYTES, NO_INCARNATION, IdentityStore
 from replichat.raft.messages import Entry, Message, MsgType
 from replichat.raft.validate import DropCounter, check_message
-from replichat.snapshot_transfer import (
+from replichat.runtime.snapshot_transfer import (
     SnapshotAck,
     SnapshotChunk,
     ack_from_proto,

@@ -17,7 +17,7 @@ from typing import Optional
 from replichat.chat.snapshot import ChatSnapshot, file_checksum, remove_snapshots_before, restore_state
 from replichat.crashpoints import crash_point
 from replichat.raft.messages import HardState
-from replichat.storage import RaftStorage, SnapshotMeta
+from replichat.runtime.storage import RaftStorage, SnapshotMeta
 
 log = logging.getLogger(__name__)
 
