@@ -40,7 +40,7 @@ from bench.exactly_once import Delivered, Sent, Verdict, check_deliveries  # noq
 from replichat.client.admin import MembershipClient  # noqa: E402
 from replichat.client.api import ChatClient  # noqa: E402
 from replichat.errors import ChatError  # noqa: E402
-from replichat.membership_admin import read_token_file  # noqa: E402
+from replichat.server.membership_admin import read_token_file  # noqa: E402
 from replichat.proto import chat_pb2  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -34,7 +34,7 @@ from bench.common import keep_grpc_aio_initialized, progress  # noqa: E402
 from replichat.client.admin import AdminError, MembershipClient  # noqa: E402
 from replichat.client.api import ChatClient  # noqa: E402
 from replichat.errors import ChatError  # noqa: E402
-from replichat.membership_admin import read_token_file  # noqa: E402
+from replichat.server.membership_admin import read_token_file  # noqa: E402
 
 
 Row = Tuple[int, str, float, float, str]  # messages stored, change, took (s), write pause (s), load average

@@ -22,7 +22,7 @@ from typing import Dict, List
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from replichat.launcher import free_ports  # noqa: E402
+from replichat.server.launcher import free_ports  # noqa: E402
 from replichat.raft.messages import Entry, Message, MsgType  # noqa: E402
 from replichat.security import certs, tls  # noqa: E402
 from replichat.runtime.transport import PeerTransport, start_peer_listener  # noqa: E402

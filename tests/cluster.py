@@ -7,7 +7,7 @@ from typing import Dict, Sequence, List, Optional
 
 import grpc
 
-from replichat.launcher import LocalCluster, free_ports
+from replichat.server.launcher import LocalCluster, free_ports
 from replichat.proto import chat_pb2, chat_pb2_grpc
 
 

@@ -62,7 +62,7 @@ def test_certs_init_and_a_replica_without_tls_flags(tmp_path) -> None:
 
 
 def test_plaintext_is_warned_about_where_it_matters(caplog) -> None:
-    from replichat.replica import _warn_about_plaintext
+    from replichat.server.replica import _warn_about_plaintext
     from replichat.security.options import Security
     from replichat.security.paths import CertificatePaths
 

@@ -8,8 +8,8 @@ from typing import List
 
 import pytest
 
-from replichat import launcher
-from replichat.launcher import LocalCluster
+from replichat.server import launcher
+from replichat.server.launcher import LocalCluster
 
 pytestmark = pytest.mark.timeout(60)
 

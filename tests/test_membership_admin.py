@@ -10,13 +10,13 @@ import pytest
 
 from replichat.client.core import ReplicaRing
 from replichat.errors import ChatError, Code
-from replichat.launcher import LocalCluster
-from replichat.membership_admin import (
+from replichat.server.launcher import LocalCluster
+from replichat.server.membership_admin import (
     MembershipAdmin, TokenError, address_problem, create_token_file, read_token_file,
 )
 from replichat.proto import chat_pb2
 from replichat.raft.membership import ChangeKind
-from replichat.server_cli import main as server_main
+from replichat.server.cli import main as server_main
 from replichat.runtime.transport import PeerTransport
 
 Request = chat_pb2.ChangeMembershipRequest

@@ -17,7 +17,7 @@ import pytest
 from replichat.client.admin import MembershipClient
 from replichat.client.api import ChatClient
 from replichat.errors import ChatError, Code
-from replichat.membership_admin import read_token_file
+from replichat.server.membership_admin import read_token_file
 from replichat.proto import chat_pb2
 
 pytestmark = pytest.mark.timeout(150)

@@ -12,7 +12,7 @@ import pytest
 
 import replichat
 from replichat.client import cli
-from replichat import server_cli
+from replichat.server import cli as server_cli
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 INSTALL_TIMEOUT_S = 240
@@ -74,10 +74,10 @@ def test_pip_install_gives_both_commands_and_requirements_txt_dependencies(tmp_p
     # The cluster page's files are in the package, and the launcher starts replicas through the
     # package's module (there is no server.py beside an installed package).
     installed = subprocess.run(
-        [python, "-c", "from replichat.metrics.site import _load_static; from replichat.launcher import server_command;"
+        [python, "-c", "from replichat.metrics.site import _load_static; from replichat.server.launcher import server_command;"
          " print(sorted(_load_static())); print(server_command()[1:])"],
         capture_output=True, text=True, timeout=60, cwd=str(tmp_path), check=True).stdout.splitlines()
-    assert installed == ["['/', '/page.css', '/page.js']", "['-m', 'replichat.server_cli']"]
+    assert installed == ["['/', '/page.css', '/page.js']", "['-m', 'replichat.server.cli']"]
     metadata = subprocess.run(
         [python, "-c", "import importlib.metadata as m; print('\\n'.join(m.requires('replichat')))"],
         capture_output=True, text=True, timeout=60, cwd=str(tmp_path), check=True).stdout

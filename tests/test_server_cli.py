@@ -8,8 +8,8 @@ from typing import Iterator, List
 
 import pytest
 
-from replichat.launcher import LocalCluster, free_ports
-from replichat.server_cli import main, parse_cluster
+from replichat.server.launcher import LocalCluster, free_ports, server_command
+from replichat.server.cli import main, parse_cluster
 from tests.client_process import REPO
 
 pytestmark = pytest.mark.timeout(60)
@@ -67,6 +67,10 @@ def test_the_launcher_passes_explicit_peers() -> None:
     default = LocalCluster({1: "h:10"}, "d").command(1)
     assert default[default.index("--peers") + 1] == "1=h:210"
     assert "--no-wire" in default and "--wire-cluster" not in default
+
+
+def test_in_a_checkout_the_launcher_starts_the_server_script_beside_the_package() -> None:
+    assert server_command() == [sys.executable, SERVER]
 
 
 def test_the_launcher_tells_each_replica_every_wire_address() -> None:

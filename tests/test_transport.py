@@ -11,7 +11,7 @@ from typing import Awaitable, List, TypeVar
 import pytest
 
 from replichat.runtime import transport
-from replichat.launcher import free_ports
+from replichat.server.launcher import free_ports
 from replichat.proto import raft_pb2
 from replichat.raft.messages import Entry, Message, MsgType
 from replichat.runtime.transport import (

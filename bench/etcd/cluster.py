@@ -19,7 +19,7 @@ import grpc
 
 from bench.common import guarded
 from bench.etcd import rpc_pb2, rpc_pb2_grpc
-from replichat.launcher import free_ports
+from replichat.server.launcher import free_ports
 
 INSTALL_HINT = "apt-get install etcd-server (Debian/Ubuntu: etcd 3.4), or put an `etcd` binary on PATH"
 QUOTA_BACKEND_BYTES = 8 * 1024 ** 3  # etcd's documented maximum

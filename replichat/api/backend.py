@@ -42,7 +42,7 @@ class ChatBackend(Protocol):
         """This replica's view: role, term, leader, commit/applied/last index."""
 
     def members(self) -> chat_pb2.MembersResponse:
-        """The configuration in effect as this replica sees it (replichat/membership_admin.py)."""
+        """The configuration in effect as this replica sees it (replichat/server/membership_admin.py)."""
 
     async def change_membership(self, request: chat_pb2.ChangeMembershipRequest) -> chat_pb2.ChangeMembershipResponse:
         """An admin operation: raises ChatError(PERMISSION_DENIED | INVALID_ARGUMENT | UNAVAILABLE)."""

@@ -14,7 +14,7 @@ from replichat.client.admin import AdminError, MembershipClient
 from replichat.client.api import ChatClient
 from replichat.client.credentials import MemoryCredentials
 from replichat.errors import ChatError
-from replichat.membership_admin import read_token_file
+from replichat.server.membership_admin import read_token_file
 from replichat.proto import chat_pb2
 from replichat.sim.chat_model import OK, Create, ListUsers, Send
 from replichat.sim.linearizability import Operation, check_history

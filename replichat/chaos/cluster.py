@@ -6,7 +6,7 @@ from typing import Dict, List, Optional, Tuple
 import grpc
 
 from replichat.chaos.proxy import LinkProxy
-from replichat.launcher import LocalCluster, free_ports
+from replichat.server.launcher import LocalCluster, free_ports
 from replichat.proto import chat_pb2, chat_pb2_grpc
 
 

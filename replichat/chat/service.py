@@ -25,7 +25,7 @@ from replichat.proto import chat_pb2, command_pb2
 from replichat.runtime.node import Node
 
 if TYPE_CHECKING:
-    from replichat.membership_admin import MembershipAdmin
+    from replichat.server.membership_admin import MembershipAdmin
 
 _RESULT_ERRORS = {
     command_pb2.CommandResult.INVALID_ARGUMENT: Code.INVALID_ARGUMENT,
@@ -55,7 +55,7 @@ class ChatService:
         self.id = node.id
         self.address = address
         self.wire_address = ""
-        # Members and ChangeMembership (replichat/membership_admin.py), set by the replica.
+        # Members and ChangeMembership (replichat/server/membership_admin.py), set by the replica.
         self.admin: Optional["MembershipAdmin"] = None
         self._state_path = state_path
         self._instance = uuid.uuid4().hex

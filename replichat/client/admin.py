@@ -2,7 +2,7 @@
 
 `members` reads the configuration from any replica (the leader's view when one is known: it
 alone knows how far each member's log matches). `add` and `remove` are admin operations
-(replichat/membership_admin.py): they go to the leader with the cluster's admin token, and are
+(replichat/server/membership_admin.py): they go to the leader with the cluster's admin token, and are
 retried on the new leader when leadership moves meanwhile. Each step is reported through
 `say`, so the command line prints what happened as it happens.
 """

@@ -167,7 +167,7 @@ class ChatClient:
         self._channels: Dict[str, grpc.aio.Channel] = {}
         self._stubs: Dict[str, chat_pb2_grpc.ChatStub] = {}
         self._sessions: Set["Session"] = set()
-        # Membership (replichat/membership_admin.py): the ring follows the cluster's members.
+        # Membership (replichat/server/membership_admin.py): the ring follows the cluster's members.
         self._members = MembersRefresh()
 
     @property

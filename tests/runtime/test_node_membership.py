@@ -10,7 +10,7 @@ from typing import Any, Callable, Dict, Hashable, List, Optional, Sequence, Tupl
 import pytest
 
 from replichat.errors import ChatError
-from replichat.launcher import free_ports
+from replichat.server.launcher import free_ports
 from replichat.raft.core import Role
 from replichat.raft.membership import Change
 from replichat.runtime.node import Node, NodeOptions

@@ -192,11 +192,11 @@ def main(argv: Optional[List[str]] = None) -> None:
     if args.command == "certs":
         sys.exit(_certs(parser, args))
     if args.command == "members":
-        from replichat.membership_cli import members_command
+        from replichat.server.membership_cli import members_command
 
         sys.exit(members_command(parser, args))
     if args.command == "add-replica":
-        from replichat.membership_cli import add_replica_command
+        from replichat.server.membership_cli import add_replica_command
 
         sys.exit(add_replica_command(parser, args))
     if args.command_args:
@@ -217,7 +217,7 @@ def _tuning_args(args: argparse.Namespace) -> List[str]:
 
 
 def _local_cluster(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
-    from replichat.launcher import LocalCluster
+    from replichat.server.launcher import LocalCluster
 
     if args.replicas < 1:
         parser.error("--replicas must be at least 1")
@@ -263,7 +263,7 @@ def _one_replica(parser: argparse.ArgumentParser, args: argparse.Namespace) -> i
     from replichat.runtime.node import NodeOptions
     from replichat.integrity import CorruptDataError
     from replichat.identity import IdentityError
-    from replichat.replica import ListenError, serve_replica
+    from replichat.server.replica import ListenError, serve_replica
 
     if args.id is None or args.cluster is None:
         parser.error("running one replica needs both --id and --cluster")
@@ -315,7 +315,7 @@ def _one_replica(parser: argparse.ArgumentParser, args: argparse.Namespace) -> i
     data_dir = args.data_dir or os.path.join("data", f"replica-{args.id}")
     admin_token = None
     if args.admin_token_file:
-        from replichat.membership_admin import TokenError, read_token_file
+        from replichat.server.membership_admin import TokenError, read_token_file
 
         try:
             admin_token = read_token_file(args.admin_token_file)
@@ -447,5 +447,5 @@ def _status(args: argparse.Namespace) -> int:
     return asyncio.run(query())
 
 
-if __name__ == "__main__":  # `python3 -m replichat.server_cli`: how an installed launcher starts replicas
+if __name__ == "__main__":  # `python3 -m replichat.server.cli`: how an installed launcher starts replicas
     main()

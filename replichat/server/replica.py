@@ -11,7 +11,7 @@ from replichat.addresses import is_loopback
 from replichat.api.grpc_service import DEFAULT_MAX_STREAMS_PER_ADDRESS, create_grpc_server
 from replichat.chat.machine import ChatMachine
 from replichat.chat.service import ChatService
-from replichat.membership_admin import MembershipAdmin
+from replichat.server.membership_admin import MembershipAdmin
 from replichat.metrics.monitoring import monitoring_or_none
 from replichat.runtime.node import Node, NodeOptions
 from replichat.security.options import INSECURE_PEERS_WARNING, Security

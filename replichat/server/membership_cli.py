@@ -16,8 +16,8 @@ from typing import List, Optional
 from replichat import defaults
 from replichat.client.admin import AdminError, MembershipClient, format_members
 from replichat.errors import ChatError
-from replichat.launcher import ADD_REQUEST_PREFIX, ADMIN_TOKEN_FILE, free_ports
-from replichat.membership_admin import TokenError, address_problem, read_token_file
+from replichat.server.launcher import ADD_REQUEST_PREFIX, ADMIN_TOKEN_FILE, free_ports
+from replichat.server.membership_admin import TokenError, address_problem, read_token_file
 
 # How long add-replica waits for the launcher to pick its request up.
 LAUNCHER_WAIT_S = 10.0

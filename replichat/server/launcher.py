@@ -22,12 +22,13 @@ RESTART_STABLE_S = 60.0
 # ... and is left down after this many quick deaths in a row (a broken data folder or a port
 # that stays taken cannot be fixed by starting again): the launcher prints its command instead.
 RESTART_GIVE_UP_AFTER = 6
-# Membership changes (replichat/membership_cli.py): the admin token the local cluster creates,
+# Membership changes (replichat/server/membership_cli.py): the admin token the local cluster creates,
 # the replicas added to it, and how `server.py add-replica` asks the running launcher for one.
 ADMIN_TOKEN_FILE = "admin.token"
 JOINED_FILE = "local-members.json"
 ADD_REQUEST_PREFIX = "add-replica-"
-SERVER_SCRIPT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "server.py")
+# In a checkout, server.py sits beside the replichat package (this file is replichat/server/launcher.py).
+SERVER_SCRIPT = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "server.py")
 
 
 def server_command() -> List[str]:
@@ -35,7 +36,7 @@ def server_command() -> List[str]:
     module where it is installed (site-packages has no server.py)."""
     if os.path.exists(SERVER_SCRIPT):
         return [sys.executable, SERVER_SCRIPT]
-    return [sys.executable, "-m", "replichat.server_cli"]
+    return [sys.executable, "-m", "replichat.server.cli"]
 
 
 def free_ports(count: int) -> List[int]:
@@ -258,7 +259,7 @@ class LocalCluster:
         if self.peer_tls or self.client_tls:
             self._ensure_certs()
         if self.admin_token:
-            from replichat.membership_admin import create_token_file
+            from replichat.server.membership_admin import create_token_file
 
             os.makedirs(self.data_dir, exist_ok=True)
             create_token_file(self.admin_token_file)
