@@ -48,9 +48,11 @@ class _Subscriber:
 
 
 class ChatService:
-    def __init__(self, node: Node, state_path: str, address: str = "") -> None:
+    def __init__(self, node: Node, state_path: str, address: str = "", auth_enabled: bool = True,
+                 auth_limits: AuthLimits = AuthLimits()) -> None:
         """`node` applies the log to a ChatMachine on `state_path` (see chat.machine);
-        `address`: this replica's gRPC address, for status."""
+        `address`: this replica's gRPC address, for status. `auth_enabled` is False only with
+        --insecure-no-auth (the brief's open service); `auth_limits`: chat/auth.py."""
         self.node = node
         self.id = node.id
         self.address = address
@@ -66,10 +68,7 @@ class ChatService:
         self._search = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix=f"list-{node.id}")
         self._searches = 0
         node.add_apply_hook(self._after_apply)
-        options = node.options
-        self._auth = Authenticator(
-            self._account_of, self._catch_up, enabled=options.auth_enabled, limits=options.auth_limits or AuthLimits()
-        )
+        self._auth = Authenticator(self._account_of, self._catch_up, enabled=auth_enabled, limits=auth_limits)
 
     @property
     def observer(self) -> RuntimeObserver:

@@ -25,7 +25,7 @@ import logging
 import os
 import time
 import uuid
-from typing import TYPE_CHECKING, Any, Callable, Dict, Hashable, List, NamedTuple, Optional, Sequence, Set, Tuple, TypeVar
+from typing import Any, Callable, Dict, Hashable, List, NamedTuple, Optional, Sequence, Set, Tuple, TypeVar
 
 from replichat.errors import ChatError, Code, OutcomeUnknown
 from replichat.metrics.observer import NO_OBSERVER, RuntimeObserver
@@ -42,9 +42,6 @@ from replichat.runtime.snapshot_policy import DEFAULT_KEEP_ENTRIES, DEFAULT_SNAP
 from replichat.runtime.snapshot_runtime import SnapshotRuntime
 from replichat.runtime.storage import RaftStorage
 from replichat.runtime.transport import PeerTransport, SnapshotPart
-
-if TYPE_CHECKING:
-    from replichat.chat.auth import AuthLimits
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -64,8 +61,6 @@ class NodeOptions:
         election_ticks: int = 10,
         request_timeout_s: float = 8.0,
         retry_interval_s: float = 2.0,
-        auth_enabled: bool = True,
-        auth_limits: Optional["AuthLimits"] = None,
         snapshot_entries: int = DEFAULT_SNAPSHOT_ENTRIES,
         snapshot_keep: int = DEFAULT_KEEP_ENTRIES,
     ) -> None:
@@ -75,11 +70,6 @@ class NodeOptions:
         self.request_timeout_s = request_timeout_s
         # How long to wait for a commit before proposing again (same request id, applied once).
         self.retry_interval_s = retry_interval_s
-        # Options of the chat service on top (chat/service.py, chat/auth.py), carried here so one
-        # object configures a replica; the runtime does not read them. False only with
-        # --insecure-no-auth: the brief's open service.
-        self.auth_enabled = auth_enabled
-        self.auth_limits = auth_limits
         # A snapshot every snapshot_entries applied entries (0: never); the log keeps
         # snapshot_keep entries behind it for followers that lag a little (snapshot_policy.py).
         self.snapshot_entries = snapshot_entries

@@ -307,8 +307,6 @@ def _one_replica(parser: argparse.ArgumentParser, args: argparse.Namespace) -> i
     options = NodeOptions(
         tick_s=args.tick_ms / 1000.0,
         election_ticks=args.election_ticks,
-        auth_enabled=not args.insecure_no_auth,
-        auth_limits=AuthLimits(creates_per_minute=args.max_creates_per_minute),
         snapshot_entries=max(0, args.snapshot_entries),
         snapshot_keep=max(0, args.snapshot_keep),
     )
@@ -327,7 +325,8 @@ def _one_replica(parser: argparse.ArgumentParser, args: argparse.Namespace) -> i
                           wire_address=None if args.no_wire else own_wire, wire_cluster=wire_cluster, options=options,
                           metrics_address=args.metrics, security=security,
                           max_streams_per_address=args.max_streams_per_address, admin_token=admin_token,
-                          join=args.join)
+                          join=args.join, auth_enabled=not args.insecure_no_auth,
+                          auth_limits=AuthLimits(creates_per_minute=args.max_creates_per_minute))
         )
     except ListenError as error:  # a busy gRPC or Raft port: say which, no traceback
         print(f"replica {args.id}: {error}", file=sys.stderr)

@@ -9,6 +9,7 @@ from typing import Dict, List, Optional
 from replichat import defaults
 from replichat.addresses import is_loopback
 from replichat.api.grpc_service import DEFAULT_MAX_STREAMS_PER_ADDRESS, create_grpc_server
+from replichat.chat.auth import AuthLimits
 from replichat.chat.machine import ChatMachine
 from replichat.chat.service import ChatService
 from replichat.server.membership_admin import MembershipAdmin
@@ -48,13 +49,16 @@ async def serve_replica(
     max_streams_per_address: int = DEFAULT_MAX_STREAMS_PER_ADDRESS,
     admin_token: Optional[str] = None,
     join: bool = False,
+    auth_enabled: bool = True,
+    auth_limits: AuthLimits = AuthLimits(),
 ) -> int:
     """Run until SIGTERM/SIGINT (clean stop: exit 0) or an unrecoverable error (exit 1).
 
     `cluster`: every replica's gRPC address; `peers`: every replica's Raft address (default:
     derived from `cluster`, see defaults.raft_addresses); `wire_cluster`: the wire addresses of
-    those replicas that serve the wire protocol, for the `members` answer. Raises ListenError before anything
-    has started if the gRPC or Raft port cannot be bound.
+    those replicas that serve the wire protocol, for the `members` answer. Raises ListenError
+    before anything has started if the gRPC or Raft port cannot be bound. `options` configure
+    the Raft runtime; `auth_enabled` and `auth_limits` the chat service (chat/auth.py).
 
     `admin_token`: membership changes need it (None: refused). `join`: a new replica joining
     a running cluster: not a voter of its bootstrap configuration (so it never campaigns), it
@@ -64,7 +68,8 @@ async def serve_replica(
     state_path = os.path.join(data_dir, "state.db")
     voters = sorted(set(peers) - {node_id}) if join else None
     node = Node(node_id, peers, data_dir, lambda log: ChatMachine.open(state_path, log), options, voters=voters)
-    service = ChatService(node, state_path, address=cluster[node_id])
+    service = ChatService(node, state_path, address=cluster[node_id], auth_enabled=auth_enabled,
+                          auth_limits=auth_limits)
     service.admin = MembershipAdmin(node, cluster, lambda: service.wire_address, admin_token, wire_cluster)
     if join:
         log.info("replica %d joins the cluster: it waits for the leader to add it (`server.py members add`)", node_id)
