@@ -63,9 +63,12 @@ class NodeOptions:
         retry_interval_s: float = 2.0,
         snapshot_entries: int = DEFAULT_SNAPSHOT_ENTRIES,
         snapshot_keep: int = DEFAULT_KEEP_ENTRIES,
+        advance_first_timeout: bool = True,
     ) -> None:
         self.tick_s = tick_s
         self.election_ticks = election_ticks
+        # A starting replica campaigns within one election timeout, not two (core.Config).
+        self.advance_first_timeout = advance_first_timeout
         # How long a write may wait for a quorum before the client is told "unavailable".
         self.request_timeout_s = request_timeout_s
         # How long to wait for a commit before proposing again (same request id, applied once).
@@ -199,7 +202,7 @@ class Node:
             voters=self._bootstrap_voters,
             election_ticks=self.options.election_ticks,
             seed=int.from_bytes(os.urandom(4), "big"),
-            advance_first_timeout=True,  # a whole-cluster restart elects a leader sooner (core.Config)
+            advance_first_timeout=self.options.advance_first_timeout,
         )
         snapshot = SnapshotMeta(recorded.index, recorded.term) if recorded is not None else None
         core = recover_core(config, hard_state, entries, applied, base=base, snapshot=snapshot,

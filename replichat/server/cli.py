@@ -99,6 +99,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--no-metrics", action="store_true", help="local cluster: serve no metrics or cluster page")
     parser.add_argument("--tick-ms", type=int, default=50, help="Raft tick (default %(default)s ms; heartbeat every tick)")
     parser.add_argument("--election-ticks", type=int, default=10, help="election timeout in ticks, randomized up to 2x (default %(default)s)")
+    parser.add_argument("--no-election-advance", action="store_true",
+                        help="a starting replica waits a whole election timeout before it campaigns (default: it counts "
+                        "all but one tick of it as waited, so a restarted cluster elects a leader sooner)")
     parser.add_argument("--snapshot-entries", type=int, default=10_000, metavar="N",
                         help="snapshot the chat state every N applied log entries and compact the log (0: never; default %(default)s)")
     parser.add_argument("--snapshot-keep", type=int, default=5_000, metavar="N",
@@ -213,6 +216,7 @@ def _tuning_args(args: argparse.Namespace) -> List[str]:
         + ["--max-streams-per-address", str(args.max_streams_per_address)]
         + ["--snapshot-entries", str(args.snapshot_entries), "--snapshot-keep", str(args.snapshot_keep)]
         + (["--insecure-no-auth"] if args.insecure_no_auth else [])
+        + (["--no-election-advance"] if args.no_election_advance else [])
     )
 
 
@@ -307,6 +311,7 @@ def _one_replica(parser: argparse.ArgumentParser, args: argparse.Namespace) -> i
     options = NodeOptions(
         tick_s=args.tick_ms / 1000.0,
         election_ticks=args.election_ticks,
+        advance_first_timeout=not args.no_election_advance,
         snapshot_entries=max(0, args.snapshot_entries),
         snapshot_keep=max(0, args.snapshot_keep),
     )
