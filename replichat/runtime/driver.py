@@ -276,6 +276,13 @@ class Driver:
         """The configuration in effect (the latest in the log, committed or not)."""
         return self.core.membership
 
+    @property
+    def unappended_changes(self) -> List[Change]:
+        """Changes asked for that the core has not appended yet (this replica was paused, or
+        its core refused them for now and they wait for a retry): each may still come into
+        effect. The simulator's fault injector keeps those configurations survivable too."""
+        return [pending.change for pending in self._changes.values() if not pending.index]
+
     def watch_applied(self, index: int, token: Hashable) -> None:
         """`index_applied(token)` once `index` is applied here (at once if it already is)."""
         if index <= self.applied_index:

@@ -396,11 +396,18 @@ class Nemesis:
     def _configurations(self) -> List[Membership]:
         """Every configuration in effect somewhere, or that may still come into effect: on
         each replica, the one at its commit index and every later one in its log (memory
-        or, for a replica that is down, its disk)."""
+        or, for a replica that is down, its disk), and what a change its driver holds but has
+        not appended yet would make of its latest (a leader paused as the change was asked:
+        seed 23190 corrupted a second disk of a 4-voter configuration appended after)."""
         found: List[Membership] = []
         for _, r in sorted(self.replicas.items()):
             if r.core is not None:
                 found.extend(r.core.configurations_since(r.core.commit_index))
+                for change in r.driver.unappended_changes if r.driver is not None else ():
+                    try:
+                        found.append(r.core.membership.apply(change))
+                    except MembershipError:
+                        pass  # it will be refused: it cannot come into effect
                 continue
             commit = r.disk.hard_state.commit
             current = r.disk.base_membership or self._bootstrap
