@@ -56,6 +56,11 @@ def _parser() -> argparse.ArgumentParser:
         "--snapshot-entries", type=int, default=0,
         help="applied entries between snapshots (default 0: drawn per seed from a few dozen; negative: never)",
     )
+    p.add_argument(
+        "--advance-first-timeout", action="store_true",
+        help="replicas (re)start with the runtime's election advance (server.py's default; off here so "
+        "that seeds keep their traces)",
+    )
     p.add_argument("--no-linearizability", action="store_true", help="skip the history check")
     p.add_argument("--trace", action="store_true", help="print every event (single seed)")
     p.add_argument("--history", action="store_true", help="print the client history (single seed)")
@@ -88,6 +93,7 @@ def _config(args: argparse.Namespace, seed: int, replicas: int) -> SimConfig:
         failover_probes=args.failover_probes,
         failover_ticks=args.failover_ticks,
         snapshot_entries=args.snapshot_entries,
+        advance_first_timeout=args.advance_first_timeout,
     )
 
 

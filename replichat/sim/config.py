@@ -137,6 +137,10 @@ class SimConfig(NamedTuple):
     # Applied entries between snapshots; 0: drawn per run (simulation.SNAPSHOT_EVERY_CHOICES);
     # negative: never snapshot.
     snapshot_entries: int = 0
+    # Every replica (re)starts with the asyncio runtime's setting: all but one tick of its first
+    # election timeout counted as waited (core.Config.advance_first_timeout). Off by default so
+    # that every seed keeps the trace it had before the runtime turned it on.
+    advance_first_timeout: bool = False
 
     def command(self, trace: bool = True) -> str:
         """The command line that replays this run."""
@@ -158,6 +162,8 @@ class SimConfig(NamedTuple):
             parts.append(f"--mutant {self.mutant}")
         if self.snapshot_entries:
             parts.append(f"--snapshot-entries {self.snapshot_entries}")
+        if self.advance_first_timeout:
+            parts.append("--advance-first-timeout")
         if trace:
             parts.append("--trace")
         return " ".join(parts)

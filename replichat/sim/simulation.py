@@ -134,6 +134,7 @@ class Simulation:
         self._core_config = Config(
             id=0, voters=tuple(ids), election_ticks=timing.election_ticks,
             max_entries_per_append=batch, max_inflight=inflight,
+            advance_first_timeout=config.advance_first_timeout,
         )
         for rid in ids:
             self._make_replica(rid)

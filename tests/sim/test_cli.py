@@ -66,3 +66,22 @@ def test_shrinking_keeps_a_failing_run() -> None:
     assert (smaller.config.steps, len(smaller.config.faults), smaller.config.clients) != (
         failing.config.steps, len(failing.config.faults), failing.config.clients
     )
+
+
+def _first_leader_time(argv: list, capsys: pytest.CaptureFixture) -> int:
+    assert main(argv + ["--trace"]) == 0
+    line = next(line for line in capsys.readouterr().out.splitlines() if " LEADER term " in line)
+    return int(line.split()[0])
+
+
+def test_the_runtime_election_advance_can_be_simulated(capsys: pytest.CaptureFixture) -> None:
+    """--advance-first-timeout starts the replicas as the asyncio runtime does: over a few seeds
+    the first leader comes about an election timeout sooner, and the replay command keeps it."""
+    plain, advanced = [], []
+    for seed in range(6):
+        argv = ["--seed", str(seed), "--steps", "30", "--faults", "none"]
+        plain.append(_first_leader_time(argv, capsys))
+        advanced.append(_first_leader_time(argv + ["--advance-first-timeout"], capsys))
+    assert all(a < p for a, p in zip(advanced, plain)), (advanced, plain)
+    assert SimConfig(seed=1, advance_first_timeout=True).command().endswith("--advance-first-timeout --trace")
+    assert "--advance-first-timeout" not in SimConfig(seed=1).command()
