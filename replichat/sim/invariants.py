@@ -208,12 +208,31 @@ class SafetyChecker:
                         "double-vote", f"replica {rid} voted for {voted} and then for {m.dst} in term {m.term}"
                     )
 
-    def on_saved(self, rid: int, removed: Sequence[Entry], covered: int = 0) -> None:
-        """`removed`: entries a save (or an install) took off the disk; `covered`: the index the
-        disk's snapshot covers (an install replaces the log by a newer snapshot)."""
+    def on_saved(self, rid: int, removed: Sequence[Entry], replacing_term: Optional[int] = None, covered: int = 0) -> None:
+        """`removed`: entries a save (or an install) took off the disk; `replacing_term`: the
+        term of the entry the save wrote at the first removed index (None: it wrote none
+        there); `covered`: the index the disk's snapshot covers (an install replaces the log by
+        a newer snapshot).
+
+        Raft lets a replica drop a committed entry in one case only: it never learnt the entry
+        was committed, and the entry that replaces it (with everything after it) is of a term
+        before the one that committed it: an append delayed from an older leader, reaching a
+        replica that was cut off or paused (seed 52161). That leader need not hold the entry
+        (Leader Completeness covers only later terms), the majority that committed it refuses
+        its appends, so the entry stays on a quorum (full_check counts the copies), and a
+        leader of a later term that lacked it is caught when elected (_elected). Any other
+        removal of a committed entry is a violation."""
         for entry in removed:
-            if entry.index > covered and self.committed.get(entry.index) == entry:
-                raise InvariantViolation("durability", f"replica {rid} removed committed entry {_short(entry)} from its disk")
+            if entry.index <= covered or self.committed.get(entry.index) != entry:
+                continue
+            bound = self._commit_bound[entry.index]
+            if replacing_term is None or replacing_term >= bound or entry.index <= self._commit[rid]:
+                replaced = f"by an entry of term {replacing_term}" if replacing_term is not None else "without a conflicting entry"
+                raise InvariantViolation(
+                    "durability",
+                    f"replica {rid} removed committed entry {_short(entry)} (committed by term {bound}) from its disk, "
+                    f"{replaced}",
+                )
 
     def on_compacted(self, rid: int, removed: Sequence[Entry], snapshot_index: int) -> None:
         """Compaction dropped `removed` from replica `rid`'s disk, whose recorded snapshot

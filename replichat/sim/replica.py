@@ -427,7 +427,8 @@ class SimReplica:
             return  # crashed between its steps
         if step.must_persist:
             removed = self.disk.save(step.hard_state, step.entries)
-            world.checker.on_saved(self.id, removed)
+            first = removed[0].index if removed else 0
+            world.checker.on_saved(self.id, removed, next((e.term for e in step.entries if e.index == first), None))
             hs = step.hard_state
             world.log(
                 f"r{self.id} persist {len(step.entries)} entries"

@@ -93,6 +93,21 @@ def test_committed_entry_removed_from_a_disk() -> None:
         checker.on_saved(2, [Entry(1, 2, b"2/1")])
 
 
+def test_a_committed_entry_replaced_by_an_append_of_an_older_leader_is_allowed_once() -> None:
+    """Seed 52161: entry 2 (term 1) is committed in term 3; replica 3, paused since before and
+    never told, takes a delayed append of the term-2 leader that lacks it. Raft allows that (the
+    committing majority keeps it); the same removal by an entry of term 3, or on a replica that
+    knew the entry committed, is a violation."""
+    checker = SafetyChecker([1, 2, 3])
+    checker.observe(1, log_of(1, 1, committed=2), Role.LEADER, 3)
+    checker.on_saved(3, [Entry(1, 2, b"2/1")], replacing_term=2)
+    with pytest.raises(InvariantViolation, match="durability.*by an entry of term 3"):
+        checker.on_saved(3, [Entry(1, 2, b"2/1")], replacing_term=3)
+    checker.observe(2, log_of(1, 1, committed=2), Role.FOLLOWER, 3)
+    with pytest.raises(InvariantViolation, match="durability"):
+        checker.on_saved(2, [Entry(1, 2, b"2/1")], replacing_term=2)
+
+
 def test_committed_entry_on_fewer_disks_than_a_quorum() -> None:
     checker = SafetyChecker([1, 2, 3])
     checker.observe(1, log_of(1, committed=1), Role.FOLLOWER, 1)
