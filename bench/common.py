@@ -7,6 +7,7 @@ Clean-up on a normal end, an error, Ctrl-C or SIGTERM is the benchmark's own `fi
 """
 import asyncio
 import faulthandler
+import json
 import os
 import shutil
 import sys
@@ -67,6 +68,13 @@ class TeardownWatchdog:
             sys.stderr.flush()
             sys.stdout.flush()
             os._exit(3)
+
+
+def save_json(path: str, results: object) -> None:
+    """Write a benchmark's results to `path` (its folder made if missing)."""
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    with open(path, "w") as f:
+        json.dump(results, f, indent=2)
 
 
 def percentile(values: Sequence[float], q: float) -> float:

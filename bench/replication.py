@@ -14,7 +14,6 @@ Prints a table and writes JSON to bench/results/replication.json.
 """
 import argparse
 import asyncio
-import json
 import os
 import platform
 import sqlite3
@@ -28,7 +27,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from bench.cluster import BenchCluster as ProcessCluster  # noqa: E402
-from bench.common import percentile, progress  # noqa: E402
+from bench.common import percentile, progress, save_json  # noqa: E402
 from replichat.client.api import ChatClient  # noqa: E402
 from replichat.errors import ChatError, Code  # noqa: E402
 
@@ -211,9 +210,7 @@ def main() -> None:
     parser.add_argument("--out", default=os.path.join(ROOT, "bench", "results", "replication.json"))
     args = parser.parse_args()
     results = asyncio.run(main_async(args))
-    os.makedirs(os.path.dirname(args.out), exist_ok=True)
-    with open(args.out, "w") as f:
-        json.dump(results, f, indent=2)
+    save_json(args.out, results)
     report(results)
 
 

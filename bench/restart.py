@@ -12,7 +12,6 @@ minimum and maximum and the ratio of the medians; JSON to bench/results/restart.
 """
 import argparse
 import asyncio
-import json
 import os
 import statistics
 import sys
@@ -24,7 +23,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from bench.cluster import BenchCluster  # noqa: E402
-from bench.common import progress  # noqa: E402
+from bench.common import progress, save_json  # noqa: E402
 from replichat.client.api import ChatClient  # noqa: E402
 
 BASELINE_FLAG = "--no-election-advance"
@@ -97,9 +96,7 @@ def main() -> None:
     if args.rounds < 1 or args.replicas < 1 or args.stored < 0:
         parser.error("--rounds and --replicas must be at least 1, --stored at least 0")
     results = asyncio.run(main_async(args))
-    os.makedirs(os.path.dirname(args.out), exist_ok=True)
-    with open(args.out, "w") as f:
-        json.dump(results, f, indent=2)
+    save_json(args.out, results)
     report(results)
 
 
