@@ -427,8 +427,9 @@ class SimReplica:
             return  # crashed between its steps
         if step.must_persist:
             removed = self.disk.save(step.hard_state, step.entries)
-            first = removed[0].index if removed else 0
-            world.checker.on_saved(self.id, removed, next((e.term for e in step.entries if e.index == first), None))
+            if removed:  # the term of what the save wrote where the removed entries began
+                first = removed[0].index
+                world.checker.on_saved(self.id, removed, next((e.term for e in step.entries if e.index == first), None))
             hs = step.hard_state
             world.log(
                 f"r{self.id} persist {len(step.entries)} entries"
