@@ -104,3 +104,42 @@ def test_compaction_still_empties_the_wal(tmp_path) -> None:
     storage.compact(last)
     assert wal_size(path) == 0
     storage.close()
+
+
+class _WalWatch:
+    """Stands in for RaftStorage's connection and reads the WAL's size after every statement:
+    the most it held while a compaction ran (the compaction itself truncates it at the end)."""
+
+    def __init__(self, db: sqlite3.Connection, path: str) -> None:
+        self._db, self._path = db, path
+        self.most = 0
+
+    def _seen(self, result: object) -> object:
+        self.most = max(self.most, wal_size(self._path))
+        return result
+
+    def execute(self, *args: object) -> object:
+        return self._seen(self._db.execute(*args))
+
+    def executescript(self, script: str) -> object:
+        return self._seen(self._db.executescript(script))
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._db, name)
+
+
+def test_a_compaction_keeps_the_wal_within_its_bound(tmp_path) -> None:
+    """Deleting a prefix of 2,000 1-KB entries (~500 pages) and handing its pages back, each in
+    one transaction, took the WAL to twice its bound; in chunks it stays within it."""
+    path = str(tmp_path / "raft.db")
+    storage = RaftStorage(path)
+    last = save_many(storage, 1, 150) - 1  # 3,000 entries
+    storage.save_snapshot(SnapshotMeta(2000, 1, "s", 1, "x"))
+    watch = _WalWatch(storage._db, path)
+    storage._db = watch  # type: ignore[assignment]
+    assert storage.compact(2000) == 2000
+    assert 0 < watch.most <= MOST_A_BOUNDED_WAL_HOLDS
+    assert wal_size(path) == 0
+    _, entries = storage.load()
+    assert [e.index for e in entries] == list(range(2001, last + 1))
+    storage.close()

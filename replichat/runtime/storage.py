@@ -14,7 +14,9 @@ served or shipped to a peer.
 
 The log may start after a compacted prefix: `log_base` holds the index and term of the last
 entry removed (0, 0 when nothing was), so the entry after it can still be matched. Compaction
-deletes whole prefixes; with auto_vacuum=INCREMENTAL the freed pages are handed back to the file
+deletes whole prefixes: it moves the base in one transaction, then deletes the entries below it
+in chunks (_delete_below_base: so that the WAL stays within its bound), and entries below the
+base are never read; with auto_vacuum=INCREMENTAL the freed pages are handed back to the file
 system, and the WAL is checkpointed and truncated; between compactions the WAL is bounded
 (sqlite_wal.py), so the files stop growing with history.
 
@@ -39,11 +41,17 @@ from typing import Iterable, List, NamedTuple, Optional, Sequence, Tuple
 from replichat.integrity import INDEX_TERM as _INDEX_TERM
 from replichat.integrity import CorruptDataError, entry_checksum, verify_entry
 from replichat.raft.messages import Entry, HardState
-from replichat.sqlite_wal import bound_wal
+from replichat.sqlite_wal import PAGE_BYTES, bound_wal
 
 log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 3
+# How much one transaction deletes when compaction removes a prefix (_delete_below_base): at
+# most this many entries holding at most this many bytes of data (but always one entry), so a
+# chunk writes a few dozen pages to the WAL, well under its checkpoint threshold.
+COMPACTION_CHUNK_ENTRIES = 1000
+COMPACTION_CHUNK_BYTES = 64 * PAGE_BYTES
+VACUUM_STEP_PAGES = 64  # pages handed back to the file system per transaction (_reclaim)
 
 _BASE_MEMBERSHIP_TABLE = """
 CREATE TABLE IF NOT EXISTS base_membership (
@@ -142,6 +150,9 @@ class RaftStorage:
                 f"raft log database {path} has schema version {version}; this replichat reads "
                 f"versions 0, 2 and {SCHEMA_VERSION}"
             )
+        if not fresh and self._delete_below_base():
+            log.info("raft log %s: finished deleting the entries below its base (a compaction was interrupted)", path)
+            self._reclaim()
 
     def _upgrade_from_v0(self) -> None:
         db = self._db
@@ -177,7 +188,9 @@ class RaftStorage:
         row = self._db.execute("SELECT term, vote, commit_index FROM hard_state WHERE id = 0").fetchone()
         hard_state = HardState(*row) if row else HardState()
         base = self.log_base()
-        entries = verified_entries(self._db.execute("SELECT idx, term, data, crc FROM log ORDER BY idx"))
+        entries = verified_entries(
+            self._db.execute("SELECT idx, term, data, crc FROM log WHERE idx > ? ORDER BY idx", (base.index,))
+        )
         _check_contiguous(entries, base.index + 1)
         return hard_state, entries
 
@@ -239,35 +252,67 @@ class RaftStorage:
         the same transaction (None: leave the record alone; `base_membership()` then refuses a
         record that no longer names the base). Returns the number of entries deleted."""
         with self._lock:
-            return self._compact(index, base_membership)
+            if not self._move_base(index, base_membership):
+                return 0
+        # The lock is let go between chunks: a follower's save may go in between.
+        deleted = self._delete_below_base()
+        self._reclaim()
+        return deleted
 
-    def _compact(self, index: int, base_membership: Optional[bytes] = None) -> int:
+    def _move_base(self, index: int, base_membership: Optional[bytes]) -> bool:
         snapshot = self.snapshot()
         if snapshot is None or index > snapshot.index:
             raise ValueError(f"compaction to {index} is not covered by a snapshot ({snapshot})")
-        base = self.log_base()
-        if index <= base.index:
-            return 0
+        if index <= self.log_base().index:
+            return False
         row = self._db.execute("SELECT term FROM log WHERE idx = ?", (index,)).fetchone()
         if row is None:
             raise ValueError(f"compaction to {index}: no such entry in the log")
         with self._transaction() as db:
-            deleted = db.execute("DELETE FROM log WHERE idx <= ?", (index,)).rowcount
             db.execute("INSERT OR REPLACE INTO log_base (id, idx, term) VALUES (0, ?, ?)", (index, row[0]))
             self._write_base_membership(index, base_membership)
-        self._reclaim()
-        return deleted
+        return True
+
+    def _delete_below_base(self) -> int:
+        """Delete the entries at or below the log's base, a chunk (COMPACTION_CHUNK_*) per transaction.
+
+        Compaction first moves the base (one small transaction: from then on the entries below
+        it are ignored), then deletes them in chunks. One DELETE of a whole prefix wrote every
+        page it emptied into the WAL in a single transaction, which no checkpoint can split:
+        the WAL overran its bound (sqlite_wal.py) by ~0.8 MiB at each compaction. Chunks let
+        the automatic checkpoint run between them, and let a follower's save in between. A
+        crash part-way leaves entries below the base, which nothing reads (load and the reader
+        start above it) and the next open deletes."""
+        deleted = 0
+        base = self.log_base().index
+        while True:
+            with self._transaction() as db:
+                sizes = db.execute(
+                    "SELECT idx, length(data) FROM log WHERE idx <= ? ORDER BY idx LIMIT ?",
+                    (base, COMPACTION_CHUNK_ENTRIES),
+                ).fetchall()
+                if not sizes:
+                    return deleted
+                upto, total = sizes[0][0], 0
+                for idx, size in sizes:
+                    total += size
+                    if total > COMPACTION_CHUNK_BYTES:
+                        break
+                    upto = idx
+                deleted += db.execute("DELETE FROM log WHERE idx <= ?", (upto,)).rowcount
 
     def install_snapshot(self, meta: SnapshotMeta, hard_state: HardState, base_membership: Optional[bytes] = None) -> None:
         """A snapshot from the leader replaces this replica's whole log, in one transaction:
-        after a crash the log is either the old one or empty after the snapshot.
+        after a crash the log is either the old one or empty after the snapshot (entries
+        below the new base may remain until deleted; nothing reads them).
         `base_membership`: the configuration the snapshot carries."""
         with self._transaction() as db:
-            db.execute("DELETE FROM log")
+            db.execute("DELETE FROM log WHERE idx > ?", (meta.index,))
             db.execute("INSERT OR REPLACE INTO log_base (id, idx, term) VALUES (0, ?, ?)", (meta.index, meta.term))
             self._write_base_membership(meta.index, base_membership)
             self._write_snapshot(meta)
             self._write_hard_state(hard_state)
+        self._delete_below_base()  # the rest of the old log, in chunks (see there)
         self._reclaim()
 
     def close(self) -> None:
@@ -300,14 +345,28 @@ class RaftStorage:
 
     def _reclaim(self) -> None:
         # Hand freed pages back to the file system, then fold the WAL into the main file and
-        # truncate it, so neither file keeps the size of a history that is gone.
-        # (Through execute(), Python's sqlite3 steps incremental_vacuum once, which frees
-        # one page; executescript runs it to completion.)
+        # truncate it, so neither file keeps the size of a history that is gone. The vacuum
+        # goes VACUUM_STEP_PAGES at a time, each step its own transaction, for the reason the
+        # deletion goes in chunks: one vacuum of a compaction's ~300 free pages moved enough
+        # pages through the WAL to overrun its bound. (Through execute(), Python's sqlite3
+        # steps incremental_vacuum once, which frees one page; executescript runs it to
+        # completion.)
+        free = -1
+        while True:
+            with self._lock:
+                before, free = free, _free_pages(self._db)
+                if free == 0 or free == before:  # done, or a file not in incremental mode
+                    break
+                self._db.executescript(f"PRAGMA incremental_vacuum({VACUUM_STEP_PAGES});")
         with self._lock:
-            self._db.executescript("PRAGMA incremental_vacuum;")
             busy, _, _ = self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
         if busy:
             log.info("raft log checkpoint deferred: a reader holds the WAL (%s)", self.path)
+
+
+def _free_pages(db: sqlite3.Connection) -> int:
+    (count,) = db.execute("PRAGMA freelist_count").fetchone()
+    return int(count)
 
 
 class _Transaction:
@@ -353,11 +412,6 @@ class SqliteLogReader:
         if len(entries) != max(0, hi - lo):
             raise CorruptDataError(f"raft log is missing entries in [{lo}, {hi}): found {len(entries)}")
         return entries
-
-    def terms(self) -> List[Tuple[int, int]]:
-        """(index, term) of every stored entry, in order: enough to rebuild the log's term
-        runs without reading the data."""
-        return [(idx, term) for idx, term in self._db.execute("SELECT idx, term FROM log ORDER BY idx")]
 
     def close(self) -> None:
         self._db.close()
