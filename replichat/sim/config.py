@@ -4,7 +4,8 @@ Everything else a run does is drawn from `random.Random(seed)`, so (SimConfig) i
 replay key: the failure report prints it back as a command line.
 """
 import enum
-from typing import FrozenSet, Iterable, NamedTuple
+import random
+from typing import FrozenSet, Iterable, NamedTuple, Optional
 
 
 class Fault(str, enum.Enum):
@@ -137,10 +138,17 @@ class SimConfig(NamedTuple):
     # Applied entries between snapshots; 0: drawn per run (simulation.SNAPSHOT_EVERY_CHOICES);
     # negative: never snapshot.
     snapshot_entries: int = 0
-    # Every replica (re)starts with the asyncio runtime's setting: all but one tick of its first
-    # election timeout counted as waited (core.Config.advance_first_timeout). Off by default so
-    # that every seed keeps the trace it had before the runtime turned it on.
-    advance_first_timeout: bool = False
+    # Whether every replica (re)starts as the asyncio runtime does (its default): all but one
+    # tick of its first election timeout counted as waited (core.Config.advance_first_timeout).
+    # None: drawn per seed (election_advance_drawn), so a campaign covers both the runtime's
+    # default and `--no-election-advance`.
+    advance_first_timeout: Optional[bool] = None
+
+    def election_advance(self) -> bool:
+        """The setting this run uses."""
+        if self.advance_first_timeout is None:
+            return election_advance_drawn(self.seed)
+        return self.advance_first_timeout
 
     def command(self, trace: bool = True) -> str:
         """The command line that replays this run."""
@@ -162,8 +170,15 @@ class SimConfig(NamedTuple):
             parts.append(f"--mutant {self.mutant}")
         if self.snapshot_entries:
             parts.append(f"--snapshot-entries {self.snapshot_entries}")
-        if self.advance_first_timeout:
-            parts.append("--advance-first-timeout")
+        if self.advance_first_timeout is not None:
+            parts.append("--advance-first-timeout " + ("on" if self.advance_first_timeout else "off"))
         if trace:
             parts.append("--trace")
         return " ".join(parts)
+
+
+def election_advance_drawn(seed: int) -> bool:
+    """Half of the seeds run with the runtime's election advance. Drawn from its own generator,
+    seeded by a string (deterministic across processes and Python versions), so that none of a
+    run's other draws moves."""
+    return random.Random(f"election-advance {seed}").random() < 0.5

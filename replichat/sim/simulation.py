@@ -134,7 +134,7 @@ class Simulation:
         self._core_config = Config(
             id=0, voters=tuple(ids), election_ticks=timing.election_ticks,
             max_entries_per_append=batch, max_inflight=inflight,
-            advance_first_timeout=config.advance_first_timeout,
+            advance_first_timeout=config.election_advance(),
         )
         for rid in ids:
             self._make_replica(rid)
@@ -143,7 +143,7 @@ class Simulation:
         world.log(
             f"config {config.command(trace=False)}; batch {batch}, inflight {inflight}, "
             f"early sends {world.early_send_chance:g}, snapshot every {world.snapshot_policy.every_entries} "
-            f"keep {world.snapshot_policy.keep_entries}"
+            f"keep {world.snapshot_policy.keep_entries}, election advance {'on' if config.election_advance() else 'off'}"
         )
         self.history: List[Operation] = []
         self.clients: List[SimClient] = make_clients(

@@ -80,8 +80,22 @@ def test_the_runtime_election_advance_can_be_simulated(capsys: pytest.CaptureFix
     plain, advanced = [], []
     for seed in range(6):
         argv = ["--seed", str(seed), "--steps", "30", "--faults", "none"]
-        plain.append(_first_leader_time(argv, capsys))
+        plain.append(_first_leader_time(argv + ["--advance-first-timeout", "off"], capsys))
         advanced.append(_first_leader_time(argv + ["--advance-first-timeout"], capsys))
     assert all(a < p for a, p in zip(advanced, plain)), (advanced, plain)
-    assert SimConfig(seed=1, advance_first_timeout=True).command().endswith("--advance-first-timeout --trace")
+    assert SimConfig(seed=1, advance_first_timeout=True).command().endswith("--advance-first-timeout on --trace")
+    assert SimConfig(seed=1, advance_first_timeout=False).command().endswith("--advance-first-timeout off --trace")
+
+
+def test_without_the_flag_the_election_advance_is_drawn_per_seed(capsys: pytest.CaptureFixture) -> None:
+    """A campaign covers the runtime's default and its opposite; a seed's draw is its own (the
+    replay command needs no flag)."""
+    drawn = [SimConfig(seed=seed).election_advance() for seed in range(200)]
+    assert 60 < sum(drawn) < 140
     assert "--advance-first-timeout" not in SimConfig(seed=1).command()
+    seed_on = drawn.index(True)
+    argv = ["--seed", str(seed_on), "--steps", "30", "--faults", "none"]
+    assert _first_leader_time(argv, capsys) == _first_leader_time(argv + ["--advance-first-timeout", "on"], capsys)
+    seed_off = drawn.index(False)
+    argv = ["--seed", str(seed_off), "--steps", "30", "--faults", "none"]
+    assert _first_leader_time(argv, capsys) == _first_leader_time(argv + ["--advance-first-timeout", "off"], capsys)
