@@ -79,15 +79,43 @@ def test_compaction_needs_a_snapshot_and_keeps_the_base_term(tmp_path) -> None:
     assert storage.snapshot() == SnapshotMeta(100, 2, "snapshots/x.db", 10, "ab")
 
 
-def test_compaction_gives_the_space_back(tmp_path) -> None:
-    path = str(tmp_path / "raft.db")
-    storage = filled(path, 4000, size=1000)
-    storage._reclaim()  # fold the WAL in, to measure the main file alone
-    full = os.path.getsize(path)
+def _main_file_size(storage: RaftStorage) -> int:
+    """raft.db's size with the WAL folded in (the test measures the main file alone)."""
+    storage._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    return os.path.getsize(storage.path)
+
+
+def _refill(storage: RaftStorage, first: int, count: int, size: int) -> None:
+    for start in range(first, first + count, 100):
+        storage.save(None, [Entry(80, i, bytes([i % 251]) * size) for i in range(start, min(start + 100, first + count))])
+
+
+def test_compaction_keeps_its_freed_pages_for_the_entries_that_replace_them(tmp_path) -> None:
+    """The log refills what a compaction deleted: the file keeps its size instead of giving
+    the pages back and growing again page by page."""
+    storage = filled(str(tmp_path / "raft.db"), 4000, size=1000)
+    full = _main_file_size(storage)
     storage.save_snapshot(SnapshotMeta(3990, 80, "s", 1, "x"))
     storage.compact(3990)
-    assert os.path.getsize(path) < full / 10
-    assert os.path.getsize(path + "-wal") == 0
+    assert _main_file_size(storage) > 0.9 * full
+    _refill(storage, 4001, 3990, 1000)
+    assert _main_file_size(storage) < 1.05 * full
+    storage.close()
+
+
+def test_compaction_gives_back_the_pages_the_last_cycle_did_not_reuse(tmp_path) -> None:
+    """After a burst of large entries the file shrinks back to what the entries since need."""
+    storage = filled(str(tmp_path / "raft.db"), 4000, size=1000)
+    full = _main_file_size(storage)
+    storage.save_snapshot(SnapshotMeta(3990, 80, "s", 1, "x"))
+    storage.compact(3990)
+    _refill(storage, 4001, 3990, 10)
+    storage.save_snapshot(SnapshotMeta(7980, 80, "s", 1, "x"))
+    storage.compact(7980)
+    assert _main_file_size(storage) < full / 10
+    _, entries = storage.load()
+    assert [e.index for e in entries] == list(range(7981, 7991))
+    storage.close()
 
 
 def test_install_replaces_the_whole_log_atomically(tmp_path) -> None:

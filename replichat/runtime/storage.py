@@ -15,10 +15,11 @@ served or shipped to a peer.
 The log may start after a compacted prefix: `log_base` holds the index and term of the last
 entry removed (0, 0 when nothing was), so the entry after it can still be matched. Compaction
 deletes whole prefixes: it moves the base in one transaction, then deletes the entries below it
-in chunks (_delete_below_base: so that the WAL stays within its bound), and entries below the
-base are never read; with auto_vacuum=INCREMENTAL the freed pages are handed back to the file
-system, and the WAL is checkpointed and truncated; between compactions the WAL is bounded
-(sqlite_wal.py), so the files stop growing with history.
+in chunks (_drop_below_base: so that the WAL stays within its bound, sqlite_wal.py), and entries
+below the base are never read. The pages it frees are kept for the entries that replace them;
+free pages the last cycle did not reuse go back to the file system (auto_vacuum=INCREMENTAL).
+So raft.db stays at the size of the most entries the log holds at once, and its WAL within
+its bound: neither grows with history.
 
 The configuration in effect at the log's base (raft/membership.py: configuration entries are
 ordinary log entries, so compaction would delete them) is kept in `base_membership`, written in
@@ -46,7 +47,7 @@ from replichat.sqlite_wal import PAGE_BYTES, bound_wal
 log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 3
-# How much one transaction deletes when compaction removes a prefix (_delete_below_base): at
+# How much one transaction deletes when compaction removes a prefix (_drop_below_base): at
 # most this many entries holding at most this many bytes of data (but always one entry), so a
 # chunk writes a few dozen pages to the WAL, well under its checkpoint threshold.
 COMPACTION_CHUNK_ENTRIES = 1000
@@ -150,9 +151,8 @@ class RaftStorage:
                 f"raft log database {path} has schema version {version}; this replichat reads "
                 f"versions 0, 2 and {SCHEMA_VERSION}"
             )
-        if not fresh and self._delete_below_base():
+        if not fresh and self._drop_below_base():
             log.info("raft log %s: finished deleting the entries below its base (a compaction was interrupted)", path)
-            self._reclaim()
 
     def _upgrade_from_v0(self) -> None:
         db = self._db
@@ -247,17 +247,14 @@ class RaftStorage:
                 self._write_snapshot(meta)
 
     def compact(self, index: int, base_membership: Optional[bytes] = None) -> int:
-        """Delete the entries up to `index` (which a durable snapshot covers) and give the freed
-        pages back; `base_membership` is the configuration in effect at `index`, recorded in
+        """Delete the entries up to `index` (which a durable snapshot covers); `base_membership` is the configuration in effect at `index`, recorded in
         the same transaction (None: leave the record alone; `base_membership()` then refuses a
         record that no longer names the base). Returns the number of entries deleted."""
         with self._lock:
             if not self._move_base(index, base_membership):
                 return 0
         # The lock is let go between chunks: a follower's save may go in between.
-        deleted = self._delete_below_base()
-        self._reclaim()
-        return deleted
+        return self._drop_below_base()
 
     def _move_base(self, index: int, base_membership: Optional[bytes]) -> bool:
         snapshot = self.snapshot()
@@ -273,8 +270,10 @@ class RaftStorage:
             self._write_base_membership(index, base_membership)
         return True
 
-    def _delete_below_base(self) -> int:
-        """Delete the entries at or below the log's base, a chunk (COMPACTION_CHUNK_*) per transaction.
+    def _drop_below_base(self) -> int:
+        """Delete the entries at or below the log's base, a chunk (COMPACTION_CHUNK_*) per
+        transaction, then reclaim space (_reclaim), keeping the pages just freed. Returns the
+        number of entries deleted.
 
         Compaction first moves the base (one small transaction: from then on the entries below
         it are ignored), then deletes them in chunks. One DELETE of a whole prefix wrote every
@@ -285,6 +284,8 @@ class RaftStorage:
         start above it) and the next open deletes."""
         deleted = 0
         base = self.log_base().index
+        with self._lock:
+            free_before = _free_pages(self._db)
         while True:
             with self._transaction() as db:
                 sizes = db.execute(
@@ -292,7 +293,7 @@ class RaftStorage:
                     (base, COMPACTION_CHUNK_ENTRIES),
                 ).fetchall()
                 if not sizes:
-                    return deleted
+                    break
                 upto, total = sizes[0][0], 0
                 for idx, size in sizes:
                     total += size
@@ -300,6 +301,10 @@ class RaftStorage:
                         break
                     upto = idx
                 deleted += db.execute("DELETE FROM log WHERE idx <= ?", (upto,)).rowcount
+        with self._lock:
+            freed = _free_pages(self._db) - free_before
+        self._reclaim(keep_free=freed)
+        return deleted
 
     def install_snapshot(self, meta: SnapshotMeta, hard_state: HardState, base_membership: Optional[bytes] = None) -> None:
         """A snapshot from the leader replaces this replica's whole log, in one transaction:
@@ -312,8 +317,7 @@ class RaftStorage:
             self._write_base_membership(meta.index, base_membership)
             self._write_snapshot(meta)
             self._write_hard_state(hard_state)
-        self._delete_below_base()  # the rest of the old log, in chunks (see there)
-        self._reclaim()
+        self._drop_below_base()  # the rest of the old log, in chunks (see there)
 
     def close(self) -> None:
         self._db.close()
@@ -343,25 +347,33 @@ class RaftStorage:
             tuple(meta),
         )
 
-    def _reclaim(self) -> None:
-        # Hand freed pages back to the file system, then fold the WAL into the main file and
-        # truncate it, so neither file keeps the size of a history that is gone. The vacuum
-        # goes VACUUM_STEP_PAGES at a time, each step its own transaction, for the reason the
-        # deletion goes in chunks: one vacuum of a compaction's ~300 free pages moved enough
-        # pages through the WAL to overrun its bound. (Through execute(), Python's sqlite3
-        # steps incremental_vacuum once, which frees one page; executescript runs it to
-        # completion.)
+    def _reclaim(self, keep_free: int) -> None:
+        """Keep up to `keep_free` free pages (what a deletion just freed) for the entries that
+        will replace them; hand the rest back to the file system.
+
+        The log refills what a compaction deleted before the next compaction, so its file's
+        working size is the most entries it holds at once (`--snapshot-entries` plus
+        `--snapshot-keep`). Handing every freed page back made the file saw-tooth between a
+        third of that and all of it, re-extending it page by page each cycle, so the data
+        directory's size depended on where in the cycle it was read (issue 10: 2.0 -> 4.0 MiB
+        from 10^4 to 10^5 messages by single readings, 1.2-1.5x by peaks). Free pages older
+        than this deletion were not reused by the last cycle (say, after a burst of large
+        entries), so they go back: the file follows the last cycle, not the largest ever.
+
+        The vacuum goes VACUUM_STEP_PAGES at a time, each step its own transaction, for the
+        reason the deletion goes in chunks (one step moves pages through the WAL). The WAL is
+        not truncated: it stays within its bound (sqlite_wal.py) at its working size, which
+        a truncation would only make the next commits extend again. (Through execute(),
+        Python's sqlite3 steps incremental_vacuum once, which frees one page; executescript
+        runs it to completion.)"""
         free = -1
         while True:
             with self._lock:
                 before, free = free, _free_pages(self._db)
-                if free == 0 or free == before:  # done, or a file not in incremental mode
-                    break
-                self._db.executescript(f"PRAGMA incremental_vacuum({VACUUM_STEP_PAGES});")
-        with self._lock:
-            busy, _, _ = self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
-        if busy:
-            log.info("raft log checkpoint deferred: a reader holds the WAL (%s)", self.path)
+                excess = free - max(0, keep_free)
+                if excess <= 0 or free == before:  # done, or a file not in incremental mode
+                    return
+                self._db.executescript(f"PRAGMA incremental_vacuum({min(excess, VACUUM_STEP_PAGES)});")
 
 
 def _free_pages(db: sqlite3.Connection) -> int:
