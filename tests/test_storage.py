@@ -218,3 +218,15 @@ def test_install_drops_the_old_log_above_and_below_the_snapshot(tmp_path) -> Non
     db = sqlite3.connect(path)
     assert db.execute("SELECT COUNT(*) FROM log").fetchone() == (0,)
     db.close()
+
+
+def test_reopening_keeps_the_pages_a_compaction_kept(tmp_path) -> None:
+    path = str(tmp_path / "raft.db")
+    storage = filled(path, 4000, size=1000)
+    storage.save_snapshot(SnapshotMeta(3990, 80, "s", 1, "x"))
+    storage.compact(3990)
+    kept = _main_file_size(storage)
+    storage.close()
+    storage = RaftStorage(path)
+    assert _main_file_size(storage) == kept
+    storage.close()

@@ -301,9 +301,10 @@ class RaftStorage:
                         break
                     upto = idx
                 deleted += db.execute("DELETE FROM log WHERE idx <= ?", (upto,)).rowcount
-        with self._lock:
-            freed = _free_pages(self._db) - free_before
-        self._reclaim(keep_free=freed)
+        if deleted:  # (at every open: nothing to delete, and the kept pages stay kept)
+            with self._lock:
+                freed = _free_pages(self._db) - free_before
+            self._reclaim(keep_free=freed)
         return deleted
 
     def install_snapshot(self, meta: SnapshotMeta, hard_state: HardState, base_membership: Optional[bytes] = None) -> None:
