@@ -308,6 +308,11 @@ class Nemesis:
         self._crash(power_loss=True)
 
     def _restart(self, replica: SimReplica) -> None:
+        if not self.active:
+            # heal_all started every replica that was down; a restart scheduled before it would
+            # now bring back one that was stopped since (the failover probes' killed leader,
+            # which then won again: seed 63967).
+            return
         if replica.refused:
             return  # its disk failed a check: it stays out, like the real replica (exit 3)
         if replica.status is Status.DOWN:

@@ -95,3 +95,16 @@ def test_slow_elections_fail_a_failover_probe() -> None:
     assert not broken.ok and broken.kind == "liveness", broken.report()
     assert "failover probe" in broken.detail
     assert run(config).ok
+
+
+def test_a_restart_scheduled_during_the_faults_does_not_revive_a_probe_victim() -> None:
+    """Seed 63967 (as found, election advance off): a crash during the faults scheduled its
+    replica's restart 40 ticks later; the heal restarted it sooner, and the stale restart then
+    brought back the leader a failover probe had just killed, which won the election again, so
+    no *new* leader ever came. The injector's error, not the replicas': after the heal, the
+    nemesis restarts nothing."""
+    config = SimConfig(seed=63967, replicas=3, steps=300, advance_first_timeout=False)
+    simulation = Simulation(config)
+    result = simulation.run()
+    assert result.ok, result.report()
+    assert len(simulation.failover_ticks) == config.failover_probes
