@@ -21,6 +21,11 @@ from replichat.sim.config import SimConfig, parse_faults, parse_workloads
 from replichat.sim.simulation import run
 
 STEPS = 300
+# The budgets were set with every replica starting without the runtime's election advance (the
+# simulator's only setting then; now drawn per seed). With the draw, install-stale-snapshot was
+# first caught at seed 93 instead of 19 (commit-regressed, on a seed that has it on): the cases
+# keep the setting they were calibrated with rather than a budget that costs minutes.
+ELECTION_ADVANCE = False
 # What a membership bug breaks: two majorities that do not meet commit or elect apart.
 _MEMBERSHIP_KINDS = frozenset(
     {"leader-completeness", "state-machine-safety", "election-safety", "durability", "acknowledged", "log-matching",
@@ -96,7 +101,10 @@ CASES = [
 @pytest.mark.parametrize("mutant, faults, budget, kinds", CASES, ids=[c[0] for c in CASES])
 def test_broken_core_is_caught(mutant: str, faults: str, budget: int, kinds: FrozenSet[str]) -> None:
     for seed in range(budget):
-        config = SimConfig(seed=seed, replicas=3, steps=STEPS, faults=parse_faults(faults), mutant=mutant)
+        config = SimConfig(
+            seed=seed, replicas=3, steps=STEPS, faults=parse_faults(faults), mutant=mutant,
+            advance_first_timeout=ELECTION_ADVANCE,
+        )
         result = run(config)
         if result.ok:
             continue
@@ -133,7 +141,7 @@ def test_rare_bug_is_caught_with_its_workload(
     for seed in range(budget):
         config = SimConfig(
             seed=seed, replicas=3, steps=STEPS, faults=parse_faults(faults), mutant=mutant,
-            workloads=parse_workloads(workloads),
+            workloads=parse_workloads(workloads), advance_first_timeout=ELECTION_ADVANCE,
         )
         result = run(config)
         if result.ok:
