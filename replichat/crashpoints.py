@@ -14,6 +14,7 @@ state is safe):
   snapshot-take:copied         the new snapshot is a fsynced tmp file, not yet renamed
   snapshot-take:renamed        snapshots/snapshot-<index>.db exists, raft.db does not know it
   snapshot-take:recorded       raft.db records the snapshot; the log is not compacted yet
+  snapshot-take:base-moved     raft.db's log base moved; the entries below it not yet deleted
   snapshot-take:compacted      raft.db's log is compacted; older snapshot files not yet deleted
   snapshot-receive:chunk       a follower wrote one chunk (not the last) of a snapshot it receives
   snapshot-receive:complete    the received file is complete, verified and renamed; not installed
@@ -32,7 +33,8 @@ ENV_VAR = "REPLICHAT_TEST_CRASH_AT"
 log = logging.getLogger(__name__)
 
 POINTS = frozenset({
-    "snapshot-take:copied", "snapshot-take:renamed", "snapshot-take:recorded", "snapshot-take:compacted",
+    "snapshot-take:copied", "snapshot-take:renamed", "snapshot-take:recorded", "snapshot-take:base-moved",
+    "snapshot-take:compacted",
     "snapshot-receive:chunk", "snapshot-receive:complete", "snapshot-restore:start", "snapshot-restore:staged",
     "snapshot-send:acked",
 })

@@ -10,6 +10,7 @@ import asyncio
 import glob
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -53,6 +54,17 @@ def test_a_misspelt_crash_point_is_refused_not_ignored(monkeypatch) -> None:
     monkeypatch.setenv(ENV_VAR, "snapshot-take:copied@0")
     with pytest.raises(ValueError):
         crash_point("snapshot-take:copied")
+
+
+def entries_below_base(replica_dir: str) -> int:
+    """Entries raft.db still stores at or below its log's base (compaction deletes them after
+    moving the base)."""
+    db = sqlite3.connect(f"file:{os.path.join(replica_dir, 'raft.db')}?mode=ro", uri=True)
+    try:
+        (count,) = db.execute("SELECT COUNT(*) FROM log WHERE idx <= (SELECT idx FROM log_base WHERE id = 0)").fetchone()
+    finally:
+        db.close()
+    return int(count)
 
 
 def log_of(cluster, node_id: int) -> str:
@@ -154,7 +166,7 @@ def test_kill_9_at_each_step_of_taking_a_snapshot_loses_nothing(process_cluster)
         async with ChatClient(others) as client:
             await client.create(USER)
             for point in ["snapshot-take:copied", "snapshot-take:renamed", "snapshot-take:recorded",
-                          "snapshot-take:compacted"]:
+                          "snapshot-take:base-moved", "snapshot-take:compacted"]:
                 cluster.kill(victim)
                 start(cluster, victim, point)
                 status = await cluster.status(await cluster.wait_for_leader())
@@ -167,6 +179,8 @@ def test_kill_9_at_each_step_of_taking_a_snapshot_loses_nothing(process_cluster)
                     assert glob.glob(os.path.join(snapshots, "tmp-*.db")), "no tmp file: the crash was not after the copy"
                 else:
                     assert glob.glob(os.path.join(snapshots, "snapshot-*.db"))
+                if point == "snapshot-take:base-moved":
+                    assert entries_below_base(cluster.replica_dir(victim)) > 0, "the crash was not between the two steps"
                 start(cluster, victim)
                 await assert_same_everywhere(cluster, acknowledged)
             # The victim takes snapshots normally again (a crash left nothing that stops it).
@@ -174,6 +188,8 @@ def test_kill_9_at_each_step_of_taking_a_snapshot_loses_nothing(process_cluster)
             await send_all(client, [f"after-{n}" for n in range(2 * SNAPSHOT_ENTRIES)], acknowledged)
         await assert_same_everywhere(cluster, acknowledged)
         assert log_of(cluster, victim).count("took a snapshot at index") > taken_before
+        # The restart after the base-moved crash finished that compaction's deletion.
+        assert "finished deleting the entries below its base" in log_of(cluster, victim)
         assert not glob.glob(os.path.join(cluster.replica_dir(victim), "snapshots", "tmp-*.db"))
 
     asyncio.run(scenario())

@@ -39,6 +39,7 @@ import urllib.request
 import zlib
 from typing import Iterable, List, NamedTuple, Optional, Sequence, Tuple
 
+from replichat.crashpoints import crash_point
 from replichat.integrity import INDEX_TERM as _INDEX_TERM
 from replichat.integrity import CorruptDataError, entry_checksum, verify_entry
 from replichat.raft.messages import Entry, HardState
@@ -253,6 +254,7 @@ class RaftStorage:
         with self._lock:
             if not self._move_base(index, base_membership):
                 return 0
+        crash_point("snapshot-take:base-moved")
         # The lock is let go between chunks: a follower's save may go in between.
         return self._drop_below_base()
 
