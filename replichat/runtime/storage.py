@@ -248,9 +248,10 @@ class RaftStorage:
                 self._write_snapshot(meta)
 
     def compact(self, index: int, base_membership: Optional[bytes] = None) -> int:
-        """Delete the entries up to `index` (which a durable snapshot covers); `base_membership` is the configuration in effect at `index`, recorded in
-        the same transaction (None: leave the record alone; `base_membership()` then refuses a
-        record that no longer names the base). Returns the number of entries deleted."""
+        """Delete the entries up to `index` (which a durable snapshot covers). `base_membership`
+        is the configuration in effect at `index`, recorded in the transaction that moves the
+        base (None: leave the record alone; `base_membership()` then refuses a record that no
+        longer names the base). Returns the number of entries deleted."""
         with self._lock:
             if not self._move_base(index, base_membership):
                 return 0
@@ -282,8 +283,8 @@ class RaftStorage:
         page it emptied into the WAL in a single transaction, which no checkpoint can split:
         the WAL overran its bound (sqlite_wal.py) by ~0.8 MiB at each compaction. Chunks let
         the automatic checkpoint run between them, and let a follower's save in between. A
-        crash part-way leaves entries below the base, which nothing reads (load and the reader
-        start above it) and the next open deletes."""
+        crash part-way leaves entries below the base, which nothing reads (load starts above
+        it, and the core never asks for entries it compacted) and the next open deletes."""
         deleted = 0
         base = self.log_base().index
         with self._lock:
@@ -359,7 +360,7 @@ class RaftStorage:
         `--snapshot-keep`). Handing every freed page back made the file saw-tooth between a
         third of that and all of it, re-extending it page by page each cycle, so the data
         directory's size depended on where in the cycle it was read (issue 10: 2.0 -> 4.0 MiB
-        from 10^4 to 10^5 messages by single readings, 1.2-1.5x by peaks). Free pages older
+        from 10^4 to 10^5 messages by single readings, 1.2-1.8x by peaks). Free pages older
         than this deletion were not reused by the last cycle (say, after a burst of large
         entries), so they go back: the file follows the last cycle, not the largest ever.
 
