@@ -230,3 +230,26 @@ def test_reopening_keeps_the_pages_a_compaction_kept(tmp_path) -> None:
     storage = RaftStorage(path)
     assert _main_file_size(storage) == kept
     storage.close()
+
+
+def test_a_damaged_base_stops_the_open_instead_of_deleting_entries(tmp_path) -> None:
+    """At open the entries below the base are deleted (an interrupted compaction): a base
+    moved by damage, past the snapshot or onto an entry of another term, must be refused and
+    leave every entry in place."""
+    path = str(tmp_path / "raft.db")
+    storage = filled(path, 300)
+    storage.save_snapshot(SnapshotMeta(100, 2, "s", 1, "x"))
+    storage.compact(100)
+    storage.close()
+    for idx, term, message in ((250, 5, "past the recorded snapshot"), (100, 7, "does not match")):
+        db = sqlite3.connect(path)
+        db.execute("UPDATE log_base SET idx = ?, term = ?", (idx, term))
+        if idx == 100:
+            db.execute("INSERT INTO log (idx, term, data, crc) VALUES (100, 2, x'00', ?)", (entry_checksum(100, 2, b"\0"),))
+        db.commit()
+        db.close()
+        with pytest.raises(CorruptDataError, match=message):
+            RaftStorage(path)
+        db = sqlite3.connect(path)
+        assert db.execute("SELECT COUNT(*) FROM log WHERE idx > 100").fetchone() == (200,)
+        db.close()

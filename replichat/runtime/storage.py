@@ -152,8 +152,31 @@ class RaftStorage:
                 f"raft log database {path} has schema version {version}; this replichat reads "
                 f"versions 0, 2 and {SCHEMA_VERSION}"
             )
-        if not fresh and self._drop_below_base():
-            log.info("raft log %s: finished deleting the entries below its base (a compaction was interrupted)", path)
+        if not fresh:
+            self._check_base()
+            if self._drop_below_base():
+                log.info("raft log %s: finished deleting the entries below its base (a compaction was interrupted)", path)
+
+    def _check_base(self) -> None:
+        """Refuse a log base that compaction or an install could not have written, before
+        anything below it is deleted at open: a damaged base must stop the replica, not make
+        it throw entries away. Every base is covered by the recorded snapshot (compaction
+        refuses otherwise; an install records both at once), and an entry still stored at the
+        base (a compaction interrupted before deleting it) has the base's term."""
+        base = self.log_base()
+        if base.index == 0:
+            return
+        snapshot = self.snapshot()
+        if snapshot is None or base.index > snapshot.index:
+            raise CorruptDataError(
+                f"raft log {self.path}: its base (index {base.index}) is past the recorded snapshot ({snapshot})"
+            )
+        row = self._db.execute("SELECT term FROM log WHERE idx = ?", (base.index,)).fetchone()
+        if row is not None and row[0] != base.term:
+            raise CorruptDataError(
+                f"raft log {self.path}: its base (index {base.index}, term {base.term}) does not match the "
+                f"entry stored there (term {row[0]})"
+            )
 
     def _upgrade_from_v0(self) -> None:
         db = self._db
