@@ -25,8 +25,10 @@ runtime passes it back at start, `base_membership`), else the bootstrap `Config.
 Quorums (commit, election, check-quorum, ReadIndex) count the voters of that configuration
 only; learners are replicated to and never counted. A leader that is not a voter of its own
 latest configuration (its removal) keeps leading without counting itself until that entry
-commits, then hands over and steps down. A replica that is not a voter never campaigns, except
-one whose removal is not committed yet (`_may_campaign` says why).
+commits, then hands over and steps down. A member that is not a voter (a learner, or a voter
+whose removal is not committed yet) may campaign, its own vote not counted, and once elected
+hands over the same way; a replica outside the configuration never campaigns (`_may_campaign`
+says why).
 
 Which peers' messages the core accepts (`_refusal`), and why that is safe: messages a leader
 sends (APPEND, HEARTBEAT, SNAPSHOT, TIMEOUT_NOW, READ_INDEX_RESP) and vote requests are
@@ -206,8 +208,8 @@ class RaftCore:
 
     def campaign(self, transfer: bool = False) -> None:
         """Start an election (after a pre-vote round, unless this is a leadership transfer).
-        Only a voter campaigns (`_may_campaign`): a learner, a removed replica or one not yet
-        added waits to be contacted by a leader."""
+        Only a member of the configuration in effect campaigns (`_may_campaign`): a removed
+        replica or one not yet added waits to be contacted by a leader."""
         if self.role is Role.LEADER or not self._may_campaign():
             return
         if self.config.pre_vote and not transfer:
@@ -216,19 +218,26 @@ class RaftCore:
             self._become_candidate(transfer)
 
     def _may_campaign(self) -> bool:
-        """A voter of the configuration in effect, or of the one before it while the change
-        that removes this replica is not committed.
+        """A voter or a learner of the configuration in effect, or a voter of the one before it
+        while the change that removes this replica is not committed.
 
-        The second case is for liveness. A leader that appends its own removal and loses its
-        leadership before the entry commits holds the longest log, so the other voters refuse
-        it their vote and can be refused theirs; if it may not campaign either, and the old
-        configuration's quorum needs it (a voter lost for good), no one is ever elected
-        (simulator seeds 1476, 2323, 2986). Campaigning is safe: votes are counted in the
-        configuration in effect (its own does not count there), exactly as for any candidate,
-        and once elected it commits the removal and steps down (`_step_down_if_removed`).
+        The last two cases are for liveness, and all three are safe for the same reason: votes
+        are counted in the candidate's configuration in effect, where a learner's or a removed
+        replica's own vote does not count, exactly as for any candidate. Once elected, such a
+        leader commits an entry of its term (which settles every log) and hands leadership to
+        an up-to-date voter (`_step_down_if_not_voter`). Pre-vote and the lease keep it from
+        disturbing a cluster that has a leader, as they do for a voter.
+        - A learner can hold the newest log while no voter can win: entries of a leader that
+          reached only the learner make the voters refuse each other (simulator seed 85827:
+          voter 2's log promotes learner 4, so 2 needs 4's vote, which 4 refuses since its log
+          is newer; voter 1 needs 2's, which 2 refuses likewise). Only the learner can be
+          elected. (etcd's raft never lets a learner campaign.)
+        - A leader that appends its own removal and loses its leadership before the entry
+          commits holds the longest log in the same way; if the old configuration's quorum
+          needs it (a voter lost for good), no one else is ever elected (seeds 1476, 2323, 2986).
         A replica whose removal is committed never campaigns: that is what stops a removed
         replica from disrupting the cluster."""
-        if self.membership.is_voter(self.id):
+        if self.id in self._member_ids:
             return True
         if self.latest_change_index <= self.log.committed:
             return False
@@ -459,7 +468,7 @@ class RaftCore:
             self.log.applied_to(ready.committed[-1].index)
         if self.role is Role.LEADER and self._maybe_commit():
             self._broadcast_append(allow_empty=True)
-            self._step_down_if_removed()
+            self._step_down_if_not_voter()
 
     # ----------------------------------------------------------------- views
 
@@ -739,7 +748,7 @@ class RaftCore:
                 pr.become_replicate()
             if self._maybe_commit():
                 self._broadcast_append(allow_empty=True)
-                if self._step_down_if_removed():
+                if self._step_down_if_not_voter():
                     return
             elif pr.next <= self.log.last_index:
                 self._send_append(m.src)
@@ -974,9 +983,10 @@ class RaftCore:
         self.quorum = len(self._voters) // 2 + 1
         self._counts_itself = self.id in self._voters
 
-    def _step_down_if_removed(self) -> bool:
-        """A leader that is no longer a voter of its configuration steps down once that
-        configuration is committed (until then it leads without counting itself), handing
+    def _step_down_if_not_voter(self) -> bool:
+        """A leader that is not a voter of its configuration (removed, or a learner elected
+        because no voter could be) steps down once that configuration is committed (until then
+        it leads without counting itself; in the learner's case that is at its first commit), handing
         leadership to an up-to-date voter so the cluster does not wait for an election timeout."""
         if self.role is not Role.LEADER or self.membership.is_voter(self.id):
             return False
@@ -986,7 +996,8 @@ class RaftCore:
             if peer in self._voters and pr.match == self.log.last_index:
                 self._send(Message(MsgType.TIMEOUT_NOW, self.id, peer, self.term))
                 break
-        log.info("replica %d steps down: its removal (%s) is committed", self.id, self.membership.describe())
+        log.info("replica %d steps down: it is not a voter of its committed configuration (%s)",
+                 self.id, self.membership.describe())
         self._become_follower(self.term, NO_LEADER)
         return True
 

@@ -145,7 +145,7 @@ def test_a_new_replica_outside_its_bootstrap_configuration_waits_and_never_campa
     assert all(m.src != 4 for m in cluster.sent)
 
 
-def test_a_learner_receives_the_log_but_never_votes_campaigns_or_counts() -> None:
+def test_a_learner_receives_the_log_but_is_never_asked_for_a_vote_nor_counted() -> None:
     cluster = grown()
     leader, learner = cluster.core(1), cluster.core(4)
     cluster.write(1)
@@ -161,14 +161,71 @@ def test_a_learner_receives_the_log_but_never_votes_campaigns_or_counts() -> Non
     index = leader.propose([b"lonely"])
     cluster.settle()
     assert learner.log.last_index == index and leader.commit_index == committed
-    # A learner never campaigns, and no vote request goes to it.
+    # No vote request goes to a learner: the voters' elections never wait for it.
     cluster.heal()
+    cluster.isolate(1)
     sent_before = len(cluster.sent)
-    cluster.tick(40, only=[4])
-    assert learner.role is Role.FOLLOWER
+    cluster.tick(40, only=[2, 3])
+    assert cluster.leaders() == [1, 2] or cluster.leaders() == [1, 3]
+    asked = [m for m in cluster.sent[sent_before:] if m.type in (MsgType.VOTE, MsgType.PRE_VOTE)]
+    assert asked and all(m.dst != 4 for m in asked)
+
+
+def test_a_learner_that_hears_from_its_leader_never_campaigns() -> None:
+    cluster = grown()
+    learner = cluster.core(4)
+    sent_before = len(cluster.sent)
+    cluster.tick(40)
+    assert learner.role is Role.FOLLOWER and cluster.leaders() == [1]
     assert all(m.src != 4 or m.type not in (MsgType.VOTE, MsgType.PRE_VOTE) for m in cluster.sent[sent_before:])
-    cluster.tick(1, only=[1])
-    assert leader.commit_index == index
+
+
+def test_a_learner_cut_off_from_a_live_leader_campaigns_but_is_refused_and_disturbs_no_one() -> None:
+    """Pre-vote and the lease stop it, as they stop a voter: the voters hear from their leader."""
+    cluster = grown()
+    leader, learner = cluster.core(1), cluster.core(4)
+    term = leader.term
+    cluster.cut |= {(1, 4), (4, 1)}
+    sent_before = len(cluster.sent)
+    cluster.tick(40)
+    assert any(m.src == 4 and m.type is MsgType.PRE_VOTE for m in cluster.sent[sent_before:])
+    assert learner.role is not Role.LEADER and leader.role is Role.LEADER
+    assert {cluster.core(i).term for i in (1, 2, 3)} == {term}
+
+
+def test_a_learner_holding_the_newest_log_is_elected_when_no_voter_can_be_and_hands_over() -> None:
+    """Simulator seed 85827, reduced. Leader 1 promotes learner 4 and the entry reaches no one;
+    replica 3 wins the next term without it and replicates only to learner 4, then is lost for
+    good. Voter 1 (its log promotes 4) needs 4's vote, which 4 refuses (its log has 3's newer
+    term); voter 2 needs 1's, which 1 refuses (its log is longer). Only learner 4 can be
+    elected: by voters 1 and 2 of its configuration {1,2,3}. It commits an entry of its term
+    and hands leadership to a voter."""
+    cluster = grown()
+    cluster.isolate(1)
+    cluster.core(1).propose_membership(Change.promote(4))
+    cluster.settle()
+    assert cluster.core(1).membership.voters == {1, 2, 3, 4}
+    # Replica 3 wins the next term with 2's vote; nothing else of it reaches 2.
+    cluster.filter = lambda m: None if m.src == 3 and m.dst == 2 and m.type is not MsgType.VOTE else m
+    cluster.core(3).campaign(transfer=True)
+    cluster.settle()
+    three = cluster.core(3)
+    assert three.role is Role.LEADER and cluster.core(4).log.last_term == three.term
+    noop = three.log.last_index
+    assert cluster.core(2).log.last_term < three.term
+    cluster.filter = None
+    cluster.heal()
+    cluster.down.add(3)  # lost for good
+    sent_before = len(cluster.sent)
+    cluster.tick(200)
+    assert cluster.leaders(), "no leader: the gap the learner's campaign closes"
+    assert any(m.src == 4 and m.type is MsgType.VOTE for m in cluster.sent[sent_before:]), "the learner campaigned"
+    leader = cluster.core(cluster.leader())
+    assert leader.id in (1, 2), "a voter leads once the learner has settled the logs"
+    assert leader.commit_index == leader.log.last_index and leader.log.last_term == leader.term
+    # Replica 3's term survives on every log: the learner replicated it when it led.
+    assert all(cluster.core(i).log.term(noop) == three.term for i in (1, 2, 4))
+    assert leader.membership.voters == {1, 2, 3} and leader.membership.learners == {4}
 
 
 def test_promotion_makes_the_quorum_three_of_four() -> None:
