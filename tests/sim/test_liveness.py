@@ -5,19 +5,22 @@ from measurements (config.py has the numbers) and a margin:
 
 - healing: within `liveness_ticks` (80) a leader that everyone follows, every replica committed
   and applied up to the leader's last entry with identical chat states, every client's pending
-  request answered — in at most `liveness_terms` (5) new terms;
+  request answered — in at most `liveness_terms` (7) new terms;
 - failover: then the leader is killed `failover_probes` (5) times in a row; each time the
-  others must elect a leader that all of them follow within `failover_ticks` (80) ticks and
+  others must elect a leader that all of them follow within `failover_ticks` (100) ticks and
   `liveness_terms` new terms, and the old leader rejoins before the next probe.
 
 Measured when the bounds were set (`python -m replichat.sim`, real core): heal time at most 35
 ticks over 3000 seeds of 3 replicas; failovers over 4000 probes of 3 replicas and 3000 of 5: at
 most 62 ticks and 4 terms (96% one term). Without randomized election timeouts (the
 `no-election-randomization` mutant) 4% of failovers take 6 terms or more, up to 14 terms and
-140 ticks: the mutant budget test (test_mutants.py) must catch it. With these bounds it fails
-50 of 200 seeds with crash, partition, isolate-leader and loss faults, 19 of 200 with every
-fault (3 replicas, 300 steps); under the old bound (600 ticks to heal, no failover probes) it
-passed 300 of 300 (its slowest heal took 51 ticks).
+140 ticks: the mutant budget test (test_mutants.py) must catch it. With the first bounds (5
+terms, 80 ticks) it failed 50 of 200 seeds with crash, partition, isolate-leader and loss
+faults, 19 of 200 with every fault (3 replicas, 300 steps); under the bound before them (600
+ticks to heal, no failover probes) it passed 300 of 300 (its slowest heal took 51 ticks). The
+bounds were then raised to 7 terms and 100 ticks, because a campaign of 10^5 seeds meets real
+failovers in the 10^-5 tail (config.py has the numbers); the mutant still fails 4 of 40 seeds
+(election advance off).
 """
 import pytest
 
@@ -88,13 +91,27 @@ def test_a_cluster_that_cannot_elect_is_reported(monkeypatch: pytest.MonkeyPatch
 
 @pytest.mark.timeout(60)
 def test_slow_elections_fail_a_failover_probe() -> None:
-    """Seed 2 of the mutant budget case: without randomized timeouts the two followers of a
-    killed leader time out together, split the vote, and again, past the bound."""
-    config = SimConfig(seed=2, steps=300, faults=parse_faults("crash,partition,isolate-leader,loss"))
+    """Seed 15 (election advance off): without randomized timeouts the two followers of a
+    killed leader time out together and split the vote again and again: 8 rounds, past the
+    bound of 7."""
+    config = SimConfig(seed=15, steps=300, faults=parse_faults("crash,partition,isolate-leader,loss"),
+                       advance_first_timeout=False)
     broken = run(config._replace(mutant="no-election-randomization"))
     assert not broken.ok and broken.kind == "liveness", broken.report()
-    assert "failover probe" in broken.detail
+    assert "8 election rounds" in broken.detail and "failover probe" in broken.detail
     assert run(config).ok
+
+
+@pytest.mark.timeout(60)
+def test_a_failover_with_no_spare_voter_may_take_six_rounds() -> None:
+    """Seed 89786 (5 replicas, election advance off): 2 of 5 voters are out when a probe kills
+    the leader, so the 3 left must be unanimous, and two of them time out in the same tick 5
+    times in a row. Real Raft, in the tail the bound is set for: 6 rounds, 72 ticks (the old
+    bound of 5 rounds called it a failure)."""
+    config = SimConfig(seed=89786, replicas=5, steps=300, advance_first_timeout=False)
+    result = run(config)
+    assert result.ok, result.report()
+    assert max(result.failover_terms) == 6 and DEFAULTS.liveness_terms >= 6
 
 
 def test_a_restart_scheduled_during_the_faults_does_not_revive_a_probe_victim() -> None:
