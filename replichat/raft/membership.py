@@ -39,9 +39,10 @@ one step, which replichat does not need. The price is two rules, enforced at the
      last change, from an earlier term, was never committed and is about to be overwritten,
      and the two changes together again make a two-server step.
 
-Learners receive the log but never vote and never count toward a quorum or an election; a
-replica added as a learner is promoted once it has caught up, so adding a replica never
-costs availability while it copies the history.
+Learners receive the log, and neither their acknowledgements nor their votes count toward a
+quorum or an election (a learner may still campaign, for votes of voters only, when only it
+can settle the logs: core.py, `_may_campaign`); a replica added as a learner is promoted once
+it has caught up, so adding a replica never costs availability while it copies the history.
 """
 import enum
 import json
