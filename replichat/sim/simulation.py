@@ -155,7 +155,7 @@ class Simulation:
         # election hook it wraps.
         self.workloads = Workloads(
             world, self.network, self.client_net, self.replicas, list(NAMES[: config.names]), self.history,
-            world.checker.on_acknowledged, first_client=config.clients + 1, nemesis=self.nemesis,
+            world.checker.on_acknowledged, first_client=config.clients + 1, nemesis=self.nemesis, client_replicas=ids,
         )
         self.clients.extend(self.workloads.readers)
         # Right after any crash, not only every FULL_CHECK_EVERY ticks: an entry a crash took

@@ -114,7 +114,11 @@ class Workloads:
         on_acknowledged: Callable[[Entry], None],
         first_client: int,
         nemesis: Optional[Nemesis] = None,
+        client_replicas: Optional[List[int]] = None,
     ) -> None:
+        """client_replicas: the list of replicas the clients send to, which the simulation keeps
+        up to date with the membership (shared, not copied: readers retry among today's members,
+        not a removed replica forever)."""
         self.world = world
         self.nemesis = nemesis
         self.network = network
@@ -129,7 +133,7 @@ class Workloads:
                 counter[0] += 1
                 return counter[0]
 
-            ids = sorted(replicas)
+            ids = client_replicas if client_replicas is not None else sorted(replicas)
             self.readers = [
                 TargetedReader(first_client + n, world, client_net, ids, names, history, next_op_id, on_acknowledged, False)
                 for n in range(READERS)
