@@ -199,12 +199,22 @@ class RaftCore:
             self._tick_leader()
         else:
             self._election_elapsed += 1
-            if self._election_elapsed >= self._randomized_timeout and self._may_campaign():
+            if self._election_elapsed >= self._campaign_after() and self._may_campaign():
                 # A replica that may not campaign keeps counting instead: its lease expires, so
                 # it grants votes to the voters who need it (a promoted learner that has not
                 # yet heard of its promotion can be a needed vote).
                 self._election_elapsed = 0
                 self.campaign()
+
+    def _campaign_after(self) -> int:
+        """Ticks without a leader before this replica campaigns. A member that is not a voter
+        waits one election timeout more than a voter would: the voters get the first chance,
+        so it leads (and then hands over, an extra leader change) only when they could not
+        elect one (`_may_campaign`). Measured on simulator seeds 300,000-300,399 (every fault):
+        without the wait a learner was elected in 94 runs (179 times), with it in 16 (16 times)."""
+        if self.membership.is_voter(self.id):
+            return self._randomized_timeout
+        return self._randomized_timeout + self.config.election_ticks
 
     def campaign(self, transfer: bool = False) -> None:
         """Start an election (after a pre-vote round, unless this is a leadership transfer).

@@ -180,6 +180,24 @@ def test_a_learner_that_hears_from_its_leader_never_campaigns() -> None:
     assert all(m.src != 4 or m.type not in (MsgType.VOTE, MsgType.PRE_VOTE) for m in cluster.sent[sent_before:])
 
 
+def test_a_learner_waits_an_election_timeout_longer_than_any_voter_before_it_campaigns() -> None:
+    """The voters get the first chance (their timeouts end before 2 * election_ticks): a
+    learner that led would only hand over again, one more leader change."""
+    cluster = grown()
+    ticks = cluster.core(1).config.election_ticks
+    for _ in range(20):  # each loss of the leader draws new timeouts
+        leader = cluster.leader()
+        cluster.down.add(leader)
+        sent_before = len(cluster.sent)
+        cluster.tick(2 * ticks - 1)
+        assert all(m.src != 4 or m.type is not MsgType.PRE_VOTE for m in cluster.sent[sent_before:])
+        cluster.tick(60)
+        cluster.down.discard(leader)
+        cluster.replicas[leader].restart()
+        cluster.tick(5)
+        assert cluster.leader() in (1, 2, 3, 4)
+
+
 def test_a_learner_cut_off_from_a_live_leader_campaigns_but_is_refused_and_disturbs_no_one() -> None:
     """Pre-vote and the lease stop it, as they stop a voter: the voters hear from their leader."""
     cluster = grown()
