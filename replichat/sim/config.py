@@ -135,8 +135,8 @@ class SimConfig(NamedTuple):
     # The bound must hold across a whole campaign, not just 7000 failovers: 5 rounds and 80
     # ticks failed 2 real failovers in about 2x10^5 (seeds 89786, 92298: 6 rounds, 72-73
     # ticks). Both had no spare voter (the live voters had to be unanimous), the worst case.
-    # Of 3,180 such failovers (seeds 200,000-201,999) a round failed 17.8% of the time at
-    # first (the killed leader's followers drew their timeouts in the same tick) and 5-7%
+    # Of 3,180 such failovers (seeds 200,000-201,999, on b81b9ad) a round failed 17.8% of the
+    # time at first (the killed leader's followers drew their timeouts in the same tick) and 5-7%
     # after a split (15% at most, the chance that the earliest of three draws from 10 ticks
     # is shared). From the 2 seeds, about 1.6x10^-5 of them take 6 rounds or more; 8 or more
     # (over the 7 allowed now, which fit in the 100 ticks) then come at 4x10^-8 to 3x10^-7:
