@@ -10,7 +10,9 @@ import faulthandler
 import json
 import os
 import shutil
+import subprocess
 import sys
+import tarfile
 import threading
 import time
 from typing import Callable, Dict, Iterable, List, Optional, Sequence
@@ -180,3 +182,17 @@ def dir_bytes(path: str) -> int:
             except OSError:
                 pass
     return total
+
+
+def extract_tree(rev: str, repository: str, into: str) -> str:
+    """The files of commit `rev` of the git repository at `repository` (`git archive`),
+    unpacked into `into`/tree; returns that folder."""
+    archive = subprocess.run(["git", "-C", repository, "archive", rev], check=True, capture_output=True).stdout
+    archive_path = os.path.join(into, "tree.tar")
+    with open(archive_path, "wb") as f:
+        f.write(archive)
+    tree = os.path.join(into, "tree")
+    with tarfile.open(archive_path) as tar:
+        tar.extractall(tree)
+    os.unlink(archive_path)
+    return tree

@@ -15,12 +15,14 @@ import json
 import statistics
 import subprocess
 import sys
-import tarfile
 import tempfile
 from pathlib import Path
 from typing import Dict, List
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.common import extract_tree  # noqa: E402
 # The tree before the simulator's speed work (2026-12-01).
 BASELINE = "65ace1d"
 
@@ -46,14 +48,6 @@ def _run(tree: Path, start: int, count: int) -> Dict:
     return json.loads(out.stdout)
 
 
-def _extract(rev: str, into: Path) -> None:
-    archive = subprocess.run(["git", "-C", str(ROOT), "archive", rev], check=True, capture_output=True).stdout
-    archive_path = into / "tree.tar"
-    archive_path.write_bytes(archive)
-    with tarfile.open(archive_path) as tar:
-        tar.extractall(into / "tree")
-
-
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--baseline", default=BASELINE, help="commit to compare against (default %(default)s)")
@@ -62,9 +56,7 @@ def main() -> int:
     p.add_argument("--rounds", type=int, default=3, help="rounds, alternating which tree runs first (default %(default)s)")
     args = p.parse_args()
     with tempfile.TemporaryDirectory(prefix="sim-speed-") as tmp:
-        base = Path(tmp)
-        _extract(args.baseline, base)
-        trees = {"baseline": base / "tree", "this tree": ROOT}
+        trees = {"baseline": Path(extract_tree(args.baseline, str(ROOT), tmp)), "this tree": ROOT}
         ratios: List[float] = []
         for round_ in range(args.rounds):
             order = ["baseline", "this tree"] if round_ % 2 == 0 else ["this tree", "baseline"]
