@@ -17,6 +17,11 @@ work runs, and why:
   * Committed batches of one or two entries (what a write at concurrency 1 commits) are
     applied on the loop, for the same reason (0.3 ms hop, 0.1 ms apply); larger ones on the
     state-machine executor, so the loop keeps serving while they apply.
+  * A step with nothing to persist and such a small commit (a write at concurrency 1 ends
+    with one) is applied before its messages are sent, and the loop lets the proposers it
+    answered reply first: those messages only tell the followers the new commit index, and
+    sending them first put a TLS write per follower before every answer (bench/write_ab.py:
+    c=1 writes/s 1.10x with this order, in 12 paired slots).
 """
 import asyncio
 import concurrent.futures
@@ -386,7 +391,13 @@ class Node:
             machine = self._machine
             if step.snapshots_early and snapshots is not None:
                 snapshots.send_snapshots(step.snapshots_early)
-            if step.early:
+            items = step.committed_items()
+            # Nothing to persist and a commit small enough to apply on the loop: apply it, let
+            # the proposers it answers reply, then send (module doc). The messages (the leader
+            # telling followers the commit index, a follower acknowledging it) may leave a tenth
+            # of a millisecond later; a client's answer is its latency.
+            apply_first = not step.must_persist and 0 < len(items) <= INLINE_APPLY_MAX
+            if step.early and not apply_first:
                 self._send(step.early)
             if step.must_persist:
                 started = time.perf_counter()
@@ -397,11 +408,10 @@ class Node:
                     await self._on_disk(store.save, step.hard_state, step.entries)
                 self.observer.persisted(time.perf_counter() - started, len(step.entries))
             late = driver.persisted(step)
-            if late:
+            if late and not apply_first:
                 self._send(late)
             if step.snapshots_late and snapshots is not None:
                 snapshots.send_snapshots(step.snapshots_late)
-            items = step.committed_items()
             if items:
                 started = time.perf_counter()
                 if len(items) <= INLINE_APPLY_MAX:
@@ -416,6 +426,11 @@ class Node:
                     if snapshots.failure is not None:
                         raise snapshots.failure
                     snapshots.after_apply()
+            if apply_first:
+                # Let the proposers the apply answered reply to their clients first.
+                await asyncio.sleep(0)
+                if step.early or late:
+                    self._send(step.early + late)
             driver.advance(step)
             if driver.membership is not self._membership_seen:
                 self._follow_membership()
