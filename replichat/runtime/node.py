@@ -39,7 +39,7 @@ from replichat.integrity import CorruptDataError
 from replichat.raft import membership
 from replichat.raft.membership import Change, Membership
 from replichat.raft.messages import NO_LEADER, Entry, Message, SnapshotMeta
-from replichat.runtime.driver import Driver, Step, recover_core
+from replichat.runtime.driver import Driver, recover_core
 from replichat.runtime import peer_addresses
 from replichat.runtime.interfaces import LogExtent, LogStore, StateMachine
 from replichat.runtime.snapshots import NEVER
