@@ -193,6 +193,9 @@ def extract_tree(rev: str, repository: str, into: str) -> str:
         f.write(archive)
     tree = os.path.join(into, "tree")
     with tarfile.open(archive_path) as tar:
-        tar.extractall(tree)
+        if hasattr(tarfile, "data_filter"):  # 3.12, and 3.8.17+ / 3.11.4+: refuse links out of `tree`
+            tar.extractall(tree, filter="data")
+        else:
+            tar.extractall(tree)
     os.unlink(archive_path)
     return tree
