@@ -13,10 +13,11 @@ cluster is loaded at a time while the other idles (heartbeats only), so drift mo
 alike and each slot's ratio compares runs seconds apart. The load is compare.py's (bench/loadgen.py:
 C writers, each with one SendMessage of a 64-byte text in flight, to the leader).
 
-Reported per concurrency: each side's median writes/s and servers' CPU per write, and the
-median of the per-slot ratios (this tree over the baseline; above 1: this tree is faster),
-their range, and in how many slots this tree was faster. The baseline is extracted with `git
-archive` and must have bench/loadgen.py's ReplichatSystem (3befbfd and later).
+Reported per concurrency: each side's median writes/s, servers' CPU per write and the leader's
+part of it, and the median of the per-slot ratios (this tree over the baseline; above 1: this
+tree is faster), their range, and in how many slots this tree was faster. The baseline is
+extracted with `git archive` and must have bench/loadgen.py's ReplichatSystem (3befbfd and
+later).
 """
 import argparse
 import asyncio
@@ -148,8 +149,8 @@ def report(results: Results, labels: List[str], args: argparse.Namespace) -> str
     lines = [f"{REPLICAS} replicas, {args.slots} slots of {args.seconds:g} s per side and concurrency, "
              f"baseline {args.baseline}{', this tree without peer TLS' if args.insecure_peers else ''}",
              "| writers | baseline writes/s | this tree writes/s | ratio, median of slots (range) | slots faster | "
-             "servers' CPU per write, baseline / this tree |",
-             "|---|---|---|---|---|---|"]
+             "servers' CPU per write, baseline / this tree | of which the leader's |",
+             "|---|---|---|---|---|---|---|"]
     for concurrency in args.concurrency:
         base_runs, runs = results[(baseline, concurrency)], results[(this, concurrency)]
         ratios = sorted(r["writes_per_s"] / b["writes_per_s"] for r, b in zip(runs, base_runs))
@@ -157,10 +158,14 @@ def report(results: Results, labels: List[str], args: argparse.Namespace) -> str
         def median(key: str, side: List[Dict[str, Any]]) -> float:
             return statistics.median(r[key] for r in side)
 
+        def leader_us(side: List[Dict[str, Any]]) -> float:
+            return statistics.median(r["leader_cpu_cores"] * r["elapsed_s"] / r["writes"] * 1e6 for r in side)
+
         lines.append(
             f"| {concurrency} | {median('writes_per_s', base_runs):,.0f} | {median('writes_per_s', runs):,.0f} | "
             f"{statistics.median(ratios):.2f}x ({ratios[0]:.2f}-{ratios[-1]:.2f}) | {sum(r > 1 for r in ratios)}/{len(ratios)} | "
-            f"{median('server_cpu_us_per_write', base_runs):,.0f} / {median('server_cpu_us_per_write', runs):,.0f} us |"
+            f"{median('server_cpu_us_per_write', base_runs):,.0f} / {median('server_cpu_us_per_write', runs):,.0f} us | "
+            f"{leader_us(base_runs):,.0f} / {leader_us(runs):,.0f} us |"
         )
     return "\n".join(lines)
 

@@ -21,7 +21,14 @@ def test_the_paired_benchmark_reports_a_ratio_per_concurrency() -> None:
     )
     assert done.returncode == 0, done.stderr[-3000:]
     for concurrency in (1, 4):
-        assert re.search(rf"^\| {concurrency} \| [\d,]+ \| [\d,]+ \| \d+\.\d\dx \(", done.stdout, re.M), done.stdout
+        row = re.search(rf"^\| {concurrency} \| [\d,]+ \| [\d,]+ \| \d+\.\d\dx \(.*$", done.stdout, re.M)
+        assert row, done.stdout
+        # Servers' CPU per write, then the leader's part of it: a part, not more than the whole.
+        (all_base, all_this), (leader_base, leader_this) = (
+            (int(a.replace(",", "")), int(b.replace(",", "")))
+            for a, b in re.findall(r"([\d,]+) / ([\d,]+) us", row.group(0))
+        )
+        assert 0 < leader_base < all_base and 0 < leader_this < all_this, row.group(0)
         for side in ("baseline HEAD", "this tree"):
             slots = re.findall(rf"slot \d/2 c={concurrency} {side}: [\d,]+ writes/s", done.stderr)
             assert len(slots) == 2, done.stderr[-3000:]
