@@ -22,6 +22,10 @@ work runs, and why:
     answered reply first: those messages only tell the followers the new commit index, and
     sending them first put a TLS write per follower before every answer (bench/write_ab.py:
     c=1 writes/s 1.10x with this order, in 12 paired slots).
+  * Those commit notices (a leader's empty appends) are then held for a few milliseconds, and
+    dropped if the next write's append or a heartbeat carries the same commit index first
+    (commit_notices.py): each one cost every follower a receive, a core step and an
+    acknowledgement, and the leader a send and a receive, for news the next message brings.
 """
 import asyncio
 import concurrent.futures
@@ -39,6 +43,7 @@ from replichat.integrity import CorruptDataError
 from replichat.raft import membership
 from replichat.raft.membership import Change, Membership
 from replichat.raft.messages import NO_LEADER, Entry, Message, SnapshotMeta
+from replichat.runtime.commit_notices import DEFAULT_HOLD_S, CommitNotices
 from replichat.runtime.driver import Driver, recover_core
 from replichat.runtime import peer_addresses
 from replichat.runtime.interfaces import LogExtent, LogStore, StateMachine
@@ -69,6 +74,7 @@ class NodeOptions:
         snapshot_entries: int = DEFAULT_SNAPSHOT_ENTRIES,
         snapshot_keep: int = DEFAULT_KEEP_ENTRIES,
         advance_first_timeout: bool = True,
+        commit_notice_hold_s: float = DEFAULT_HOLD_S,
     ) -> None:
         self.tick_s = tick_s
         self.election_ticks = election_ticks
@@ -82,6 +88,10 @@ class NodeOptions:
         # snapshot_keep entries behind it for followers that lag a little (snapshot_policy.py).
         self.snapshot_entries = snapshot_entries
         self.snapshot_keep = snapshot_keep
+        # How long a leader holds an empty append for the next append to carry its commit
+        # index instead (commit_notices.py; 0: never held). Heartbeats carry the commit index
+        # too, so an idle follower learns a commit within a tick whatever this is.
+        self.commit_notice_hold_s = commit_notice_hold_s
 
 
 class PeerStatus(NamedTuple):
@@ -162,6 +172,8 @@ class Node:
         # batches keep applying on the state-machine thread meanwhile.
         self._snapshot_thread = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix=f"snapshot-{node_id}")
         self.transport = PeerTransport(node_id, self.peers)
+        self._notices = CommitNotices(self.options.commit_notice_hold_s)
+        self._notice_timer: Optional[asyncio.TimerHandle] = None
         self._store: Optional[LogStore] = None
         self._machine: Optional[StateMachine] = None
         self.driver: Optional[Driver] = None
@@ -260,6 +272,9 @@ class Node:
         if transfer_leadership:
             await self.hand_over_leadership()
         self._stopping = True
+        if self._notice_timer is not None:
+            self._notice_timer.cancel()
+        self._notices.clear()
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -438,6 +453,33 @@ class Node:
             self._feed(driver)
 
     def _send(self, messages: List[Message]) -> None:
+        """Send a step's messages; empty appends wait a little for a later one to carry their
+        commit index instead (commit_notices.py)."""
+        loop = asyncio.get_event_loop()
+        messages = self._notices.outgoing(messages, loop.time())
+        if self._notices.held and self._notice_timer is None:
+            self._arm_notice_timer(loop)
+        if messages:
+            self._send_now(messages)
+
+    def _arm_notice_timer(self, loop: asyncio.AbstractEventLoop) -> None:
+        deadline = self._notices.next_deadline()
+        if deadline is not None:
+            self._notice_timer = loop.call_at(deadline, self._send_due_notices)
+
+    def _send_due_notices(self) -> None:
+        self._notice_timer = None
+        if self._stopping:
+            return
+        loop = asyncio.get_event_loop()
+        # Timers fire to the millisecond (uvloop), possibly a little before the deadline.
+        due = self._notices.due(loop.time() + 0.001)
+        if due:
+            self._send_now(due)
+        if self._notices.held:
+            self._arm_notice_timer(loop)
+
+    def _send_now(self, messages: List[Message]) -> None:
         peers = self.peers
         if all(m.dst in peers for m in messages):
             self.transport.send(messages)

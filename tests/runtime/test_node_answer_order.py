@@ -16,7 +16,9 @@ from tests.runtime.test_node_membership import InProcessCluster, leader_of, unti
 @pytest.mark.timeout(60)
 def test_the_proposer_is_answered_before_the_commit_notice_leaves(tmp_path) -> None:
     async def scenario() -> None:
-        cluster = InProcessCluster(str(tmp_path), [1, 2, 3], [1, 2, 3])
+        # Notices sent as soon as the node sends them (not held for a later append to carry:
+        # test_commit_notices.py), so the transport sees the order the node chose.
+        cluster = InProcessCluster(str(tmp_path), [1, 2, 3], [1, 2, 3], commit_notice_hold_s=0)
         for i in (1, 2, 3):
             await cluster.start(i)
         try:

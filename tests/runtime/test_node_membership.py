@@ -13,6 +13,7 @@ from replichat.errors import ChatError
 from replichat.server.launcher import free_ports
 from replichat.raft.core import Role
 from replichat.raft.membership import Change
+from replichat.runtime.commit_notices import DEFAULT_HOLD_S
 from replichat.runtime.node import Node, NodeOptions
 from replichat.runtime.transport import PeerListener, start_peer_listener
 
@@ -39,7 +40,9 @@ class Machine:
 
 
 class InProcessCluster:
-    def __init__(self, base: str, ids: Sequence[int], voters: Sequence[int]) -> None:
+    def __init__(self, base: str, ids: Sequence[int], voters: Sequence[int],
+                 commit_notice_hold_s: float = DEFAULT_HOLD_S) -> None:
+        self.commit_notice_hold_s = commit_notice_hold_s
         ports = free_ports(len(ids))
         self.peers = {i: f"127.0.0.1:{p}" for i, p in zip(ids, ports)}
         self.voters = tuple(voters)
@@ -53,7 +56,7 @@ class InProcessCluster:
     async def start(self, i: int) -> Node:
         applied = self.applied[i]
         options = NodeOptions(tick_s=0.02, election_ticks=10, request_timeout_s=5.0, retry_interval_s=1.0,
-                              snapshot_entries=0)
+                              snapshot_entries=0, commit_notice_hold_s=self.commit_notice_hold_s)
         node = Node(i, self.peers, os.path.join(self.base, str(i)), lambda extent: Machine(applied), options,
                     voters=self.voters)
         host, port = self.peers[i].rsplit(":", 1)
