@@ -8,7 +8,7 @@ import pytest
 from replichat.raft.messages import Entry, Message, MsgType
 from replichat.runtime.commit_notices import CommitNotices
 from replichat.runtime.node import Node, NodeOptions
-from tests.runtime.test_node_membership import InProcessCluster, leader_of, until
+from tests.runtime.test_node_membership import InProcessCluster, until, warm_leader
 
 LEADER, TERM = 1, 3
 
@@ -88,11 +88,8 @@ def test_back_to_back_writes_carry_the_commit_in_their_appends_and_heartbeats(tm
     followers still apply every write (the next append or a heartbeat tells them)."""
     async def scenario() -> None:
         cluster = InProcessCluster(str(tmp_path), [1, 2, 3], [1, 2, 3], commit_notice_hold_s=600.0)
-        for i in (1, 2, 3):
-            await cluster.start(i)
         try:
-            leader = await leader_of(cluster)
-            await leader.propose(b"warm-up", b"warm-up")
+            leader = await warm_leader(cluster)
             sent = _record_sends(leader)
             for n in range(20):
                 key = f"write-{n}".encode()

@@ -10,7 +10,7 @@ from typing import List, Tuple
 import pytest
 
 from replichat.raft.messages import Message, MsgType
-from tests.runtime.test_node_membership import InProcessCluster, leader_of, until
+from tests.runtime.test_node_membership import InProcessCluster, until, warm_leader
 
 
 @pytest.mark.timeout(60)
@@ -19,11 +19,8 @@ def test_the_proposer_is_answered_before_the_commit_notice_leaves(tmp_path) -> N
         # Notices sent as soon as the node sends them (not held for a later append to carry:
         # test_commit_notices.py), so the transport sees the order the node chose.
         cluster = InProcessCluster(str(tmp_path), [1, 2, 3], [1, 2, 3], commit_notice_hold_s=0)
-        for i in (1, 2, 3):
-            await cluster.start(i)
         try:
-            leader = await leader_of(cluster)
-            await leader.propose(b"warm-up", b"warm-up")  # the leader's first commit is behind us
+            leader = await warm_leader(cluster)  # the leader's first commit is behind us
             events: List[Tuple[str, int]] = []
             send = leader.transport.send
 

@@ -96,6 +96,15 @@ async def leader_of(cluster: InProcessCluster) -> Node:
     return leader
 
 
+async def warm_leader(cluster: InProcessCluster) -> Node:
+    """Start every replica of `cluster`; return its leader once its first write committed."""
+    for i in cluster.peers:
+        await cluster.start(i)
+    leader = await leader_of(cluster)
+    await leader.propose(b"warm-up", b"warm-up")
+    return leader
+
+
 async def change(cluster: InProcessCluster, make: Callable[[], Change]) -> int:
     """Propose at the leader; retried while the leader is too new to change anything."""
     for _ in range(100):
