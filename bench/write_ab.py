@@ -2,7 +2,8 @@
 
     python3 bench/write_ab.py                                   # against BASELINE, c=1 and 64
     python3 bench/write_ab.py --baseline 3befbfd --slots 20 --seconds 4 --concurrency 1,16,64
-    python3 bench/write_ab.py --insecure-peers                  # this tree's peers without TLS
+    python3 bench/write_ab.py --peers plain                     # this tree's peers without TLS
+    python3 bench/write_ab.py --peers both                      # both, in the same slots
 
 Why not two runs of bench/compare.py: on a shared or virtual 2-core machine the speed of the
 whole machine drifts by ±20% within minutes (the same tree measured 1,695-2,521 writes/s at
@@ -15,7 +16,10 @@ C writers, each with one SendMessage of a 64-byte text in flight, to the leader)
 
 Reported per concurrency: each side's median writes/s, servers' CPU per write and the leader's
 part of it, and the median of the per-slot ratios (this tree over the baseline; above 1: this
-tree is faster), their range, and in how many slots this tree was faster. The baseline is
+tree is faster), their range, and in how many slots this tree was faster. `--peers both` holds
+a third cluster, this tree with plain-TCP peers, and loads it in the same slots: one run then
+separates what the tree's peer TLS costs from everything else (the baseline has no peer TLS).
+The baseline is
 extracted with `git archive` and must have bench/loadgen.py's ReplichatSystem (3befbfd and
 later).
 """
@@ -41,6 +45,11 @@ from bench.loadgen import ReplichatSystem, System, Write, run_load  # noqa: E402
 # membership changes (2026-11-30): what issue 10's "no loss in write throughput" compares with.
 BASELINE = "3befbfd"
 REPLICAS = 3
+# This tree's sides: the label each is reported under and the bench cluster's options.
+PEER_VARIANTS: Dict[str, Tuple[str, Dict[str, Any]]] = {
+    "tls": ("this tree", {}),
+    "plain": ("this tree, plain peers", {"peer_tls": False}),
+}
 
 # Run in a tree's own folder: starts that tree's 3-replica bench cluster, creates the recipient,
 # prints the cluster as one JSON line, and stops it when its stdin closes (the benchmark ended,
@@ -112,11 +121,15 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     p.add_argument("--slots", type=int, default=12, help="slots per side and concurrency (default %(default)s)")
     p.add_argument("--seconds", type=float, default=4.0, help="length of one slot (default %(default)s)")
     p.add_argument("--concurrency", default="1,64", help="writers in flight, comma-separated (default %(default)s)")
-    p.add_argument("--insecure-peers", action="store_true",
-                   help="this tree's replicas talk over plain TCP instead of mutual TLS (what TLS costs)")
+    p.add_argument("--peers", choices=sorted(PEER_VARIANTS) + ["both"], default="tls",
+                   help="this tree's replicas talk to each other over mutual TLS (the default, as deployed), "
+                        "plain TCP, or both: two clusters of this tree in the same slots (what TLS costs)")
+    p.add_argument("--insecure-peers", dest="peers", action="store_const", const="plain",
+                   help="the same as --peers plain")
     p.add_argument("--seed", type=int, default=None, help="seed of the slot order (default: random)")
     args = p.parse_args(argv)
     args.concurrency = [int(c) for c in args.concurrency.split(",")]
+    args.variants = sorted(PEER_VARIANTS, reverse=True) if args.peers == "both" else [args.peers]
     if args.slots < 1 or args.seconds <= 0 or not args.concurrency or min(args.concurrency) < 1:
         p.error("--slots and --concurrency must be at least 1, --seconds above 0")
     return args
@@ -145,11 +158,19 @@ async def measure(clusters: List[HeldCluster], args: argparse.Namespace) -> Resu
 
 
 def report(results: Results, labels: List[str], args: argparse.Namespace) -> str:
-    baseline, this = labels
+    """One table per side of this tree, each against the baseline's runs of the same slots."""
+    baseline, sides = labels[0], labels[1:]
     lines = [f"{REPLICAS} replicas, {args.slots} slots of {args.seconds:g} s per side and concurrency, "
-             f"baseline {args.baseline}{', this tree without peer TLS' if args.insecure_peers else ''}",
-             "| writers | baseline writes/s | this tree writes/s | ratio, median of slots (range) | slots faster | "
-             "servers' CPU per write, baseline / this tree | of which the leader's |",
+             f"baseline {args.baseline}"]
+    for side in sides:
+        lines += _table(results, baseline, side, args)
+    return "\n".join(lines)
+
+
+def _table(results: Results, baseline: str, this: str, args: argparse.Namespace) -> List[str]:
+    lines = ["", f"{this}:",
+             f"| writers | baseline writes/s | {this} writes/s | ratio, median of slots (range) | slots faster | "
+             f"servers' CPU per write, baseline / {this} | of which the leader's |",
              "|---|---|---|---|---|---|---|"]
     for concurrency in args.concurrency:
         base_runs, runs = results[(baseline, concurrency)], results[(this, concurrency)]
@@ -167,7 +188,7 @@ def report(results: Results, labels: List[str], args: argparse.Namespace) -> str
             f"{median('server_cpu_us_per_write', base_runs):,.0f} / {median('server_cpu_us_per_write', runs):,.0f} us | "
             f"{leader_us(base_runs):,.0f} / {leader_us(runs):,.0f} us |"
         )
-    return "\n".join(lines)
+    return lines
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -185,13 +206,15 @@ def main(argv: Optional[List[str]] = None) -> int:
             print(f"write_ab: the baseline {args.baseline} has no bench/loadgen.py (3befbfd and later have)",
                   file=sys.stderr)
             return 2
-        labels = [f"baseline {args.baseline}", "this tree"]
-        this_options = {"peer_tls": False} if args.insecure_peers else {}
+        sides = [PEER_VARIANTS[v] for v in args.variants]
+        labels = [f"baseline {args.baseline}"] + [label for label, _ in sides]
         clusters: List[HeldCluster] = []
         try:
-            progress(f"starting a {REPLICAS}-replica cluster of {args.baseline} and one of this tree")
+            progress(f"starting a {REPLICAS}-replica cluster of {args.baseline} and "
+                     f"{len(sides)} of this tree ({', '.join(args.variants)} peers)")
             clusters.append(HeldCluster(labels[0], baseline_tree, tmp, {}))
-            clusters.append(HeldCluster(labels[1], ROOT, tmp, this_options))
+            for label, options in sides:
+                clusters.append(HeldCluster(label, ROOT, tmp, options))
             results = asyncio.run(_measure_and_close(clusters, args))
         finally:
             for cluster in clusters:
