@@ -417,7 +417,8 @@ class Driver:
     def snapshot_due(self) -> bool:
         """Whether the shell should take a snapshot of the state machine now (after an applied
         batch). True marks one in flight until snapshot_written or snapshot_abandoned."""
-        if self._snapshot_in_flight or not self.snapshot_policy.due(self.core.log.applied, self.core.snapshot.index):
+        core = self.core
+        if self._snapshot_in_flight or not self.snapshot_policy.due(core.log.applied, core.snapshot.index, core.id):
             return False
         self._snapshot_in_flight = True
         return True

@@ -61,6 +61,11 @@ def _parser() -> argparse.ArgumentParser:
         help="replicas (re)start with (on; the flag alone) or without (off) the runtime's election advance, "
         "server.py's default (default: drawn per seed, on for about half)",
     )
+    p.add_argument(
+        "--snapshot-stagger", nargs="?", const="on", choices=("on", "off"), default=None,
+        help="replicas take their snapshots at their own offsets into the period, as server.py does (on), "
+        "or all every N entries from their latest (off) (default: drawn per seed, on for about half)",
+    )
     p.add_argument("--no-linearizability", action="store_true", help="skip the history check")
     p.add_argument("--trace", action="store_true", help="print every event (single seed)")
     p.add_argument("--history", action="store_true", help="print the client history (single seed)")
@@ -94,6 +99,7 @@ def _config(args: argparse.Namespace, seed: int, replicas: int) -> SimConfig:
         failover_ticks=args.failover_ticks,
         snapshot_entries=args.snapshot_entries,
         advance_first_timeout=None if args.advance_first_timeout is None else args.advance_first_timeout == "on",
+        snapshot_stagger=None if args.snapshot_stagger is None else args.snapshot_stagger == "on",
     )
 
 

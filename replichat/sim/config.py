@@ -154,12 +154,23 @@ class SimConfig(NamedTuple):
     # None: drawn per seed (election_advance_drawn), so a campaign covers both the runtime's
     # default and `--no-election-advance`.
     advance_first_timeout: Optional[bool] = None
+    # Whether replicas take their snapshots at their own offsets into the period, as the runtime
+    # does (runtime/snapshot_policy.py), or all every N entries from their latest snapshot.
+    # None: drawn per seed (snapshot_stagger_drawn). The seeds the tests replay were found
+    # before staggering and pin it off.
+    snapshot_stagger: Optional[bool] = None
 
     def election_advance(self) -> bool:
         """The setting this run uses."""
         if self.advance_first_timeout is None:
             return election_advance_drawn(self.seed)
         return self.advance_first_timeout
+
+    def snapshots_staggered(self) -> bool:
+        """The setting this run uses."""
+        if self.snapshot_stagger is None:
+            return snapshot_stagger_drawn(self.seed)
+        return self.snapshot_stagger
 
     def command(self, trace: bool = True) -> str:
         """The command line that replays this run."""
@@ -183,6 +194,8 @@ class SimConfig(NamedTuple):
             parts.append(f"--snapshot-entries {self.snapshot_entries}")
         if self.advance_first_timeout is not None:
             parts.append("--advance-first-timeout " + ("on" if self.advance_first_timeout else "off"))
+        if self.snapshot_stagger is not None:
+            parts.append("--snapshot-stagger " + ("on" if self.snapshot_stagger else "off"))
         if trace:
             parts.append("--trace")
         return " ".join(parts)
@@ -193,3 +206,9 @@ def election_advance_drawn(seed: int) -> bool:
     seeded by a string (deterministic across processes and Python versions), so that none of a
     run's other draws moves."""
     return random.Random(f"election-advance {seed}").random() < 0.5
+
+
+def snapshot_stagger_drawn(seed: int) -> bool:
+    """Half of the seeds stagger their replicas' snapshots, as the runtime does; drawn like
+    election_advance_drawn, from a generator of its own."""
+    return random.Random(f"snapshot-stagger {seed}").random() < 0.5

@@ -128,7 +128,7 @@ class Simulation:
         # followers that were down or cut off often need a snapshot instead of entries.
         every = config.snapshot_entries or rng.choice(SNAPSHOT_EVERY_CHOICES)
         keep = rng.choice(SNAPSHOT_KEEP_CHOICES) if config.snapshot_entries >= 0 else 0
-        world.snapshot_policy = SnapshotPolicy(max(every, 0), keep)
+        world.snapshot_policy = SnapshotPolicy(max(every, 0), keep, config.snapshots_staggered())
         self.replicas: Dict[int, SimReplica] = {}
         self._mutant = mutant
         self._core_config = Config(
@@ -143,7 +143,8 @@ class Simulation:
         world.log(
             f"config {config.command(trace=False)}; batch {batch}, inflight {inflight}, "
             f"early sends {world.early_send_chance:g}, snapshot every {world.snapshot_policy.every_entries} "
-            f"keep {world.snapshot_policy.keep_entries}, election advance {'on' if config.election_advance() else 'off'}"
+            f"keep {world.snapshot_policy.keep_entries}{' staggered' if world.snapshot_policy.staggered else ''}, "
+            f"election advance {'on' if config.election_advance() else 'off'}"
         )
         self.history: List[Operation] = []
         self.clients: List[SimClient] = make_clients(

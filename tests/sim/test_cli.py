@@ -99,3 +99,29 @@ def test_without_the_flag_the_election_advance_is_drawn_per_seed(capsys: pytest.
     seed_off = drawn.index(False)
     argv = ["--seed", str(seed_off), "--steps", "30", "--faults", "none"]
     assert _first_leader_time(argv, capsys) == _first_leader_time(argv + ["--advance-first-timeout", "off"], capsys)
+
+
+def _snapshot_indexes(argv: list, capsys: pytest.CaptureFixture) -> dict:
+    assert main(argv + ["--trace"]) == 0
+    taken: dict = {}
+    for line in capsys.readouterr().out.splitlines():
+        if " taking a snapshot at " in line:
+            replica, index = line.split()[1], int(line.split()[-1])
+            taken.setdefault(replica, []).append(index)
+    return taken
+
+
+def test_snapshot_stagger_is_drawn_per_seed_and_can_be_fixed(capsys: pytest.CaptureFixture) -> None:
+    """--snapshot-stagger on: each replica snapshots at its own offset (runtime/snapshot_policy.py),
+    off: all every N entries from their latest; without the flag, drawn per seed."""
+    drawn = [SimConfig(seed=seed).snapshots_staggered() for seed in range(200)]
+    assert 60 < sum(drawn) < 140
+    assert "--snapshot-stagger" not in SimConfig(seed=1).command()
+    assert SimConfig(seed=1, snapshot_stagger=False).command().endswith("--snapshot-stagger off --trace")
+    argv = ["--seed", "3", "--steps", "100", "--faults", "none", "--snapshot-entries", "20"]
+    aligned = _snapshot_indexes(argv + ["--snapshot-stagger", "off"], capsys)
+    staggered = _snapshot_indexes(argv + ["--snapshot-stagger", "on"], capsys)
+    assert len(aligned) == len(staggered) == 3, (aligned, staggered)
+    assert len({indexes[0] for indexes in aligned.values()}) == 1, aligned  # all at the same index
+    assert len({indexes[0] for indexes in staggered.values()}) == 3, staggered
+

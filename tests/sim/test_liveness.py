@@ -95,7 +95,8 @@ def test_slow_elections_fail_a_failover_probe() -> None:
     killed leader time out together and split the vote again and again: 8 rounds, past the
     bound of 7."""
     config = SimConfig(seed=15, steps=300, faults=parse_faults("crash,partition,isolate-leader,loss"),
-                       advance_first_timeout=False)
+                       advance_first_timeout=False,
+                       snapshot_stagger=False)
     broken = run(config._replace(mutant="no-election-randomization"))
     assert not broken.ok and broken.kind == "liveness", broken.report()
     assert "8 election rounds" in broken.detail and "failover probe" in broken.detail
@@ -108,7 +109,8 @@ def test_a_failover_with_no_spare_voter_may_take_six_rounds() -> None:
     the leader, so the 3 left must be unanimous, and two of them time out in the same tick 5
     times in a row. Real Raft, in the tail the bound is set for: 6 rounds, 72 ticks (the old
     bound of 5 rounds called it a failure)."""
-    config = SimConfig(seed=89786, replicas=5, steps=300, advance_first_timeout=False)
+    config = SimConfig(seed=89786, replicas=5, steps=300, advance_first_timeout=False,
+                       snapshot_stagger=False)
     result = run(config)
     assert result.ok, result.report()
     assert max(result.failover_terms) == 6 and DEFAULTS.liveness_terms >= 6
@@ -120,7 +122,8 @@ def test_a_restart_scheduled_during_the_faults_does_not_revive_a_probe_victim() 
     brought back the leader a failover probe had just killed, which won the election again, so
     no *new* leader ever came. The injector's error, not the replicas': after the heal, the
     nemesis restarts nothing."""
-    config = SimConfig(seed=63967, replicas=3, steps=300, advance_first_timeout=False)
+    config = SimConfig(seed=63967, replicas=3, steps=300, advance_first_timeout=False,
+                       snapshot_stagger=False)
     simulation = Simulation(config)
     result = simulation.run()
     assert result.ok, result.report()
