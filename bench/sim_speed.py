@@ -1,7 +1,7 @@
 """Simulator speed: seeds per CPU-second of this tree against a baseline commit, same machine, same run.
 
     python3 bench/sim_speed.py                       # uncommitted changes against HEAD, 3 rounds of 20 seeds
-    python3 bench/sim_speed.py --baseline db8d99b --seeds 40 --rounds 5   # the last commit that changed a run
+    python3 bench/sim_speed.py --baseline c7d68d3 --seeds 40 --rounds 5   # the last commit that changed a run
 
 The baseline is extracted with `git archive` into a temporary folder. Each round runs the same
 seeds (3 and 5 replicas alternating, every fault, as `python -m replichat.sim --seeds`) once in
@@ -11,7 +11,8 @@ is per round, baseline CPU over this tree's: above 1 means this tree is faster. 
 give every seed the same trace digest (checked: a speed-up must not change what a run does), so
 the baseline must be a commit whose simulator behaves as this tree's does: by default HEAD,
 which measures what the uncommitted changes do. (The simulator's speed work was measured
-against 65ace1d; the core changed behaviour since, so that commit now fails the digest check.)
+against 65ace1d; the core changed behaviour since, and c7d68d3 the snapshot timing of half the
+seeds, so earlier commits fail the digest check.)
 """
 import argparse
 import json
