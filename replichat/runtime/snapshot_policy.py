@@ -7,7 +7,7 @@ instead of by a snapshot transfer (the whole state).
 
 Each replica snapshots at its own offset into that period. Replicas apply the same entries
 within milliseconds of each other, so counting from the same start they would all copy their
-state at once: a write then waits for whichever follower is slowest while copying, and on
+state at once: no follower is then free of a copy to acknowledge a write promptly, and on
 shared hardware the copies compete for the same disk. The offset comes from the replica's id
 (Fibonacci hashing: the fractional part of id x 0.618..., which spreads consecutive ids over
 the period: ids 1, 2, 3 at 0.62, 0.24 and 0.85 of it). The boundaries are fixed indexes, so
