@@ -129,7 +129,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=None, help="seed of the slot order (default: random)")
     args = p.parse_args(argv)
     args.concurrency = [int(c) for c in args.concurrency.split(",")]
-    args.variants = sorted(PEER_VARIANTS, reverse=True) if args.peers == "both" else [args.peers]
+    args.variants = ["tls", "plain"] if args.peers == "both" else [args.peers]
     if args.slots < 1 or args.seconds <= 0 or not args.concurrency or min(args.concurrency) < 1:
         p.error("--slots and --concurrency must be at least 1, --seconds above 0")
     return args

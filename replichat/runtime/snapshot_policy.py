@@ -31,7 +31,7 @@ class SnapshotPolicy(NamedTuple):
         """Where in each period of `every_entries` indexes this replica takes its snapshot."""
         return int((replica_id * _GOLDEN_FRACTION) % 1.0 * self.every_entries)
 
-    def due(self, applied: int, last_snapshot: int, replica_id: int = 0) -> bool:
+    def due(self, applied: int, last_snapshot: int, replica_id: int) -> bool:
         """Whether `applied` crossed one of this replica's boundaries (offset + k * every_entries)
         since `last_snapshot`, at least half a period after it."""
         every = self.every_entries

@@ -205,10 +205,14 @@ def election_advance_drawn(seed: int) -> bool:
     """Half of the seeds run with the runtime's election advance. Drawn from its own generator,
     seeded by a string (deterministic across processes and Python versions), so that none of a
     run's other draws moves."""
-    return random.Random(f"election-advance {seed}").random() < 0.5
+    return _half_of_the_seeds("election-advance", seed)
 
 
 def snapshot_stagger_drawn(seed: int) -> bool:
     """Half of the seeds stagger their replicas' snapshots, as the runtime does; drawn like
-    election_advance_drawn, from a generator of its own."""
-    return random.Random(f"snapshot-stagger {seed}").random() < 0.5
+    election_advance_drawn."""
+    return _half_of_the_seeds("snapshot-stagger", seed)
+
+
+def _half_of_the_seeds(setting: str, seed: int) -> bool:
+    return random.Random(f"{setting} {seed}").random() < 0.5

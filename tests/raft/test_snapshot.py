@@ -151,8 +151,9 @@ def test_a_follower_whose_log_went_back_is_reported_and_caught_up() -> None:
 def test_the_snapshot_policy_counts_applied_entries_and_keeps_a_tail() -> None:
     from replichat.runtime.snapshot_policy import SnapshotPolicy
 
-    policy = SnapshotPolicy(every_entries=100, keep_entries=30)
-    assert not policy.due(applied=199, last_snapshot=100) and policy.due(applied=200, last_snapshot=100)
+    policy = SnapshotPolicy(every_entries=100, keep_entries=30, staggered=False)
+    assert not policy.due(applied=199, last_snapshot=100, replica_id=1)
+    assert policy.due(applied=200, last_snapshot=100, replica_id=1)
     assert policy.compact_to(snapshot_index=200, base_index=100) == 170
     assert policy.compact_to(snapshot_index=120, base_index=100) == 100
-    assert not SnapshotPolicy(every_entries=0).due(10**9, 0)  # 0 turns snapshots off
+    assert not SnapshotPolicy(every_entries=0).due(10**9, 0, 1)  # 0 turns snapshots off
